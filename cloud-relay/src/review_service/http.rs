@@ -1,0 +1,413 @@
+//! The HTTP face of the review service: the A2I runtime API (REST-JSON, as in the
+//! `sagemaker-a2i-runtime` 2019-11-07 service model) and, on `POST /`, the SageMaker
+//! control-plane subset (JSON 1.1, see `control_api`). One axum router, one port.
+//!
+//! | method + path | operation |
+//! |---|---|
+//! | `POST /human-loops` | StartHumanLoop |
+//! | `GET /human-loops?FlowDefinitionArn=..&CreationTimeAfter=..&CreationTimeBefore=..&SortOrder=..&NextToken=..&MaxResults=..` | ListHumanLoops |
+//! | `GET /human-loops/{name}` | DescribeHumanLoop |
+//! | `DELETE /human-loops/{name}` | DeleteHumanLoop |
+//! | `POST /human-loops/stop` | StopHumanLoop |
+//! | `POST /` + `X-Amz-Target: SageMaker.<Op>` | Create/Describe/DeleteHumanTaskUi, Create/Describe/DeleteFlowDefinition |
+//! | `GET /human-task-uis/{name}/template` | the task UI's template (what `UiTemplate.Url` points at) |
+//!
+//! Errors carry their type in the `x-amzn-ErrorType` header and as `__type` in the body,
+//! plus `message`: the AWS SDKs' error parsers (smithy-rs `parse_error_metadata`,
+//! botocore) read the header first and fall back to the body.
+//!
+//! SigV4: requests are accepted signed or not, and signatures are NOT verified. The
+//! service binds to loopback by default; anything reachable from other hosts must sit
+//! behind something that authenticates.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use axum::body::Bytes;
+use axum::extract::rejection::{PathRejection, QueryRejection};
+use axum::extract::{DefaultBodyLimit, Path, Query, State};
+use axum::http::{header, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use serde::Deserialize;
+use serde_json::{json, Value};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use super::control_api;
+use super::service::{ReviewService, ServiceError};
+use super::store::{HumanLoop, HumanLoopStatus, ListQuery, LoopError, SortOrder, StartRequest};
+
+/// Request bodies up to this size: `InputContent` may be 3 MiB, escaped in JSON.
+const BODY_LIMIT: usize = 8 * 1024 * 1024;
+
+pub fn router(service: ReviewService) -> Router {
+    Router::new()
+        .route("/", post(control_api::dispatch))
+        .route("/human-loops", post(start_human_loop).get(list_human_loops))
+        // "stop" is also a valid loop name: GET/DELETE on it describe/delete that loop.
+        .route(
+            "/human-loops/stop",
+            post(stop_human_loop)
+                .get(|s: State<ReviewService>| describe_human_loop(s, Ok(Path("stop".to_owned()))))
+                .delete(|s: State<ReviewService>| {
+                    delete_human_loop(s, Ok(Path("stop".to_owned())))
+                }),
+        )
+        .route(
+            "/human-loops/{name}",
+            get(describe_human_loop).delete(delete_human_loop),
+        )
+        .route("/human-task-uis/{name}/template", get(task_ui_template))
+        .fallback(unknown_operation)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(service)
+}
+
+/// An error as AWS services send it.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: StatusCode,
+    pub code: &'static str,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            code,
+            message: message.into(),
+        }
+    }
+
+    pub fn validation(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
+    }
+
+    /// The A2I runtime's error for a service error.
+    fn runtime(e: ServiceError) -> Self {
+        use StatusCode as S;
+        let (status, code) = match &e {
+            ServiceError::Loop(LoopError::AlreadyExists(_)) => (S::CONFLICT, "ConflictException"),
+            ServiceError::Loop(LoopError::NotFound(_)) => {
+                (S::NOT_FOUND, "ResourceNotFoundException")
+            }
+            ServiceError::Control(super::control_plane::ControlError::ResourceNotFound {
+                ..
+            }) => (S::NOT_FOUND, "ResourceNotFoundException"),
+            ServiceError::Loop(LoopError::QuotaExceeded { .. }) => {
+                (S::PAYMENT_REQUIRED, "ServiceQuotaExceededException")
+            }
+            ServiceError::Loop(_)
+            | ServiceError::Control(_)
+            | ServiceError::BadFlowDefinitionArn(_)
+            | ServiceError::UnknownFlowDefinition(_) => (S::BAD_REQUEST, "ValidationException"),
+            ServiceError::Persist(_) | ServiceError::Output(_) | ServiceError::Internal(_) => {
+                tracing::error!(error = %e, "review service failure");
+                (S::INTERNAL_SERVER_ERROR, "InternalServerException")
+            }
+        };
+        Self::new(status, code, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let body = json!({"__type": self.code, "message": self.message});
+        let mut resp = (self.status, body.to_string()).into_response();
+        let h = resp.headers_mut();
+        h.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
+        h.insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        );
+        h.insert("x-amzn-RequestId", request_id());
+        resp
+    }
+}
+
+/// A fresh `x-amzn-RequestId` (unique per process run, UUID-shaped).
+pub fn request_id() -> HeaderValue {
+    static NEXT: AtomicU64 = AtomicU64::new(1);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
+    let id = format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id());
+    HeaderValue::from_str(&id).expect("hex is a valid header value")
+}
+
+fn ok_json(body: Value) -> Response {
+    let mut resp = (StatusCode::OK, body.to_string()).into_response();
+    let h = resp.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    h.insert("x-amzn-RequestId", request_id());
+    resp
+}
+
+/// Runs a (disk-writing) service call on the blocking pool.
+pub async fn blocking<R: Send + 'static>(
+    service: ReviewService,
+    f: impl FnOnce(&ReviewService) -> Result<R, ServiceError> + Send + 'static,
+) -> Result<R, ServiceError> {
+    tokio::task::spawn_blocking(move || f(&service))
+        .await
+        .map_err(|e| ServiceError::Internal(e.to_string()))?
+}
+
+/// `2024-05-01T12:00:00.123Z`: the ISO 8601 form REST-JSON timestamps use.
+pub fn iso8601(t: OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.millisecond()
+    )
+}
+
+/// Query-string timestamps: RFC 3339 (what the SDKs send), a bare date (`2020-02-24`,
+/// the API reference's example, read as midnight UTC) or epoch seconds.
+pub fn parse_timestamp(field: &str, s: &str) -> Result<OffsetDateTime, ApiError> {
+    if let Ok(t) = OffsetDateTime::parse(s, &Rfc3339) {
+        return Ok(t);
+    }
+    let date_format = time::macros::format_description!("[year]-[month]-[day]");
+    if let Ok(d) = time::Date::parse(s, date_format) {
+        return Ok(d.midnight().assume_utc());
+    }
+    if let Ok(secs) = s.parse::<f64>() {
+        if let Ok(t) = OffsetDateTime::from_unix_timestamp_nanos((secs * 1e9) as i128) {
+            return Ok(t);
+        }
+    }
+    Err(ApiError::validation(format!(
+        "{field} {s:?} is not an ISO 8601 timestamp"
+    )))
+}
+
+fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
+    let body = if body.is_empty() {
+        b"{}".as_slice()
+    } else {
+        body
+    };
+    serde_json::from_slice(body).map_err(|e| ApiError::validation(format!("request body: {e}")))
+}
+
+fn required<T>(field: &str, v: Option<T>) -> Result<T, ApiError> {
+    v.ok_or_else(|| ApiError::validation(format!("{field} is required")))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StartBody {
+    human_loop_name: Option<String>,
+    flow_definition_arn: Option<String>,
+    human_loop_input: Option<InputBody>,
+    data_attributes: Option<DataAttributes>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct InputBody {
+    input_content: Option<String>,
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct DataAttributes {
+    content_classifiers: Vec<String>,
+}
+
+async fn start_human_loop(
+    State(service): State<ReviewService>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: StartBody = parse_body(&body)?;
+    let name = required("HumanLoopName", b.human_loop_name)?;
+    let flow_arn = required("FlowDefinitionArn", b.flow_definition_arn)?;
+    let input = required("HumanLoopInput", b.human_loop_input)?;
+    let input_content = required("HumanLoopInput.InputContent", input.input_content)?;
+    if input_content.len() > 3 * 1024 * 1024 {
+        return Err(ApiError::validation(
+            "HumanLoopInput.InputContent is longer than 3145728",
+        ));
+    }
+    let content_classifiers = b
+        .data_attributes
+        .map(|d| d.content_classifiers)
+        .unwrap_or_default();
+    const CLASSIFIERS: [&str; 2] = [
+        "FreeOfPersonallyIdentifiableInformation",
+        "FreeOfAdultContent",
+    ];
+    if let Some(bad) = content_classifiers
+        .iter()
+        .find(|c| !CLASSIFIERS.contains(&c.as_str()))
+    {
+        return Err(ApiError::validation(format!(
+            "unknown ContentClassifier {bad:?}"
+        )));
+    }
+    let req = StartRequest {
+        name,
+        input_content,
+        content_classifiers,
+    };
+    let arn = blocking(service, move |s| s.start_human_loop(&flow_arn, req))
+        .await
+        .map_err(ApiError::runtime)?;
+    Ok(ok_json(json!({ "HumanLoopArn": arn })))
+}
+
+fn path_name(p: Result<Path<String>, PathRejection>) -> Result<String, ApiError> {
+    p.map(|Path(name)| name)
+        .map_err(|e| ApiError::validation(format!("HumanLoopName: {e}")))
+}
+
+fn describe_json(l: &HumanLoop) -> Value {
+    let mut v = json!({
+        "CreationTime": iso8601(l.creation_time),
+        "HumanLoopStatus": l.status.as_str(),
+        "HumanLoopName": l.name,
+        "HumanLoopArn": l.arn,
+        "FlowDefinitionArn": l.flow_definition_arn,
+    });
+    if l.status == HumanLoopStatus::Completed {
+        v["HumanLoopOutput"] = json!({ "OutputS3Uri": l.output_s3_uri });
+    }
+    if let Some(r) = &l.failure_reason {
+        v["FailureReason"] = json!(r);
+    }
+    if let Some(c) = &l.failure_code {
+        v["FailureCode"] = json!(c);
+    }
+    v
+}
+
+async fn describe_human_loop(
+    State(service): State<ReviewService>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_name(name)?;
+    let l = service
+        .describe_human_loop(&name)
+        .map_err(ApiError::runtime)?;
+    Ok(ok_json(describe_json(&l)))
+}
+
+async fn delete_human_loop(
+    State(service): State<ReviewService>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_name(name)?;
+    blocking(service, move |s| s.delete_human_loop(&name))
+        .await
+        .map_err(ApiError::runtime)?;
+    Ok(ok_json(json!({})))
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "PascalCase")]
+struct StopBody {
+    human_loop_name: Option<String>,
+}
+
+async fn stop_human_loop(
+    State(service): State<ReviewService>,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    let b: StopBody = parse_body(&body)?;
+    let name = required("HumanLoopName", b.human_loop_name)?;
+    blocking(service, move |s| s.stop_human_loop(&name))
+        .await
+        .map_err(ApiError::runtime)?;
+    Ok(ok_json(json!({})))
+}
+
+async fn list_human_loops(
+    State(service): State<ReviewService>,
+    query: Result<Query<Vec<(String, String)>>, QueryRejection>,
+) -> Result<Response, ApiError> {
+    let Query(pairs) = query.map_err(|e| ApiError::validation(format!("query string: {e}")))?;
+    let mut q = ListQuery::default();
+    let mut flow_arn = None;
+    for (k, v) in pairs {
+        match k.as_str() {
+            "FlowDefinitionArn" => flow_arn = Some(v),
+            "CreationTimeAfter" => q.created_after = Some(parse_timestamp(&k, &v)?),
+            "CreationTimeBefore" => q.created_before = Some(parse_timestamp(&k, &v)?),
+            "SortOrder" => {
+                q.sort_order = match v.as_str() {
+                    "Ascending" => SortOrder::Ascending,
+                    "Descending" => SortOrder::Descending,
+                    _ => {
+                        return Err(ApiError::validation(format!(
+                            "SortOrder {v:?} is not Ascending or Descending"
+                        )))
+                    }
+                }
+            }
+            "NextToken" => q.next_token = Some(v),
+            "MaxResults" => {
+                q.max_results = Some(v.parse().map_err(|_| {
+                    ApiError::validation(format!("MaxResults {v:?} is not an integer"))
+                })?)
+            }
+            _ => {} // unknown parameters are ignored, as AWS does
+        }
+    }
+    let flow_arn = required("FlowDefinitionArn", flow_arn)?;
+    let (loops, next) = service
+        .list_human_loops(&flow_arn, q)
+        .map_err(ApiError::runtime)?;
+    let summaries: Vec<Value> = loops
+        .iter()
+        .map(|l| {
+            let mut v = json!({
+                "HumanLoopName": l.name,
+                "HumanLoopStatus": l.status.as_str(),
+                "CreationTime": iso8601(l.creation_time),
+                "FlowDefinitionArn": l.flow_definition_arn,
+            });
+            if let Some(r) = &l.failure_reason {
+                v["FailureReason"] = json!(r);
+            }
+            v
+        })
+        .collect();
+    let mut body = json!({ "HumanLoopSummaries": summaries });
+    if let Some(t) = next {
+        body["NextToken"] = json!(t);
+    }
+    Ok(ok_json(body))
+}
+
+async fn task_ui_template(
+    State(service): State<ReviewService>,
+    name: Result<Path<String>, PathRejection>,
+) -> Result<Response, ApiError> {
+    let name = path_name(name)?;
+    let ui = service
+        .describe_human_task_ui(&name)
+        .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string()))?;
+    Ok((
+        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        ui.template,
+    )
+        .into_response())
+}
+
+async fn unknown_operation(method: Method, uri: Uri) -> ApiError {
+    ApiError::new(
+        StatusCode::NOT_FOUND,
+        "UnknownOperationException",
+        format!("no operation at {method} {uri}"),
+    )
+}

@@ -1,0 +1,486 @@
+//! `HumanLoopStore`: the human-loop state machine of the local review service.
+//!
+//! Plain data, no I/O, no clock: the caller passes `now`. Every mutation is split in
+//! two steps so that the persistence layer can journal a change *before* it becomes
+//! visible: `check_*` validates a request against the current state and returns the
+//! [`LoopEvent`] it would cause (or the API error), and [`HumanLoopStore::apply`]
+//! applies an event. `start`/`stop`/`delete`/`complete` do both, for callers that do
+//! not persist (and for the tests).
+//!
+//! Transitions (local mode has no workers mid-task, so `Stopping` is never lingered in):
+//! `InProgress --stop--> Stopped`, `InProgress|Stopping --complete--> Completed`,
+//! `Stopped|Completed|Failed --delete--> (gone)`. Deleting a loop that is still
+//! `InProgress` is refused, as A2I does ("you must stop the human loop before deleting it").
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+
+use super::output::HumanAnswer;
+use super::page_token::PageCursor;
+
+/// Largest page `ListHumanLoops` returns (the API's `MaxResults` maximum).
+pub const MAX_PAGE_SIZE: i32 = 100;
+/// Page size when the caller gives no `MaxResults`.
+pub const DEFAULT_PAGE_SIZE: i32 = 100;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum HumanLoopStatus {
+    InProgress,
+    Failed,
+    Completed,
+    Stopped,
+    Stopping,
+}
+
+impl HumanLoopStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::InProgress => "InProgress",
+            Self::Failed => "Failed",
+            Self::Completed => "Completed",
+            Self::Stopped => "Stopped",
+            Self::Stopping => "Stopping",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    Ascending,
+    /// The default, as for the other SageMaker `List*` calls: newest first.
+    #[default]
+    Descending,
+}
+
+/// The flow definition a loop belongs to, resolved by the caller from the control plane.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowTarget {
+    pub arn: String,
+    pub name: String,
+    /// `OutputConfig.S3OutputPath` of the flow definition, e.g. `s3://bucket/prefix`.
+    pub output_path: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HumanLoop {
+    pub name: String,
+    pub arn: String,
+    pub flow_definition_arn: String,
+    pub flow_definition_name: String,
+    pub status: HumanLoopStatus,
+    #[serde(with = "time::serde::rfc3339")]
+    pub creation_time: OffsetDateTime,
+    /// `HumanLoopInput.InputContent`: a JSON document, kept as the caller sent it.
+    pub input_content: String,
+    pub content_classifiers: Vec<String>,
+    /// Where A2I writes (and the reviewer page will write) this loop's `output.json`;
+    /// fixed at creation because the path embeds the creation time.
+    pub output_s3_uri: String,
+    pub failure_reason: Option<String>,
+    pub failure_code: Option<String>,
+    /// The reviewers' answers, once the loop is completed.
+    pub answers: Option<Vec<HumanAnswer>>,
+}
+
+/// What `StartHumanLoop` asks for (already parsed from the wire).
+#[derive(Debug, Clone, PartialEq)]
+pub struct StartRequest {
+    pub name: String,
+    pub input_content: String,
+    pub content_classifiers: Vec<String>,
+}
+
+/// A change to the store; what the persistence layer journals.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LoopEvent {
+    Started(Box<HumanLoop>),
+    Stopped {
+        name: String,
+    },
+    Completed {
+        name: String,
+        answers: Vec<HumanAnswer>,
+    },
+    Deleted {
+        name: String,
+    },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LoopError {
+    #[error("invalid human loop name {name:?}: {reason}")]
+    InvalidName { name: String, reason: &'static str },
+    #[error("{0}")]
+    Invalid(String),
+    #[error("human loop {0:?} already exists")]
+    AlreadyExists(String),
+    #[error("human loop {0:?} does not exist")]
+    NotFound(String),
+    #[error("human loop {name:?} is {status}; cannot {action} it", status = status.as_str())]
+    WrongState {
+        name: String,
+        status: HumanLoopStatus,
+        action: &'static str,
+    },
+    #[error("too many human loops in progress (limit {limit})")]
+    QuotaExceeded { limit: usize },
+}
+
+/// One `ListHumanLoops` request.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct ListQuery {
+    pub flow_definition_name: String,
+    /// Only loops created strictly after this instant.
+    pub created_after: Option<OffsetDateTime>,
+    /// Only loops created strictly before this instant.
+    pub created_before: Option<OffsetDateTime>,
+    pub sort_order: SortOrder,
+    pub next_token: Option<String>,
+    pub max_results: Option<i32>,
+}
+
+#[derive(Debug, PartialEq)]
+pub struct ListPage<'a> {
+    pub loops: Vec<&'a HumanLoop>,
+    pub next_token: Option<String>,
+}
+
+/// All human loops, by name.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HumanLoopStore {
+    loops: BTreeMap<String, HumanLoop>,
+    /// Most loops that may be `InProgress` at once (A2I's per-account quota);
+    /// beyond it `StartHumanLoop` answers ServiceQuotaExceededException.
+    max_in_progress: usize,
+}
+
+impl Default for HumanLoopStore {
+    fn default() -> Self {
+        Self::new(default_max_in_progress())
+    }
+}
+
+pub fn default_max_in_progress() -> usize {
+    10_000
+}
+
+/// Checks a name against A2I's rule: `^[a-z0-9](-*[a-z0-9])*$`, 1 to 63 characters.
+pub fn validate_loop_name(name: &str) -> Result<(), LoopError> {
+    let invalid = |reason| {
+        Err(LoopError::InvalidName {
+            name: name.to_owned(),
+            reason,
+        })
+    };
+    if name.is_empty() || name.len() > 63 {
+        return invalid("must be 1 to 63 characters");
+    }
+    if !name
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+    {
+        return invalid("only lowercase letters, digits and hyphens are allowed");
+    }
+    if name.starts_with('-') || name.ends_with('-') {
+        return invalid("must start and end with a letter or digit");
+    }
+    Ok(())
+}
+
+/// `s3://bucket/prefix/<flow>/YYYY/MM/DD/hh/mm/ss/<loop>/output.json`, the layout A2I uses.
+pub fn output_uri(
+    output_path: &str,
+    flow_name: &str,
+    created: OffsetDateTime,
+    loop_name: &str,
+) -> String {
+    let t = created.to_offset(time::UtcOffset::UTC);
+    format!(
+        "{}/{}/{:04}/{:02}/{:02}/{:02}/{:02}/{:02}/{}/output.json",
+        output_path.trim_end_matches('/'),
+        flow_name,
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        loop_name
+    )
+}
+
+/// Timestamps are kept at millisecond precision, what the wire format carries, so a
+/// `CreationTime` read back from Describe filters exactly.
+fn truncate_to_millis(t: OffsetDateTime) -> OffsetDateTime {
+    let ms = t.nanosecond() / 1_000_000 * 1_000_000;
+    t.replace_nanosecond(ms).unwrap_or(t)
+}
+
+impl HumanLoopStore {
+    pub fn new(max_in_progress: usize) -> Self {
+        Self {
+            loops: BTreeMap::new(),
+            max_in_progress,
+        }
+    }
+
+    pub fn set_max_in_progress(&mut self, limit: usize) {
+        self.max_in_progress = limit;
+    }
+
+    pub fn len(&self) -> usize {
+        self.loops.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.loops.is_empty()
+    }
+
+    /// All loops, by name.
+    pub fn iter(&self) -> impl Iterator<Item = &HumanLoop> {
+        self.loops.values()
+    }
+
+    /// True when some loop of this flow definition still waits for a reviewer.
+    pub fn has_active_loops(&self, flow_definition_name: &str) -> bool {
+        self.loops.values().any(|l| {
+            l.flow_definition_name == flow_definition_name
+                && matches!(
+                    l.status,
+                    HumanLoopStatus::InProgress | HumanLoopStatus::Stopping
+                )
+        })
+    }
+
+    pub fn describe(&self, name: &str) -> Result<&HumanLoop, LoopError> {
+        validate_loop_name(name)?;
+        self.loops
+            .get(name)
+            .ok_or_else(|| LoopError::NotFound(name.to_owned()))
+    }
+
+    pub fn check_start(
+        &self,
+        req: StartRequest,
+        flow: &FlowTarget,
+        loop_arn: String,
+        now: OffsetDateTime,
+    ) -> Result<LoopEvent, LoopError> {
+        validate_loop_name(&req.name)?;
+        if self.loops.contains_key(&req.name) {
+            return Err(LoopError::AlreadyExists(req.name));
+        }
+        if let Err(e) = serde_json::from_str::<serde_json::Value>(&req.input_content) {
+            return Err(LoopError::Invalid(format!(
+                "HumanLoopInput.InputContent is not valid JSON: {e}"
+            )));
+        }
+        let in_progress = self
+            .loops
+            .values()
+            .filter(|l| l.status == HumanLoopStatus::InProgress)
+            .count();
+        if in_progress >= self.max_in_progress {
+            return Err(LoopError::QuotaExceeded {
+                limit: self.max_in_progress,
+            });
+        }
+        let creation_time = truncate_to_millis(now);
+        Ok(LoopEvent::Started(Box::new(HumanLoop {
+            output_s3_uri: output_uri(&flow.output_path, &flow.name, creation_time, &req.name),
+            name: req.name,
+            arn: loop_arn,
+            flow_definition_arn: flow.arn.clone(),
+            flow_definition_name: flow.name.clone(),
+            status: HumanLoopStatus::InProgress,
+            creation_time,
+            input_content: req.input_content,
+            content_classifiers: req.content_classifiers,
+            failure_reason: None,
+            failure_code: None,
+            answers: None,
+        })))
+    }
+
+    /// `Ok(None)`: the loop is already stopped, nothing changes (stop is idempotent).
+    pub fn check_stop(&self, name: &str) -> Result<Option<LoopEvent>, LoopError> {
+        let l = self.describe(name)?;
+        match l.status {
+            HumanLoopStatus::InProgress | HumanLoopStatus::Stopping => {
+                Ok(Some(LoopEvent::Stopped {
+                    name: name.to_owned(),
+                }))
+            }
+            HumanLoopStatus::Stopped => Ok(None),
+            status @ (HumanLoopStatus::Completed | HumanLoopStatus::Failed) => {
+                Err(LoopError::WrongState {
+                    name: name.to_owned(),
+                    status,
+                    action: "stop",
+                })
+            }
+        }
+    }
+
+    pub fn check_delete(&self, name: &str) -> Result<LoopEvent, LoopError> {
+        let l = self.describe(name)?;
+        match l.status {
+            status @ (HumanLoopStatus::InProgress | HumanLoopStatus::Stopping) => {
+                Err(LoopError::WrongState {
+                    name: name.to_owned(),
+                    status,
+                    action: "delete (stop it first)",
+                })
+            }
+            _ => Ok(LoopEvent::Deleted {
+                name: name.to_owned(),
+            }),
+        }
+    }
+
+    pub fn check_complete(
+        &self,
+        name: &str,
+        answers: Vec<HumanAnswer>,
+    ) -> Result<LoopEvent, LoopError> {
+        let l = self.describe(name)?;
+        if answers.is_empty() {
+            return Err(LoopError::Invalid(format!(
+                "completing human loop {name:?} needs at least one answer"
+            )));
+        }
+        match l.status {
+            HumanLoopStatus::InProgress | HumanLoopStatus::Stopping => Ok(LoopEvent::Completed {
+                name: name.to_owned(),
+                answers,
+            }),
+            status => Err(LoopError::WrongState {
+                name: name.to_owned(),
+                status,
+                action: "complete",
+            }),
+        }
+    }
+
+    /// Applies an event produced by a `check_*` call on this same state (or replayed
+    /// from the journal). Events that no longer fit (a loop that is gone) are ignored,
+    /// so replaying a journal twice cannot corrupt the store.
+    pub fn apply(&mut self, event: &LoopEvent) {
+        match event {
+            LoopEvent::Started(l) => {
+                self.loops
+                    .entry(l.name.clone())
+                    .or_insert_with(|| (**l).clone());
+            }
+            LoopEvent::Stopped { name } => {
+                if let Some(l) = self.loops.get_mut(name) {
+                    l.status = HumanLoopStatus::Stopped;
+                }
+            }
+            LoopEvent::Completed { name, answers } => {
+                if let Some(l) = self.loops.get_mut(name) {
+                    l.status = HumanLoopStatus::Completed;
+                    l.answers = Some(answers.clone());
+                }
+            }
+            LoopEvent::Deleted { name } => {
+                self.loops.remove(name);
+            }
+        }
+    }
+
+    pub fn start(
+        &mut self,
+        req: StartRequest,
+        flow: &FlowTarget,
+        loop_arn: String,
+        now: OffsetDateTime,
+    ) -> Result<&HumanLoop, LoopError> {
+        let name = req.name.clone();
+        let ev = self.check_start(req, flow, loop_arn, now)?;
+        self.apply(&ev);
+        self.describe(&name)
+    }
+
+    pub fn stop(&mut self, name: &str) -> Result<(), LoopError> {
+        if let Some(ev) = self.check_stop(name)? {
+            self.apply(&ev);
+        }
+        Ok(())
+    }
+
+    pub fn delete(&mut self, name: &str) -> Result<(), LoopError> {
+        let ev = self.check_delete(name)?;
+        self.apply(&ev);
+        Ok(())
+    }
+
+    /// Records the answers, marks the loop Completed and returns where its output goes.
+    pub fn complete(&mut self, name: &str, answers: Vec<HumanAnswer>) -> Result<String, LoopError> {
+        let ev = self.check_complete(name, answers)?;
+        self.apply(&ev);
+        Ok(self.describe(name)?.output_s3_uri.clone())
+    }
+
+    /// `ListHumanLoops`: filter by flow definition and creation time, sort by creation
+    /// time (ties broken by name), and page with an opaque cursor token that names the
+    /// last loop returned, so pages stay consistent while loops come and go.
+    pub fn list(&self, q: &ListQuery) -> Result<ListPage<'_>, LoopError> {
+        let page_size = q.max_results.unwrap_or(DEFAULT_PAGE_SIZE);
+        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
+            return Err(LoopError::Invalid(format!(
+                "MaxResults must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
+            )));
+        }
+        let cursor = q
+            .next_token
+            .as_deref()
+            .map(|t| PageCursor::decode(t, q.sort_order))
+            .transpose()?;
+        let mut matching: Vec<&HumanLoop> = self
+            .loops
+            .values()
+            .filter(|l| l.flow_definition_name == q.flow_definition_name)
+            .filter(|l| !matches!(q.created_after, Some(t) if l.creation_time <= t))
+            .filter(|l| !matches!(q.created_before, Some(t) if l.creation_time >= t))
+            .collect();
+        matching.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
+        if q.sort_order == SortOrder::Descending {
+            matching.reverse();
+        }
+        let after_cursor = |l: &&HumanLoop| match &cursor {
+            None => true,
+            Some(c) => {
+                let key = sort_key(l);
+                let ck = (c.creation_nanos, c.name.as_str());
+                match q.sort_order {
+                    SortOrder::Ascending => key > ck,
+                    SortOrder::Descending => key < ck,
+                }
+            }
+        };
+        let mut rest = matching.into_iter().filter(after_cursor);
+        let loops: Vec<&HumanLoop> = rest.by_ref().take(page_size as usize).collect();
+        let next_token = match (rest.next(), loops.last()) {
+            (Some(_), Some(last)) => Some(
+                PageCursor {
+                    creation_nanos: last.creation_time.unix_timestamp_nanos(),
+                    name: last.name.clone(),
+                }
+                .encode(q.sort_order),
+            ),
+            _ => None,
+        };
+        Ok(ListPage { loops, next_token })
+    }
+}
+
+fn sort_key(l: &HumanLoop) -> (i128, &str) {
+    (l.creation_time.unix_timestamp_nanos(), l.name.as_str())
+}
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

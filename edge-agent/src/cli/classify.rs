@@ -1,0 +1,151 @@
+//! `edge-agent classify FILE...`: top-k labels per file, as a table or JSON lines.
+//! A file that cannot be read or decoded gets a one-line error naming it and the
+//! others are still classified; the exit status is 1 when any file failed.
+
+use std::io::Write;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::Args;
+use serde_json::json;
+
+use super::{expand_paths, ModelArgs};
+use crate::inference::load_backend;
+use crate::pipeline::{Classifier, Preparer};
+
+#[derive(Debug, Args)]
+pub struct ClassifyArgs {
+    /// Image files (JPEG, PNG) or folders of them.
+    #[arg(required = true, value_name = "PATH")]
+    pub paths: Vec<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// How many labels to show per file.
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
+    pub top_k: u16,
+    /// One JSON object per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Classify the inputs this many times (for throughput measurements).
+    #[arg(long, default_value_t = 1, hide = true)]
+    pub repeat: u32,
+    /// Print per-frame results only for the first pass, then one summary line
+    /// (JSON) with frames/s and peak memory. Used by `edge-agent bench`.
+    #[arg(long, hide = true)]
+    pub summary: bool,
+}
+
+pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
+    let package = args.model.load()?;
+    let backend = load_backend(&package, &args.model.backend_options())?;
+    let files = expand_paths(&args.paths).context("cannot list the input folders")?;
+    if files.is_empty() {
+        anyhow::bail!("no image files (.jpg, .jpeg, .png) in {:?}", args.paths);
+    }
+    let mut classifier = Classifier::new(backend, package.labels.clone(), args.top_k as usize);
+    let model_name = package.display_name();
+
+    let passes = args.repeat.max(1) as usize;
+    let first_pass = files.len();
+    let inputs: Vec<PathBuf> = files
+        .iter()
+        .cycle()
+        .take(first_pass * passes)
+        .cloned()
+        .collect();
+    let mut preparer = Preparer::spawn(inputs, &package.manifest.input, 2);
+
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if !args.json && !args.summary {
+        writeln!(
+            out,
+            "model: {model_name} (backend {})",
+            classifier.backend_name()
+        )?;
+    }
+    let started = Instant::now();
+    let (mut frames, mut failed) = (0usize, 0usize);
+    while let Some((path, prepared)) = preparer.next() {
+        let show = !args.summary || frames + failed < first_pass;
+        let frame = match prepared {
+            Ok(frame) => frame,
+            Err(e) => {
+                failed += 1;
+                if show {
+                    report_error(&mut out, args.json, &path, &e.to_string())?;
+                }
+                continue;
+            }
+        };
+        match classifier.classify(&frame.tensor) {
+            Ok(c) => {
+                frames += 1;
+                if show {
+                    if args.json {
+                        let line = json!({
+                            "file": path.display().to_string(),
+                            "width": frame.width,
+                            "height": frame.height,
+                            "model": model_name,
+                            "backend": classifier.backend_name(),
+                            "top_k": c.top_k,
+                            "timings_ms": {
+                                "decode": ms(frame.decode_time),
+                                "resize": ms(frame.resize_time),
+                                "inference": ms(c.infer_time),
+                            },
+                        });
+                        writeln!(out, "{line}")?;
+                    } else {
+                        let labels: Vec<String> = c
+                            .top_k
+                            .iter()
+                            .map(|l| format!("{:<28} {:.3}", l.label, l.score))
+                            .collect();
+                        writeln!(out, "{:<32} {}", path.display(), labels.join("  "))?;
+                    }
+                    out.flush()?;
+                }
+            }
+            Err(e) => {
+                failed += 1;
+                report_error(&mut out, args.json, &path, &e.to_string())?;
+            }
+        }
+        preparer.recycle(frame.tensor);
+    }
+    let elapsed = started.elapsed();
+    if args.summary {
+        let summary = json!({
+            "summary": true,
+            "frames": frames,
+            "failed": failed,
+            "seconds": elapsed.as_secs_f64(),
+            "fps": frames as f64 / elapsed.as_secs_f64().max(1e-9),
+            "max_rss_mb": crate::cli::bench::peak_rss_mb(),
+            "backend": classifier.backend_name(),
+        });
+        writeln!(out, "{summary}")?;
+    }
+    Ok(if failed > 0 { 1 } else { 0 })
+}
+
+fn report_error(
+    out: &mut impl Write,
+    json: bool,
+    path: &std::path::Path,
+    message: &str,
+) -> std::io::Result<()> {
+    if json {
+        let line = json!({ "file": path.display().to_string(), "error": message });
+        writeln!(out, "{line}")?;
+    }
+    eprintln!("error: {}: {message}", path.display());
+    Ok(())
+}
+
+fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e3
+}

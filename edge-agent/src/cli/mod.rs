@@ -1,0 +1,86 @@
+//! Command-line interface: argument definitions and one module per subcommand.
+
+pub mod bench;
+pub mod classify;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::inference::BackendOptions;
+use crate::model::{find_default_manifest, ModelError, ModelPackage};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "edge-agent",
+    version,
+    about = "Classifies camera and file frames with a TFLite model and sends uncertain ones for human review"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Classify image files (or folders of them) and print the top labels.
+    Classify(classify::ClassifyArgs),
+    /// Measure decode, resize and inference times, throughput, memory and start-up,
+    /// side by side with the Python peer (../shared/bench/peer_agent.py).
+    Bench(bench::BenchArgs),
+}
+
+/// Options shared by every command that loads a model.
+#[derive(Debug, Clone, Args)]
+pub struct ModelArgs {
+    /// Model manifest (TOML). Default: $EDGE_AGENT_MODEL, ./models/dogs_mobilenetv2.toml,
+    /// the workspace's models/, /usr/share/edge-a2i/models/.
+    #[arg(long, value_name = "MANIFEST")]
+    pub model: Option<PathBuf>,
+    /// Inference threads.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    pub threads: u16,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> Result<ModelPackage, ModelError> {
+        let path = match &self.model {
+            Some(p) => p.clone(),
+            None => find_default_manifest()?,
+        };
+        ModelPackage::load(&path)
+    }
+
+    pub fn backend_options(&self) -> BackendOptions {
+        BackendOptions {
+            threads: self.threads as usize,
+        }
+    }
+}
+
+/// Expands folders into the image files they hold (sorted, not recursive); files
+/// are kept as given, whatever their name, so a bad file gets a precise error.
+pub fn expand_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
+    let mut out = Vec::new();
+    for path in paths {
+        if path.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|p| p.is_file() && is_image_name(p))
+                .collect();
+            files.sort();
+            out.extend(files);
+        } else {
+            out.push(path.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Whether a file name has an image extension (jpg, jpeg, png; any case).
+pub fn is_image_name(path: &std::path::Path) -> bool {
+    path.extension()
+        .and_then(|e| e.to_str())
+        .map(|e| matches!(e.to_ascii_lowercase().as_str(), "jpg" | "jpeg" | "png"))
+        .unwrap_or(false)
+}

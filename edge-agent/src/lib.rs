@@ -1,0 +1,12 @@
+//! edge-agent: classifies frames with a TFLite model and sends the ones the model is
+//! unsure about for human review. `main.rs` only parses arguments; everything lives
+//! here so tests can drive it in-process.
+
+pub mod cli;
+pub mod inference;
+pub mod model;
+pub mod outbox;
+pub mod phash;
+pub mod pipeline;
+pub mod policy;
+pub mod preprocess;

@@ -1,0 +1,204 @@
+//! The durable outbox: every event the review policy selects lives here, on disk,
+//! from the moment it is accepted until the relay's receipt says its image is stored
+//! and its human loop exists (DESIGN.md, "Guarantees"). A broker's PUBACK only moves
+//! an event to [`State::AwaitingReceipt`]; without a receipt it is resent after a
+//! timeout that doubles per attempt ([`Backoff`]).
+//!
+//! Lifecycle of an entry:
+//! `put` → [`State::ToSend`] → `published` (PUBACK) → [`State::AwaitingReceipt`] →
+//! `receipt` → removed. `publish_failed` (connection lost before PUBACK) returns an
+//! entry to `ToSend`; an `AwaitingReceipt` entry whose `next_attempt_at` has passed
+//! is listed by `due` again. The outbox is bounded in bytes: a put that would exceed
+//! the bound drops the oldest entries (any state) in the same transaction and adds
+//! them to a persistent drop counter that [`Outbox::depths`] reports.
+//!
+//! # Why SQLite (WAL, `synchronous=FULL`) and not a spool directory
+//! - Atomic multi-row transactions: "insert the event, drop the oldest, bump the
+//!   drop counter" and "move to AwaitingReceipt with a new deadline" are each one
+//!   commit, never half done.
+//! - Crash safety that is proven, not hoped for: SQLite's test suite simulates
+//!   crashes and power loss at every write; with WAL and `synchronous=FULL` the WAL
+//!   is fsynced before a commit returns, so an accepted event survives SIGKILL and
+//!   power loss. A spool directory would need a hand-written write/fsync/rename/
+//!   fsync-the-directory protocol for each state change, plus recovery code for
+//!   every crash point, and its drop counter would be one more such file.
+//! - One file (plus its `-wal`/`-shm` companions) to place, back up or inspect with
+//!   the `sqlite3` shell; queries like "due, in order" are an indexed `SELECT`
+//!   instead of a directory scan.
+//! - `bundled` compiles SQLite into the binary, so devices need no system library.
+//!
+//! # Use from async code
+//! [`Outbox`] is `Send` (not `Sync`) and every method is synchronous and may block
+//! on an fsync (milliseconds on an SD card). Own it from one dedicated thread, or
+//! move it into `tokio::task::spawn_blocking` for each call (e.g. behind a
+//! `std::sync::Mutex`); never call it directly on an async worker thread.
+//!
+//! # In flight
+//! `due` does not mark what it returns: an entry being published stays `ToSend`
+//! (or overdue) until `published` or `publish_failed` is called, so the driver
+//! keeps the ids it has in flight in memory and skips them. After a crash nothing is
+//! in flight, which is exactly right: everything unreceipted is due again.
+
+mod rows;
+mod schedule;
+mod store;
+#[cfg(test)]
+mod tests;
+
+use std::path::PathBuf;
+
+pub use schedule::{
+    bytes_to_free, default_initial_resend, default_jitter, default_max_resend, Backoff, Delivery,
+    State, UnixMillis,
+};
+pub use store::{Outbox, SCHEMA_VERSION};
+
+/// Default bound of the outbox's stored payload bytes: 256 MiB.
+pub fn default_max_bytes() -> u64 {
+    256 * 1024 * 1024
+}
+
+/// Outbox settings; [`OutboxConfig::default`] gives the documented defaults.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OutboxConfig {
+    /// Upper bound of the sum of all stored payload sizes, in bytes.
+    pub max_bytes: u64,
+    /// Receipt timeout and its growth.
+    pub backoff: Backoff,
+}
+
+impl Default for OutboxConfig {
+    fn default() -> Self {
+        OutboxConfig {
+            max_bytes: default_max_bytes(),
+            backoff: Backoff::default(),
+        }
+    }
+}
+
+impl OutboxConfig {
+    /// Checks the settings before anything is opened.
+    pub fn validate(&self) -> Result<(), OutboxError> {
+        if self.max_bytes == 0 {
+            return Err(OutboxError::InvalidConfig(
+                "max_bytes must be greater than zero".into(),
+            ));
+        }
+        self.backoff.validate().map_err(OutboxError::InvalidConfig)
+    }
+}
+
+/// One stored event, as [`Outbox::due`] and [`Outbox::get`] return it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Entry {
+    /// The event's id; unique in the outbox.
+    pub event_id: String,
+    /// Insertion order; never reused, even after the entry is gone.
+    pub seq: u64,
+    /// The encoded MQTT payloads (one message, or the chunks of one image), opaque.
+    pub payloads: Vec<Vec<u8>>,
+    /// Sum of the payload lengths; what counts against the bound.
+    pub size: u64,
+    /// When the event was accepted.
+    pub created_at: UnixMillis,
+    pub state: State,
+    /// Publishes acknowledged by the broker so far.
+    pub attempts: u32,
+}
+
+impl Entry {
+    /// The entry's delivery state, for the pure transitions in [`Delivery`].
+    pub fn delivery(&self) -> Delivery {
+        Delivery {
+            state: self.state,
+            attempts: self.attempts,
+        }
+    }
+}
+
+/// What [`Outbox::put`] did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PutOutcome {
+    /// Stored and synced to disk. `dropped` lists the ids of the oldest entries that
+    /// were dropped (in the same transaction) to make room, oldest first.
+    Stored { seq: u64, dropped: Vec<String> },
+    /// An entry with this id is already in the outbox; nothing changed.
+    AlreadyPresent,
+}
+
+/// How full the outbox is, for metrics and status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Depths {
+    pub to_send: u64,
+    pub awaiting_receipt: u64,
+    /// Sum of the stored payload sizes.
+    pub bytes: u64,
+    /// Entries dropped to respect the bound, since the outbox file was created.
+    pub dropped: u64,
+}
+
+/// Everything that can go wrong; each error names the file or event concerned.
+/// Underlying SQLite and I/O errors are the `source()`, not repeated in the message:
+/// log the whole chain (e.g. `{:#}` with anyhow).
+#[derive(Debug, thiserror::Error)]
+pub enum OutboxError {
+    /// The caller's settings make no sense.
+    #[error("invalid outbox configuration: {0}")]
+    InvalidConfig(String),
+    /// The caller handed in an event that can never be stored.
+    #[error(
+        "event {event_id} is {size} bytes, larger than the whole outbox bound of {max_bytes} \
+         bytes; refused"
+    )]
+    TooLarge {
+        event_id: String,
+        size: u64,
+        max_bytes: u64,
+    },
+    /// The caller handed in an event with no payload.
+    #[error("event {event_id} has no payload; refused")]
+    EmptyEvent { event_id: String },
+    /// The file exists but is not a readable SQLite database. It was not modified.
+    #[error(
+        "outbox {}: not an SQLite database, or corrupt (left untouched; move it aside to \
+         start a new outbox)", .path.display()
+    )]
+    Corrupt {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A SQLite database that some other program made.
+    #[error(
+        "outbox {}: an SQLite database with other tables and no outbox schema (left untouched)",
+        .path.display()
+    )]
+    NotAnOutbox { path: PathBuf },
+    /// Written by a newer edge-agent; this one does not know its layout.
+    #[error(
+        "outbox {}: schema version {found} is newer than the {supported} this edge-agent \
+         understands (left untouched; upgrade edge-agent)", .path.display()
+    )]
+    UnsupportedVersion {
+        path: PathBuf,
+        found: i64,
+        supported: i64,
+    },
+    /// The stored data contradicts itself (see [`Outbox::check_integrity`]).
+    #[error("outbox {}: integrity check failed: {detail}", .path.display())]
+    Inconsistent { path: PathBuf, detail: String },
+    /// The file system refused WAL mode (e.g. no shared memory on a network mount).
+    #[error("outbox {}: cannot use WAL journal mode here (SQLite kept {mode})", .path.display())]
+    NoWal { path: PathBuf, mode: String },
+    /// SQLite failed (disk full, I/O error, file locked, ...); see the source.
+    #[error("outbox {}: database operation failed", .path.display())]
+    Sqlite {
+        path: PathBuf,
+        source: rusqlite::Error,
+    },
+    /// A file-system operation outside SQLite failed; see the source.
+    #[error("outbox {}: file system operation failed", .path.display())]
+    Io {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+}

@@ -1,0 +1,279 @@
+//! From image bytes to the model's input tensor: decode (JPEG/PNG, EXIF orientation
+//! honoured, grayscale/RGBA/16-bit made 8-bit RGB), resize with the filter the
+//! manifest names, then normalize per channel. Decoding uses the `image` crate;
+//! resizing uses `fast_image_resize` (SIMD; its convolution filters follow Pillow's,
+//! which the reference pipeline used, so the scores agree closely).
+
+use std::io::Cursor;
+
+use fast_image_resize::{images::Image, images::ImageRef, FilterType, PixelType, ResizeAlg};
+use fast_image_resize::{ResizeOptions, Resizer};
+use image::{ImageDecoder, ImageFormat, ImageReader, RgbImage};
+
+use crate::model::{ColorOrder, InputSection, ResizeFilter};
+
+/// Largest image accepted, in pixels (a 64 MP photo): bigger files are refused
+/// before their pixels are allocated, so a hostile file cannot exhaust memory.
+pub const MAX_PIXELS: u64 = 64 * 1024 * 1024;
+
+/// Why a file could not be turned into an image. Displayed after the file name.
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum DecodeError {
+    #[error("empty file (0 bytes)")]
+    Empty,
+    #[error("not an image: {0}")]
+    NotAnImage(String),
+    #[error("unsupported image format {0} (JPEG and PNG are supported)")]
+    Unsupported(String),
+    #[error("truncated {0} file: the image data ends early")]
+    Truncated(&'static str),
+    #[error("corrupt {format} file: {message}")]
+    Corrupt {
+        format: &'static str,
+        message: String,
+    },
+    #[error("image is {width}x{height}, larger than the {MAX_PIXELS}-pixel limit")]
+    TooLarge { width: u32, height: u32 },
+}
+
+/// A decoded, upright, 8-bit RGB image and the format it came in.
+pub struct Decoded {
+    pub image: RgbImage,
+    pub format: ImageFormat,
+}
+
+/// Decodes JPEG or PNG bytes into upright RGB.
+pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    if bytes.is_empty() {
+        return Err(DecodeError::Empty);
+    }
+    // A JPEG starts with SOI (FF D8) then a marker; a damaged marker still makes it
+    // a (corrupt) JPEG for the error message, not "not an image".
+    let guessed = if bytes.starts_with(&[0xFF, 0xD8]) {
+        Ok(ImageFormat::Jpeg)
+    } else {
+        image::guess_format(bytes)
+    };
+    let format = guessed.map_err(|_| {
+        let head: String = bytes
+            .iter()
+            .take(8)
+            .map(|b| format!("{b:02x}"))
+            .collect::<Vec<_>>()
+            .join(" ");
+        DecodeError::NotAnImage(format!("no JPEG or PNG signature (starts with {head})"))
+    })?;
+    let name = match format {
+        ImageFormat::Jpeg => "JPEG",
+        ImageFormat::Png => "PNG",
+        other => return Err(DecodeError::Unsupported(format!("{other:?}"))),
+    };
+    if format == ImageFormat::Jpeg && !has_jpeg_end(bytes) {
+        // The JPEG decoder fills a cut-off scan with grey rather than failing; a frame
+        // still being written (or cut by a power loss) must not be classified as whole.
+        return Err(DecodeError::Truncated(name));
+    }
+    let corrupt = |e: image::ImageError| classify_image_error(name, e);
+    let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
+    let mut limits = image::Limits::default();
+    limits.max_alloc = Some(MAX_PIXELS * 8);
+    reader.limits(limits);
+    let mut decoder = reader.into_decoder().map_err(corrupt)?;
+    let (width, height) = decoder.dimensions();
+    if u64::from(width) * u64::from(height) > MAX_PIXELS {
+        return Err(DecodeError::TooLarge { width, height });
+    }
+    let orientation = decoder.orientation().map_err(corrupt)?;
+    let mut image = image::DynamicImage::from_decoder(decoder).map_err(corrupt)?;
+    image.apply_orientation(orientation);
+    let image = match image {
+        image::DynamicImage::ImageRgb8(rgb) => rgb,
+        other => other.to_rgb8(),
+    };
+    Ok(Decoded { image, format })
+}
+
+fn classify_image_error(format: &'static str, e: image::ImageError) -> DecodeError {
+    let message = e.to_string();
+    let lower = message.to_ascii_lowercase();
+    if lower.contains("eof") || lower.contains("end of file") || lower.contains("unexpected end") {
+        DecodeError::Truncated(format)
+    } else {
+        DecodeError::Corrupt { format, message }
+    }
+}
+
+/// A JPEG ends with the EOI marker (FF D9); some writers pad after it, so look at
+/// the last bytes rather than only the final two.
+fn has_jpeg_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(2).any(|w| w == [0xFF, 0xD9])
+}
+
+/// Resizes and normalizes decoded images into input tensors. Holds its buffers and
+/// a per-channel lookup table, so a frame costs no allocation.
+pub struct Preprocessor {
+    width: u32,
+    height: u32,
+    options: ResizeOptions,
+    resizer: Resizer,
+    resized: Image<'static>,
+    /// `(v - mean[c]) / std[c]` for every byte value v, per output channel.
+    lut: [[f32; 256]; 3],
+    /// Output channel i takes source channel `order[i]`.
+    order: [usize; 3],
+}
+
+impl Preprocessor {
+    pub fn new(input: &InputSection) -> Self {
+        let alg = match input.resize {
+            ResizeFilter::Bilinear => ResizeAlg::Convolution(FilterType::Bilinear),
+            ResizeFilter::Nearest => ResizeAlg::Nearest,
+        };
+        let mut lut = [[0f32; 256]; 3];
+        for (c, table) in lut.iter_mut().enumerate() {
+            for (v, out) in table.iter_mut().enumerate() {
+                *out = (v as f32 - input.mean[c]) / input.std[c];
+            }
+        }
+        let order = match input.color {
+            ColorOrder::Rgb => [0, 1, 2],
+            ColorOrder::Bgr => [2, 1, 0],
+        };
+        Preprocessor {
+            width: input.width,
+            height: input.height,
+            options: ResizeOptions::new().resize_alg(alg),
+            resizer: Resizer::new(),
+            resized: Image::new(input.width, input.height, PixelType::U8x3),
+            lut,
+            order,
+        }
+    }
+
+    /// Resizes `image` to the model's input size (into an internal buffer).
+    pub fn resize(&mut self, image: &RgbImage) {
+        let (w, h) = image.dimensions();
+        let src = ImageRef::new(w, h, image.as_raw(), PixelType::U8x3)
+            .expect("an RgbImage buffer always has w*h*3 bytes");
+        self.resizer
+            .resize(&src, &mut self.resized, &self.options)
+            .expect("source and destination are both U8x3");
+    }
+
+    /// Normalizes the last resized image into `out` (NHWC, length w*h*3).
+    pub fn normalize(&self, out: &mut [f32]) {
+        let pixels = self.resized.buffer();
+        assert_eq!(out.len(), pixels.len(), "tensor length must be w*h*3");
+        for (dst, src) in out.chunks_exact_mut(3).zip(pixels.chunks_exact(3)) {
+            for c in 0..3 {
+                dst[c] = self.lut[c][src[self.order[c]] as usize];
+            }
+        }
+    }
+
+    /// Resize + normalize in one call.
+    pub fn prepare(&mut self, image: &RgbImage, out: &mut [f32]) {
+        self.resize(image);
+        self.normalize(out);
+    }
+
+    pub fn input_len(&self) -> usize {
+        (self.width * self.height * 3) as usize
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sample(name: &str) -> Vec<u8> {
+        let path = format!("{}/../models/samples/{name}", env!("CARGO_MANIFEST_DIR"));
+        std::fs::read(path).unwrap()
+    }
+
+    #[test]
+    fn empty_input_is_named_empty() {
+        assert_eq!(decode(&[]).err(), Some(DecodeError::Empty));
+    }
+
+    #[test]
+    fn text_is_not_an_image() {
+        let err = decode(b"hello, world").err().unwrap();
+        assert!(matches!(err, DecodeError::NotAnImage(_)), "{err}");
+        assert!(err.to_string().contains("68 65 6c 6c"), "{err}");
+    }
+
+    #[test]
+    fn truncated_jpeg_is_refused() {
+        let bytes = sample("chelsea.jpg");
+        let err = decode(&bytes[..bytes.len() / 2]).err().unwrap();
+        assert_eq!(err, DecodeError::Truncated("JPEG"));
+    }
+
+    #[test]
+    fn truncated_png_is_refused() {
+        let bytes = sample("coffee.png");
+        let err = decode(&bytes[..bytes.len() / 2]).err().unwrap();
+        assert!(
+            matches!(
+                err,
+                DecodeError::Truncated("PNG") | DecodeError::Corrupt { .. }
+            ),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn corrupt_jpeg_body_is_refused() {
+        let mut bytes = sample("chelsea.jpg");
+        // Keep the SOI marker and the end; wipe the headers in between.
+        for b in &mut bytes[2..600] {
+            *b = 0x00;
+        }
+        assert!(decode(&bytes).is_err());
+    }
+
+    #[test]
+    fn grayscale_becomes_three_equal_channels() {
+        let decoded = decode(&sample("camera_gray.png")).unwrap();
+        let px = decoded.image.get_pixel(10, 10);
+        assert_eq!(px[0], px[1]);
+        assert_eq!(px[1], px[2]);
+    }
+
+    #[test]
+    fn exif_orientation_is_applied() {
+        // chelsea.jpg is 451x300; mark it "rotate 90 CW" (orientation 6) with an EXIF APP1.
+        let bytes = sample("chelsea.jpg");
+        let rotated = with_exif_orientation(&bytes, 6);
+        let upright = decode(&bytes).unwrap().image;
+        let turned = decode(&rotated).unwrap().image;
+        assert_eq!(upright.dimensions(), (451, 300));
+        assert_eq!(turned.dimensions(), (300, 451));
+        // Rotating 90 degrees clockwise moves the top-left pixel to the top-right.
+        assert_eq!(upright.get_pixel(0, 0), turned.get_pixel(299, 0));
+    }
+
+    /// Inserts a minimal big-endian EXIF APP1 segment with one Orientation tag
+    /// right after the JPEG's SOI marker.
+    fn with_exif_orientation(jpeg: &[u8], orientation: u16) -> Vec<u8> {
+        let mut tiff = Vec::new();
+        tiff.extend_from_slice(b"MM\0\x2a\0\0\0\x08"); // header, IFD at offset 8
+        tiff.extend_from_slice(&1u16.to_be_bytes()); // one entry
+        tiff.extend_from_slice(&0x0112u16.to_be_bytes()); // Orientation
+        tiff.extend_from_slice(&3u16.to_be_bytes()); // SHORT
+        tiff.extend_from_slice(&1u32.to_be_bytes()); // count
+        tiff.extend_from_slice(&orientation.to_be_bytes());
+        tiff.extend_from_slice(&[0, 0]); // value padding
+        tiff.extend_from_slice(&0u32.to_be_bytes()); // no next IFD
+        let mut app1 = b"Exif\0\0".to_vec();
+        app1.extend_from_slice(&tiff);
+        let mut out = jpeg[..2].to_vec();
+        out.extend_from_slice(&[0xFF, 0xE1]);
+        out.extend_from_slice(&((app1.len() + 2) as u16).to_be_bytes());
+        out.extend_from_slice(&app1);
+        out.extend_from_slice(&jpeg[2..]);
+        out
+    }
+}

@@ -1,0 +1,265 @@
+//! `edge-agent classify` as a user runs it: the real binary, the real model, real
+//! files — good ones, broken ones, and models that do not fit their manifest.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use serde_json::Value;
+use sha2::{Digest, Sha256};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+fn samples() -> PathBuf {
+    root().join("models/samples")
+}
+
+fn classify(args: &[&Path]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .arg("classify")
+        .args(args)
+        .output()
+        .expect("edge-agent runs")
+}
+
+fn stderr(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stderr).into_owned()
+}
+
+#[test]
+fn every_sample_is_classified_with_the_golden_top1() {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["classify", "--json", "--top-k", "5"])
+        .arg(samples())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let golden: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/golden_scores.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let lines: Vec<Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 6);
+    for case in golden["cases"].as_array().unwrap() {
+        let name = case["image"].as_str().unwrap();
+        let line = lines
+            .iter()
+            .find(|l| l["file"].as_str().unwrap().ends_with(name))
+            .unwrap_or_else(|| panic!("no result for {name}"));
+        assert_eq!(line["top_k"].as_array().unwrap().len(), 5);
+        assert_eq!(line["top_k"][0]["label"], case["top1_label"], "{name}");
+        assert_eq!(line["backend"], "tflite");
+    }
+}
+
+#[test]
+fn table_output_names_the_model_and_each_file() {
+    let out = classify(&[&samples().join("chelsea.jpg")]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        text.starts_with("model: dogs-mobilenetv2 1.0.0 (backend tflite)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("chelsea.jpg") && text.contains("Chihuahua"),
+        "{text}"
+    );
+}
+
+#[test]
+fn broken_files_get_one_line_each_and_the_good_ones_are_still_classified() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = samples().join("rocket.jpg");
+    let chelsea = std::fs::read(samples().join("chelsea.jpg")).unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let truncated = dir.path().join("truncated.jpg");
+    std::fs::write(&truncated, &chelsea[..chelsea.len() / 3]).unwrap();
+    let text = dir.path().join("notes.png");
+    std::fs::write(&text, b"these are not pixels\n").unwrap();
+    let mut garbage = chelsea.clone();
+    garbage[2..2000]
+        .iter_mut()
+        .enumerate()
+        .for_each(|(i, b)| *b = (i * 7) as u8);
+    let corrupt = dir.path().join("corrupt.jpg");
+    std::fs::write(&corrupt, &garbage).unwrap();
+    let missing = dir.path().join("missing.jpg");
+
+    let out = classify(&[&empty, &good, &truncated, &text, &corrupt, &missing]);
+    assert_eq!(out.status.code(), Some(1), "some files failed: exit 1");
+    let err = stderr(&out);
+    let line_for = |p: &Path| {
+        err.lines()
+            .find(|l| l.contains(&*p.display().to_string()))
+            .unwrap_or_else(|| panic!("no error line for {}: {err}", p.display()))
+            .to_string()
+    };
+    assert!(line_for(&empty).ends_with("empty file (0 bytes)"));
+    assert!(line_for(&truncated).ends_with("truncated JPEG file: the image data ends early"));
+    assert!(line_for(&text).contains("not an image: no JPEG or PNG signature"));
+    assert!(
+        line_for(&corrupt).contains("corrupt JPEG file"),
+        "{}",
+        line_for(&corrupt)
+    );
+    assert!(line_for(&missing).contains("cannot read: No such file"));
+    assert_eq!(
+        err.lines().filter(|l| l.starts_with("error: ")).count(),
+        5,
+        "{err}"
+    );
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        stdout.contains("rocket.jpg"),
+        "the good file is classified: {stdout}"
+    );
+}
+
+/// A copy of the default model package in a temp dir, with the manifest edited.
+fn model_copy(edit: impl Fn(&Path, String) -> String) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "dogs_mobilenetv2.tflite",
+        "labels.txt",
+        "dogs_mobilenetv2.selftest.f32",
+    ] {
+        std::fs::copy(root().join("models").join(f), dir.path().join(f)).unwrap();
+    }
+    let manifest = std::fs::read_to_string(root().join("models/dogs_mobilenetv2.toml")).unwrap();
+    let path = dir.path().join("model.toml");
+    std::fs::write(&path, edit(dir.path(), manifest)).unwrap();
+    (dir, path)
+}
+
+fn without_self_test(manifest: String) -> String {
+    manifest.split("[self_test]").next().unwrap().to_string()
+}
+
+fn sha256_hex(bytes: &[u8]) -> String {
+    hex::encode(Sha256::digest(bytes))
+}
+
+fn refused(manifest: &Path) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .arg("classify")
+        .arg("--model")
+        .arg(manifest)
+        .arg(samples().join("chelsea.jpg"))
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(2),
+        "a bad model stops the command: {}",
+        stderr(&out)
+    );
+    assert!(
+        out.stdout.is_empty(),
+        "nothing is classified with a bad model"
+    );
+    stderr(&out)
+}
+
+#[test]
+fn model_with_another_sha256_is_refused() {
+    let (_d, m) = model_copy(|_, t| t.replace("a64f55ab1d968f8c", "0000000000000000"));
+    let err = refused(&m);
+    assert!(
+        err.contains("does not match its manifest: sha256 is a64f55ab1d968f8c"),
+        "{err}"
+    );
+}
+
+#[test]
+fn file_that_is_not_tflite_is_refused() {
+    let (_d, m) = model_copy(|dir, t| {
+        let png = std::fs::read(samples().join("coffee.png")).unwrap();
+        std::fs::write(dir.join("dogs_mobilenetv2.tflite"), &png).unwrap();
+        t.replace(
+            "a64f55ab1d968f8c5deeb5550634d044f7b6fee50baf49dc300df5a84998f32a",
+            &sha256_hex(&png),
+        )
+    });
+    let err = refused(&m);
+    assert!(
+        err.contains("is not a TFLite model: no TFL3 FlatBuffer identifier"),
+        "{err}"
+    );
+}
+
+#[test]
+fn damaged_tflite_file_is_refused_not_crashed_on() {
+    let (_d, m) = model_copy(|dir, t| {
+        let mut model = std::fs::read(dir.join("dogs_mobilenetv2.tflite")).unwrap();
+        // Keep the header; scramble the tables that follow it.
+        for (i, b) in model[8..4096].iter_mut().enumerate() {
+            *b ^= 0x5a ^ (i as u8);
+        }
+        std::fs::write(dir.join("dogs_mobilenetv2.tflite"), &model).unwrap();
+        t.replace(
+            "a64f55ab1d968f8c5deeb5550634d044f7b6fee50baf49dc300df5a84998f32a",
+            &sha256_hex(&model),
+        )
+    });
+    let err = refused(&m);
+    assert!(
+        err.contains("is not a TFLite model: the FlatBuffer verifier rejected it"),
+        "{err}"
+    );
+}
+
+#[test]
+fn manifest_with_another_input_size_is_refused() {
+    let (_d, m) = model_copy(|_, t| {
+        without_self_test(t.replace("width = 160\nheight = 160", "width = 224\nheight = 224"))
+    });
+    let err = refused(&m);
+    assert!(
+        err.contains("input shape is [1, 160, 160, 3], the manifest says [1, 224, 224, 3]"),
+        "{err}"
+    );
+}
+
+#[test]
+fn labels_that_do_not_match_the_outputs_are_refused() {
+    let (_d, m) = model_copy(|dir, t| {
+        let labels = std::fs::read_to_string(dir.join("labels.txt")).unwrap();
+        let fewer: Vec<&str> = labels.lines().take(18).collect();
+        std::fs::write(dir.join("labels.txt"), fewer.join("\n")).unwrap();
+        without_self_test(t)
+    });
+    let err = refused(&m);
+    assert!(
+        err.contains("has 19 scores but there are 18 labels"),
+        "{err}"
+    );
+}
+
+#[test]
+fn model_failing_its_self_test_is_refused() {
+    let (_d, m) = model_copy(|_, t| t.replace("0.4955238401889801", "0.2955238401889801"));
+    let err = refused(&m);
+    assert!(
+        err.contains("failed its self-test on the tflite backend: score 0 (Chihuahua)"),
+        "{err}"
+    );
+}
+
+#[test]
+fn missing_model_manifest_is_named() {
+    let err = refused(Path::new("/nonexistent/model.toml"));
+    assert!(
+        err.contains("cannot read model manifest /nonexistent/model.toml"),
+        "{err}"
+    );
+}

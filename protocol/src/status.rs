@@ -1,0 +1,199 @@
+//! The agent's status, published retained on `{prefix}/{device}/status` so anyone
+//! subscribing learns at once which devices are up, which model each runs and how its
+//! outbox is doing. The same topic carries the MQTT last will
+//! ([`Status::offline_will`]), which the broker publishes when the agent vanishes.
+//!
+//! ```json
+//! {"v":1,"device_id":"pi-kitchen","state":"online",
+//!  "model":{"name":"dogs-mobilenetv2","version":"3","sha256":"<64 hex>"},
+//!  "backend":"litert",
+//!  "outbox":{"to_send":2,"awaiting_receipt":5,"bytes":412345,"dropped":0},
+//!  "counters":{"frames":18234,"selected":412,"suppressed":37,"sent":410,"receipted":405,"errors":1},
+//!  "since":"2026-11-25T09:00:00.000Z"}
+//! ```
+//!
+//! `model`, `backend` and `since` are absent in the last will: it is registered at
+//! connect time and published later by the broker, when nobody knows the time.
+
+use serde::{Deserialize, Serialize};
+
+use crate::event::ModelInfo;
+use crate::json::{check_rfc3339, check_sha256, check_v, from_json_versioned, MessageError};
+use crate::topics::DeviceId;
+
+/// Format version of `Status`.
+pub const STATUS_VERSION: u32 = 1;
+const MESSAGE: &str = "status";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum AgentState {
+    Online,
+    Offline,
+}
+
+/// The agent's outbox: events not yet receipted by the relay.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutboxStats {
+    /// Events waiting to be published.
+    pub to_send: u64,
+    /// Events published and waiting for their receipt.
+    pub awaiting_receipt: u64,
+    /// Bytes the outbox holds on disk.
+    pub bytes: u64,
+    /// Events dropped because the outbox was full (oldest first).
+    pub dropped: u64,
+}
+
+/// Totals since the agent started.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AgentCounters {
+    /// Frames classified.
+    pub frames: u64,
+    /// Frames the review policy selected.
+    pub selected: u64,
+    /// Selected frames not sent (rate limit, duplicates of a recent frame).
+    pub suppressed: u64,
+    /// Events published (first sends, not resends).
+    pub sent: u64,
+    /// Events the relay receipted.
+    pub receipted: u64,
+    pub errors: u64,
+}
+
+/// Agent -> anyone, retained.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Status {
+    pub v: u32,
+    pub device_id: DeviceId,
+    pub state: AgentState,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model: Option<ModelInfo>,
+    /// The inference backend in use (`tflite`, `litert`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<String>,
+    #[serde(default)]
+    pub outbox: OutboxStats,
+    #[serde(default)]
+    pub counters: AgentCounters,
+    /// Since when the agent has been in `state`, RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+}
+
+impl Status {
+    /// An `online` status with zero counters; the caller fills them in.
+    pub fn online(
+        device_id: DeviceId,
+        model: ModelInfo,
+        backend: impl Into<String>,
+        since: impl Into<String>,
+    ) -> Self {
+        Status {
+            v: STATUS_VERSION,
+            device_id,
+            state: AgentState::Online,
+            model: Some(model),
+            backend: Some(backend.into()),
+            outbox: OutboxStats::default(),
+            counters: AgentCounters::default(),
+            since: Some(since.into()),
+        }
+    }
+
+    /// The last will registered at connect: `offline`, nothing else known.
+    pub fn offline_will(device_id: DeviceId) -> Self {
+        Status {
+            v: STATUS_VERSION,
+            device_id,
+            state: AgentState::Offline,
+            model: None,
+            backend: None,
+            outbox: OutboxStats::default(),
+            counters: AgentCounters::default(),
+            since: None,
+        }
+    }
+
+    pub fn to_json(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("Status serializes: plain fields and string keys")
+    }
+
+    pub fn from_json(bytes: &[u8]) -> Result<Self, MessageError> {
+        let status: Status = from_json_versioned(bytes, MESSAGE, STATUS_VERSION)?;
+        status.validate()?;
+        Ok(status)
+    }
+
+    pub fn validate(&self) -> Result<(), MessageError> {
+        check_v(MESSAGE, self.v, STATUS_VERSION)?;
+        if let Some(model) = &self.model {
+            check_sha256(MESSAGE, "model.sha256", &model.sha256)?;
+        }
+        if let Some(since) = &self.since {
+            check_rfc3339(MESSAGE, "since", since)?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn device() -> DeviceId {
+        DeviceId::new("pi-kitchen").unwrap()
+    }
+
+    fn model() -> ModelInfo {
+        ModelInfo {
+            name: "dogs-mobilenetv2".into(),
+            version: "3".into(),
+            sha256: "ab".repeat(32),
+        }
+    }
+
+    #[test]
+    fn an_online_status_reports_model_backend_outbox_and_counters() {
+        let mut s = Status::online(device(), model(), "litert", "2026-11-25T09:00:00.000Z");
+        s.outbox.awaiting_receipt = 5;
+        s.counters.frames = 18234;
+        let json: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
+        assert_eq!(json["state"], "online");
+        assert_eq!(json["backend"], "litert");
+        assert_eq!(json["model"]["version"], "3");
+        assert_eq!(
+            json["outbox"],
+            json!({"to_send": 0, "awaiting_receipt": 5, "bytes": 0, "dropped": 0})
+        );
+        assert_eq!(json["counters"]["frames"], 18234);
+        assert_eq!(Status::from_json(&s.to_json()).unwrap(), s);
+    }
+
+    #[test]
+    fn the_last_will_says_offline_and_nothing_it_cannot_know() {
+        let will = Status::offline_will(device());
+        let json: serde_json::Value = serde_json::from_slice(&will.to_json()).unwrap();
+        assert_eq!(json["state"], "offline");
+        assert_eq!(json["device_id"], "pi-kitchen");
+        assert!(json.get("since").is_none() && json.get("model").is_none());
+        assert_eq!(Status::from_json(&will.to_json()).unwrap(), will);
+        let minimal = br#"{"v":1,"device_id":"pi-kitchen","state":"offline"}"#;
+        assert_eq!(Status::from_json(minimal).unwrap(), will);
+    }
+
+    #[test]
+    fn malformed_statuses_say_what_is_wrong() {
+        let e = |s: &str| Status::from_json(s.as_bytes()).unwrap_err().to_string();
+        assert!(e(r#"{"v":1,"device_id":"pi","state":"sleeping"}"#)
+            .contains("unknown variant `sleeping`"));
+        assert!(
+            e(r#"{"v":1,"device_id":"pi","state":"online","since":"noon"}"#)
+                .starts_with("status: field `since`")
+        );
+        assert!(e(r#"{"v":3,"device_id":"pi","state":"online"}"#)
+            .contains("version 3 is not supported"));
+        assert!(e(r#"{"v":1,"state":"online"}"#).contains("missing field `device_id`"));
+    }
+}

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Installs what a fresh Debian machine lacks to build and test edge-a2i. Idempotent:
+# it installs only what is missing, so it costs a second when all is there.
+set -euo pipefail
+
+APT_PACKAGES=(
+  build-essential pkg-config
+  libclang-dev clang          # bindgen for the tflite crate (TensorFlow Lite 1.15 from source)
+  python3 python3-pip         # the Python peer in `edge-agent bench`, boto3 API tests
+  mosquitto                   # real MQTT broker for integration tests
+  systemd                     # systemd-analyze verify for the unit files
+)
+PIP_PACKAGES=(
+  "boto3>=1.34" "moto[server]>=5" "pytest>=7"
+)
+
+as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
+
+missing=()
+for p in "${APT_PACKAGES[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "setup: installing Debian packages: ${missing[*]}"
+  as_root apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+if ! command -v cargo >/dev/null; then
+  echo "setup: cargo not found. Install Rust (https://rustup.rs), then run this again." >&2
+  exit 1
+fi
+
+py_missing=0
+python3 - <<'PY' 2>/dev/null || py_missing=1
+import boto3, moto, pytest  # noqa: F401
+PY
+if [ "$py_missing" = 1 ]; then
+  echo "setup: installing Python packages: ${PIP_PACKAGES[*]}"
+  python3 -m pip install -q --break-system-packages "${PIP_PACKAGES[@]}" 2>/dev/null \
+    || python3 -m pip install -q "${PIP_PACKAGES[@]}"
+fi

@@ -1,0 +1,15 @@
+#!/usr/bin/env bash
+# The whole test suite: what CI runs (.ci/run) and what README's second command runs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+scripts/setup.sh
+if [ "${CI:-}" = true ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
+  # Keep compiled dependencies (TensorFlow Lite takes minutes) across CI runs.
+  export CARGO_TARGET_DIR=/var/tmp/edge-a2i-target
+fi
+export CARGO_TERM_COLOR=never
+cargo build --workspace --all-targets --locked
+cargo test --workspace --locked --no-fail-fast
+# The local A2I-compatible API, driven by boto3 against the real binary.
+target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
+CLOUD_RELAY_BIN="$target_dir/debug/cloud-relay" python3 -m pytest -q tests/a2i_boto3
