@@ -9,6 +9,8 @@ APT_PACKAGES=(
   python3 python3-pip         # the Python peer in `edge-agent bench`, boto3 API tests
   mosquitto                   # real MQTT broker for integration tests
   systemd                     # systemd-analyze verify for the unit files
+  openssl                     # test certificates
+  chromium chromium-driver    # headless browser tests of the reviewer page
 )
 PIP_PACKAGES=(
   "boto3>=1.34" "moto[server]>=5" "pytest>=7"
@@ -24,6 +26,13 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "setup: installing Debian packages: ${missing[*]}"
   as_root apt-get update -qq
   as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
+fi
+
+# playwright-core (npm) drives Chromium in the reviewer page test. Node may come from
+# another source than Debian (its npm then conflicts with Debian's): only install if absent.
+if ! command -v npm >/dev/null; then
+  echo "setup: installing Debian packages: nodejs npm"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq nodejs npm >/dev/null
 fi
 
 if ! command -v cargo >/dev/null; then

@@ -17,6 +17,32 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run the relay daemon: MQTT events into S3 and A2I human loops, results into
+    /// the augmented manifest.
+    Run {
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/cloud-relay/config.toml",
+            env = "CLOUD_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Parse and validate a config file, then exit.
+    CheckConfig {
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/cloud-relay/config.toml",
+            env = "CLOUD_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+    },
+    /// Print the annotated default configuration.
+    PrintDefaultConfig,
+    /// Augmented-manifest rows.
+    #[command(subcommand)]
+    Manifest(ManifestCommand),
     /// Serve the local A2I-compatible review service (A2I runtime + SageMaker
     /// flow-definition API). Prints `listening on http://ADDR` as its first stdout line.
     ReviewService {
@@ -37,6 +63,42 @@ enum Command {
         /// Most human loops in progress at once (ServiceQuotaExceededException beyond).
         #[arg(long, default_value_t = review_service::store::default_max_in_progress())]
         max_in_progress_loops: usize,
+        /// Access token of the reviewer page (default: a fresh random one). The page's
+        /// URL, token included, is printed as the second stdout line.
+        #[arg(long, env = "EDGE_A2I_REVIEW_TOKEN", hide_env_values = true)]
+        review_token: Option<String>,
+    },
+    /// Serve a directory as S3 on loopback: local mode's object store. Prints
+    /// `listening on http://ADDR` as its first stdout line.
+    ObjectStore(cloud_relay::local::cli::ObjectStoreArgs),
+    /// Run the embedded MQTT broker on loopback (keeps nothing across restarts).
+    /// Prints `listening on mqtt://ADDR ...` as its first stdout line.
+    Broker(cloud_relay::local::cli::BrokerArgs),
+}
+
+#[derive(Subcommand)]
+enum ManifestCommand {
+    /// Write the reviewed rows as one JSON-lines file (oldest review first).
+    Export {
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/cloud-relay/config.toml",
+            env = "CLOUD_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// Output file; `-` for stdout.
+        #[arg(long, short, default_value = "-")]
+        output: PathBuf,
+        /// Reviewed at or after this time (RFC 3339, e.g. 2026-11-01T00:00:00Z).
+        #[arg(long)]
+        from: Option<String>,
+        /// Reviewed before this time (RFC 3339).
+        #[arg(long)]
+        to: Option<String>,
+        /// Keep only rows with this class name (repeatable).
+        #[arg(long = "label")]
+        labels: Vec<String>,
     },
 }
 
@@ -61,6 +123,55 @@ async fn main() -> std::process::ExitCode {
 
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Run { config } => {
+            let config = cloud_relay::config::Config::load(&config)?;
+            cloud_relay::relay::run(config, shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::CheckConfig { config: path } => {
+            cloud_relay::config::Config::load(&path)?;
+            println!("{}: ok", path.display());
+            Ok(())
+        }
+        Command::PrintDefaultConfig => {
+            print!("{}", cloud_relay::config::DEFAULT_CONFIG);
+            Ok(())
+        }
+        Command::Manifest(ManifestCommand::Export {
+            config,
+            output,
+            from,
+            to,
+            labels,
+        }) => {
+            let config = cloud_relay::config::Config::load(&config)?;
+            let ms = |t: Option<String>| -> anyhow::Result<Option<i64>> {
+                t.map(|t| protocol::timestamp::parse_rfc3339_utc(&t).map_err(anyhow::Error::from))
+                    .transpose()
+            };
+            let filter = cloud_relay::relay::collector::ExportFilter {
+                from_ms: ms(from)?,
+                to_ms: ms(to)?,
+                labels,
+            };
+            let store = cloud_relay::relay::s3::S3Store::connect(&config.s3).await;
+            let mut out: Box<dyn Write + Send> = if output.as_os_str() == "-" {
+                Box::new(std::io::stdout())
+            } else {
+                Box::new(
+                    std::fs::File::create(&output)
+                        .with_context(|| format!("creating {}", output.display()))?,
+                )
+            };
+            let n =
+                cloud_relay::relay::collector::export(&config, &store, &filter, &mut out).await?;
+            tracing::info!(rows = n, "manifest exported");
+            Ok(())
+        }
+        Command::ObjectStore(args) => {
+            cloud_relay::local::cli::object_store(args, shutdown_signal()).await
+        }
+        Command::Broker(args) => cloud_relay::local::cli::broker(args, shutdown_signal()).await,
         Command::ReviewService {
             listen,
             state_dir,
@@ -68,6 +179,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             region,
             account_id,
             max_in_progress_loops,
+            review_token,
         } => {
             let config = ReviewServiceConfig {
                 listen,
@@ -84,12 +196,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding {}", config.listen))?;
             let addr = listener.local_addr()?;
+            let token =
+                review_token.unwrap_or_else(cloud_relay::local::review_page::generate_token);
+            let page = cloud_relay::local::review_page::ReviewPageConfig {
+                token: token.clone(),
+                store: cloud_relay::local::object_store::DirStore::open(&config.output_dir)
+                    .with_context(|| {
+                        format!("opening object store {}", config.output_dir.display())
+                    })?,
+                answers_file: config.state_dir.join("review-page-answers.json"),
+            };
             let mut out = std::io::stdout().lock();
             writeln!(out, "listening on http://{addr}")?;
+            writeln!(
+                out,
+                "reviewer page: {}",
+                cloud_relay::local::review_page::page_url(addr, &token)
+            )?;
             out.flush()?;
             drop(out);
             tracing::info!(%addr, "review service started");
-            review_service::serve(listener, service, shutdown_signal()).await?;
+            cloud_relay::local::review_page::serve(listener, service, page, shutdown_signal())
+                .await?;
             tracing::info!("review service stopped");
             Ok(())
         }

@@ -3,6 +3,8 @@
 //! here so tests can drive it in-process.
 
 pub mod cli;
+pub mod config;
+pub mod daemon;
 pub mod inference;
 pub mod model;
 pub mod outbox;
@@ -10,3 +12,5 @@ pub mod phash;
 pub mod pipeline;
 pub mod policy;
 pub mod preprocess;
+pub mod source;
+pub mod systemd;

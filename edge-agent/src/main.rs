@@ -3,13 +3,16 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{bench, classify, Cli, Command};
+use edge_agent::cli::{bench, classify, daemon, Cli, Command};
 
 fn main() {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
         Command::Bench(args) => bench::run(args),
+        Command::Run(args) => daemon::run(args),
+        Command::CheckConfig(args) => daemon::check_config(args),
+        Command::PrintDefaultConfig => daemon::print_default_config(),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -1,10 +1,14 @@
-//! The frame pipeline: a preparer thread reads, decodes and resizes the next frame
-//! while the caller's thread runs inference on the current one, so a two-core device
-//! uses both cores. The channel between them is bounded (back-pressure, not memory
-//! growth) and tensors are recycled, so a frame allocates only its decoded image.
+//! The frame pipeline: preparer threads read, decode and resize the next frames while
+//! the caller's thread runs inference on the current one, so a two-core device uses
+//! both cores. Decoding a camera frame takes several times longer than inferring it,
+//! so there is one preparer per core (a second one uses the time the inference thread
+//! leaves idle); they take frames strictly in turn, so results come out in input
+//! order. Channels are bounded (back-pressure, not memory growth) and tensors are
+//! recycled, so a frame allocates only its decoded image.
 
 use std::path::PathBuf;
 use std::sync::mpsc::{sync_channel, Receiver, SyncSender};
+use std::sync::{Arc, Condvar, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -12,7 +16,7 @@ use image::ImageFormat;
 
 use crate::inference::{top_k, InferenceBackend, InferenceError, LabelScore};
 use crate::model::InputSection;
-use crate::preprocess::{decode, DecodeError, Preprocessor};
+use crate::preprocess::{DecodeError, Preprocessor};
 
 /// A frame ready for inference.
 pub struct PreparedFrame {
@@ -21,10 +25,15 @@ pub struct PreparedFrame {
     /// The original encoded bytes (what a reviewer will see).
     pub bytes: Vec<u8>,
     pub format: ImageFormat,
+    /// The upright size of the image in the file.
     pub width: u32,
     pub height: u32,
-    /// The decoded, upright RGB image (the review policy hashes it).
+    /// The decoded, upright RGB image (the review policy hashes it): the whole image,
+    /// or, when the preprocessor reduces JPEGs while decoding, 1/`reduction` of it
+    /// (never smaller than the model input).
     pub image: image::RgbImage,
+    /// 1, 4 or 8 (see `preprocess::decode_reduced`).
+    pub reduction: u8,
     /// The model's input tensor.
     pub tensor: Vec<f32>,
     pub decode_time: Duration,
@@ -48,85 +57,209 @@ pub fn prepare_frame(
     mut tensor: Vec<f32>,
 ) -> Result<PreparedFrame, DecodeError> {
     let t0 = Instant::now();
-    let decoded = decode(&bytes)?;
+    let decoded = pre.decode(&bytes)?;
     let t1 = Instant::now();
     tensor.resize(pre.input_len(), 0.0);
     pre.prepare(&decoded.image, &mut tensor);
     let t2 = Instant::now();
-    let (width, height) = decoded.image.dimensions();
     Ok(PreparedFrame {
         source,
         bytes,
         format: decoded.format,
-        width,
-        height,
+        width: decoded.width,
+        height: decoded.height,
         image: decoded.image,
+        reduction: decoded.reduction,
         tensor,
         decode_time: t1 - t0,
         resize_time: t2 - t1,
     })
 }
 
-/// Frames prepared on a background thread, in input order.
+/// Frames prepared on background threads, in input order.
 pub struct Preparer {
-    frames: Receiver<(PathBuf, Result<PreparedFrame, FrameError>)>,
-    recycle: SyncSender<Vec<f32>>,
-    thread: Option<JoinHandle<()>>,
+    /// One channel per worker; frame i comes from worker i % workers.
+    frames: Vec<Receiver<(PathBuf, Result<PreparedFrame, FrameError>)>>,
+    recycle: Vec<SyncSender<Vec<f32>>>,
+    /// The worker the next frame comes from.
+    cursor: usize,
+    dispatch: Arc<(Mutex<Dispatch>, Condvar)>,
+    threads: Vec<JoinHandle<()>>,
+}
+
+/// Whose turn it is to take the next path, so that worker k takes exactly the
+/// frames k, k + n, k + 2n, ... and the consumer can read them back in order.
+struct Dispatch {
+    turn: usize,
+    done: bool,
+}
+
+/// One preparer per core, at most 4 (decoding more frames at once than there are
+/// cores only costs memory).
+pub fn default_preparers() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+        .clamp(1, 4)
+}
+
+/// How a `Preparer` prepares frames.
+#[derive(Debug, Clone)]
+pub struct PreparerOptions {
+    /// Reduce large JPEGs while decoding (see `preprocess::decode_reduced`).
+    pub reduced_decode: bool,
+    /// Keep the decoded pixels in `PreparedFrame::image`. Without them a frame in
+    /// flight holds only its bytes and tensor, which is what classifying needs.
+    pub keep_pixels: bool,
+    /// About how many frames may wait ready.
+    pub depth: usize,
+    /// Preparer threads.
+    pub workers: usize,
+}
+
+impl Default for PreparerOptions {
+    fn default() -> Self {
+        PreparerOptions {
+            reduced_decode: true,
+            keep_pixels: true,
+            depth: 2,
+            workers: default_preparers(),
+        }
+    }
 }
 
 impl Preparer {
-    /// Starts the preparer thread over `paths`; at most `depth` frames wait ready.
+    /// Starts `default_preparers()` threads over `paths`, reducing large JPEGs while
+    /// decoding; at most about `depth` frames wait ready.
     pub fn spawn(
-        paths: impl IntoIterator<Item = PathBuf> + Send + 'static,
+        paths: impl IntoIterator<Item = PathBuf, IntoIter: Send + 'static>,
         input: &InputSection,
         depth: usize,
     ) -> Self {
-        let (frame_tx, frames) = sync_channel(depth.max(1));
-        let (recycle, recycled) = sync_channel::<Vec<f32>>(depth.max(1) + 2);
-        let mut pre = Preprocessor::new(input);
-        let thread = std::thread::Builder::new()
-            .name("frame-preparer".into())
-            .spawn(move || {
-                for path in paths {
+        let options = PreparerOptions {
+            depth,
+            ..PreparerOptions::default()
+        };
+        Self::spawn_with(paths, input, &options)
+    }
+
+    pub fn spawn_with(
+        paths: impl IntoIterator<Item = PathBuf, IntoIter: Send + 'static>,
+        input: &InputSection,
+        options: &PreparerOptions,
+    ) -> Self {
+        let PreparerOptions {
+            reduced_decode,
+            keep_pixels,
+            depth,
+            workers,
+        } = options.clone();
+        let workers = workers.max(1);
+        let per_worker = depth.max(1).div_ceil(workers);
+        let paths = Arc::new(Mutex::new(paths.into_iter()));
+        let dispatch = Arc::new((
+            Mutex::new(Dispatch {
+                turn: 0,
+                done: false,
+            }),
+            Condvar::new(),
+        ));
+        let (mut frames, mut recycle, mut threads) = (vec![], vec![], vec![]);
+        for k in 0..workers {
+            let (frame_tx, frame_rx) = sync_channel(per_worker);
+            let (recycle_tx, recycled) = sync_channel::<Vec<f32>>(per_worker + 2);
+            let mut pre = Preprocessor::new(input).with_reduced_decode(reduced_decode);
+            let (paths, dispatch) = (paths.clone(), dispatch.clone());
+            let thread = std::thread::Builder::new()
+                .name(format!("frame-preparer-{k}"))
+                .spawn(move || loop {
+                    let Some(path) = take_turn(&dispatch, k, workers, &paths) else {
+                        return;
+                    };
                     let tensor = recycled.try_recv().unwrap_or_default();
                     let result = match std::fs::read(&path) {
                         Err(e) => Err(FrameError::Read(e)),
                         Ok(bytes) => prepare_frame(&mut pre, path.clone(), bytes, tensor)
+                            .map(|mut frame| {
+                                if !keep_pixels {
+                                    frame.image = image::RgbImage::new(0, 0);
+                                }
+                                frame
+                            })
                             .map_err(FrameError::Decode),
                     };
                     if frame_tx.send((path, result)).is_err() {
-                        return; // the consumer stopped
+                        finish(&dispatch); // the consumer stopped
+                        return;
                     }
-                }
-            })
-            .expect("spawning a thread");
+                })
+                .expect("spawning a thread");
+            frames.push(frame_rx);
+            recycle.push(recycle_tx);
+            threads.push(thread);
+        }
         Preparer {
             frames,
             recycle,
-            thread: Some(thread),
+            cursor: 0,
+            dispatch,
+            threads,
         }
     }
 
-    /// Hands a used tensor back so the next frame can reuse its allocation.
+    /// Hands a used tensor back so a later frame can reuse its allocation.
     pub fn recycle(&self, tensor: Vec<f32>) {
-        let _ = self.recycle.try_send(tensor);
+        let n = self.recycle.len();
+        let _ = self.recycle[(self.cursor + n - 1) % n].try_send(tensor);
     }
+}
+
+/// Waits for worker `k`'s turn and takes the next path (None: no more work).
+fn take_turn<I: Iterator<Item = PathBuf>>(
+    dispatch: &(Mutex<Dispatch>, Condvar),
+    k: usize,
+    workers: usize,
+    paths: &Mutex<I>,
+) -> Option<PathBuf> {
+    let (lock, turn_changed) = dispatch;
+    let mut state = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while state.turn != k && !state.done {
+        state = turn_changed.wait(state).unwrap_or_else(|e| e.into_inner());
+    }
+    if state.done {
+        return None;
+    }
+    let next = paths.lock().unwrap_or_else(|e| e.into_inner()).next();
+    state.turn = (k + 1) % workers;
+    state.done = next.is_none();
+    turn_changed.notify_all();
+    next
+}
+
+fn finish(dispatch: &(Mutex<Dispatch>, Condvar)) {
+    let (lock, turn_changed) = dispatch;
+    lock.lock().unwrap_or_else(|e| e.into_inner()).done = true;
+    turn_changed.notify_all();
 }
 
 impl Iterator for Preparer {
     type Item = (PathBuf, Result<PreparedFrame, FrameError>);
 
     fn next(&mut self) -> Option<Self::Item> {
-        self.frames.recv().ok()
+        // Frames are dealt in turn, so the first worker without a next frame marks
+        // the end of the input.
+        let item = self.frames[self.cursor].recv().ok()?;
+        self.cursor = (self.cursor + 1) % self.frames.len();
+        Some(item)
     }
 }
 
 impl Drop for Preparer {
     fn drop(&mut self) {
-        // Unblock a sender waiting on a full channel, then wait for the thread.
-        let (_, dead) = sync_channel(0);
-        self.frames = dead;
-        if let Some(thread) = self.thread.take() {
+        // Stop handing out work, unblock senders waiting on full channels, then wait.
+        finish(&self.dispatch);
+        self.frames.clear();
+        for thread in self.threads.drain(..) {
             let _ = thread.join();
         }
     }
@@ -148,8 +281,17 @@ pub struct Classifier {
 }
 
 impl Classifier {
-    pub fn new(backend: Box<dyn InferenceBackend>, labels: Vec<String>, k: usize) -> Self {
-        Classifier { backend, labels, k }
+    /// `backend` is a `Box<dyn InferenceBackend>` or a `LoadedBackend`.
+    pub fn new(
+        backend: impl Into<Box<dyn InferenceBackend>>,
+        labels: Vec<String>,
+        k: usize,
+    ) -> Self {
+        Classifier {
+            backend: backend.into(),
+            labels,
+            k,
+        }
     }
 
     pub fn backend_name(&self) -> &'static str {

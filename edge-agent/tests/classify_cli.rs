@@ -30,7 +30,7 @@ fn stderr(out: &Output) -> String {
 #[test]
 fn every_sample_is_classified_with_the_golden_top1() {
     let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .args(["classify", "--json", "--top-k", "5"])
+        .args(["classify", "--json", "--top-k", "5", "--backend", "tflite"])
         .arg(samples())
         .output()
         .unwrap();
@@ -62,7 +62,11 @@ fn every_sample_is_classified_with_the_golden_top1() {
 
 #[test]
 fn table_output_names_the_model_and_each_file() {
-    let out = classify(&[&samples().join("chelsea.jpg")]);
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["classify", "--backend", "tflite"])
+        .arg(samples().join("chelsea.jpg"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
     let text = String::from_utf8(out.stdout).unwrap();
     assert!(

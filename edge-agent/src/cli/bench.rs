@@ -1,5 +1,6 @@
 //! `edge-agent bench`: per-stage times (p50/p99), end-to-end frames/s, peak RSS and
-//! time to the first result, measured on the sample photos; and the Python peer
+//! time to the first result, for both inference backends, measured on the sample
+//! photos and on 1920x1080 JPEG camera-like frames made from them; and the Python peer
 //! (../shared/bench/peer_agent.py, plus a per-stage probe of the same runtime) run on
 //! the same images in the same run, so every claim is a ratio measured here and now.
 
@@ -13,7 +14,8 @@ use clap::Args;
 use serde_json::Value;
 
 use super::{expand_paths, ModelArgs};
-use crate::inference::load_backend;
+use crate::inference::{select_backend, BackendChoice, BackendKind};
+use crate::model::ModelPackage;
 use crate::pipeline::{prepare_frame, Classifier};
 use crate::preprocess::Preprocessor;
 
@@ -54,12 +56,6 @@ pub fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
-struct Stages {
-    decode: Vec<Duration>,
-    resize: Vec<Duration>,
-    infer: Vec<Duration>,
-}
-
 fn percentile_ms(xs: &[Duration], p: f64) -> f64 {
     let mut v: Vec<f64> = xs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
     v.sort_by(f64::total_cmp);
@@ -67,6 +63,18 @@ fn percentile_ms(xs: &[Duration], p: f64) -> f64 {
         return f64::NAN;
     }
     v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
+}
+
+/// p50 and p99 in milliseconds.
+fn p50_p99(xs: &[Duration]) -> (f64, f64) {
+    (percentile_ms(xs, 50.0), percentile_ms(xs, 99.0))
+}
+
+/// One image set: the photos, or the 1920x1080 frames made from them.
+struct ImageSet {
+    name: &'static str,
+    dir: PathBuf,
+    files: Vec<PathBuf>,
 }
 
 pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
@@ -86,64 +94,199 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         bail!("no images in {}", images_dir.display());
     }
     let rounds = args.rounds.max(1);
+    let frames_dir = std::env::temp_dir().join(format!("edge-agent-bench-{}", std::process::id()));
+    let _cleanup = RemoveOnDrop(frames_dir.clone());
+    let frames = make_camera_frames(&files, &frames_dir)?;
+    let sets = [
+        ImageSet {
+            name: "photos",
+            dir: images_dir.clone(),
+            files,
+        },
+        ImageSet {
+            name: "1920x1080 JPEG frames",
+            dir: frames_dir.clone(),
+            files: frames,
+        },
+    ];
     eprintln!(
-        "bench: {} images x {rounds} rounds, {} inference thread(s), model {}",
-        files.len(),
+        "bench: {} photos and {} camera-like frames x {rounds} rounds, {} inference thread(s), model {}",
+        sets[0].files.len(),
+        sets[1].files.len(),
         args.model.threads,
         package.display_name()
     );
 
-    // 1. Per-stage times, in this process, on in-memory bytes.
-    let backend = load_backend(&package, &args.model.backend_options())?;
-    let mut classifier = Classifier::new(backend, package.labels.clone(), 1);
-    let backend_name = classifier.backend_name();
-    let mut pre = Preprocessor::new(&package.manifest.input);
+    // The backends: tflite always; litert if it can be used (else its column says why).
+    let mut columns = vec![];
+    for kind in [BackendKind::Tflite, BackendKind::Litert] {
+        let choice = BackendChoice {
+            kind,
+            library: args.model.litert_library.clone(),
+        };
+        match select_backend(&package, &args.model.backend_options(), &choice) {
+            Ok(loaded) => {
+                eprintln!(
+                    "bench: {}: {}",
+                    loaded.selection.backend, loaded.selection.reason
+                );
+                let classifier = Classifier::new(loaded, package.labels.clone(), 1);
+                columns.push(Ok((kind, classifier)));
+            }
+            Err(e) => {
+                eprintln!("bench: {}: unavailable: {e}", kind.as_str());
+                columns.push(Err((kind, e.to_string())));
+            }
+        }
+    }
+
+    // 1. Per-stage times, in this process, on in-memory bytes: decode and resize as
+    //    `classify` does them (the fast path on), inference per backend.
+    let mut pre = Preprocessor::new(&package.manifest.input).with_reduced_decode(true);
+    let mut stages = vec![];
+    for set in &sets {
+        stages.push(time_preparation(&mut pre, &set.files, rounds)?);
+    }
+    let tensor = package
+        .self_test_input
+        .clone()
+        .unwrap_or_else(|| vec![0.0; package.manifest.input_len()]);
+    let mut inference = vec![];
+    for column in &mut columns {
+        inference.push(match column {
+            Ok((_, classifier)) => Some(time_inference(classifier, &tensor, rounds as usize * 6)?),
+            Err(_) => None,
+        });
+    }
+    let names: Vec<(BackendKind, Option<String>)> = columns
+        .into_iter()
+        .map(|c| match c {
+            Ok((kind, _)) => (kind, None),
+            Err((kind, why)) => (kind, Some(why)),
+        })
+        .collect();
+
+    // 2. End to end, as a user runs it: a fresh process per backend and image set.
+    let mut ours = vec![];
+    for (kind, unavailable) in &names {
+        let mut per_set = vec![];
+        for set in &sets {
+            per_set.push(match unavailable {
+                Some(_) => None,
+                None => {
+                    eprintln!(
+                        "bench: edge-agent classify --backend {} on the {} ...",
+                        kind.as_str(),
+                        set.name
+                    );
+                    Some(run_ours(
+                        &args,
+                        *kind,
+                        &package.manifest_path,
+                        &set.dir,
+                        rounds,
+                    )?)
+                }
+            });
+        }
+        ours.push(per_set);
+    }
+
+    // 3. The peer, same images, same run.
+    let peer: Vec<Result<Peer, String>> = sets
+        .iter()
+        .map(|set| {
+            if args.no_peer {
+                return Err("skipped (--no-peer)".to_string());
+            }
+            eprintln!("bench: the Python peer on the {} ...", set.name);
+            run_peer(&args, &package, &models_dir, set, rounds)
+        })
+        .collect();
+
+    print_table(&sets, &names, &stages, &inference, &ours, &peer);
+    Ok(0)
+}
+
+struct RemoveOnDrop(PathBuf);
+
+impl Drop for RemoveOnDrop {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// Each photo upscaled to 1920x1080 and saved as a JPEG (quality 90), like the
+/// frames of a 1080p camera.
+fn make_camera_frames(photos: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    let mut out = vec![];
+    for photo in photos {
+        let image = image::open(photo)
+            .with_context(|| format!("cannot decode {}", photo.display()))?
+            .to_rgb8();
+        let big =
+            image::imageops::resize(&image, 1920, 1080, image::imageops::FilterType::Triangle);
+        let stem = photo
+            .file_stem()
+            .and_then(|s| s.to_str())
+            .unwrap_or("frame");
+        let path = dir.join(format!("{stem}-1080p.jpg"));
+        let mut bytes = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut bytes, 90).encode_image(&big)?;
+        std::fs::write(&path, bytes)?;
+        out.push(path);
+    }
+    Ok(out)
+}
+
+struct Preparation {
+    decode: Vec<Duration>,
+    resize: Vec<Duration>,
+}
+
+fn time_preparation(
+    pre: &mut Preprocessor,
+    files: &[PathBuf],
+    rounds: u32,
+) -> anyhow::Result<Preparation> {
     let bytes: Vec<(PathBuf, Vec<u8>)> = files
         .iter()
         .map(|f| Ok((f.clone(), std::fs::read(f)?)))
         .collect::<std::io::Result<_>>()?;
-    let mut stages = Stages {
+    let mut out = Preparation {
         decode: vec![],
         resize: vec![],
-        infer: vec![],
     };
     let mut tensor = Vec::new();
     for round in 0..rounds + 1 {
         for (path, data) in &bytes {
-            let frame = prepare_frame(&mut pre, path.clone(), data.clone(), tensor)
+            let frame = prepare_frame(pre, path.clone(), data.clone(), tensor)
                 .with_context(|| format!("{}", path.display()))?;
-            let c = classifier.classify(&frame.tensor)?;
             if round > 0 {
                 // round 0 warms caches and allocators
-                stages.decode.push(frame.decode_time);
-                stages.resize.push(frame.resize_time);
-                stages.infer.push(c.infer_time);
+                out.decode.push(frame.decode_time);
+                out.resize.push(frame.resize_time);
             }
             tensor = frame.tensor;
         }
     }
-    eprintln!("bench: stages timed; running edge-agent classify end to end ...");
+    Ok(out)
+}
 
-    // 2. End to end, as a user runs it: a fresh process over the folder.
-    let ours = run_ours(&args, &package.manifest_path, &images_dir, rounds)?;
-
-    // 3. The peer, same images, same run.
-    let peer = if args.no_peer {
-        Err("skipped (--no-peer)".to_string())
-    } else {
-        eprintln!("bench: running the Python peer ...");
-        run_peer(
-            &args,
-            &package.model_path,
-            &models_dir,
-            &images_dir,
-            &files,
-            rounds,
-        )
-    };
-
-    print_table(backend_name, &stages, &ours, &peer);
-    Ok(0)
+fn time_inference(
+    classifier: &mut Classifier,
+    tensor: &[f32],
+    runs: usize,
+) -> anyhow::Result<Vec<Duration>> {
+    for _ in 0..10 {
+        classifier.classify(tensor)?;
+    }
+    let mut out = Vec::with_capacity(runs);
+    for _ in 0..runs {
+        out.push(classifier.classify(tensor)?.infer_time);
+    }
+    Ok(out)
 }
 
 struct EndToEnd {
@@ -154,21 +297,28 @@ struct EndToEnd {
 
 fn run_ours(
     args: &BenchArgs,
+    backend: BackendKind,
     manifest: &Path,
     images: &Path,
     rounds: u32,
 ) -> anyhow::Result<EndToEnd> {
     let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let mut child = Command::new(exe)
-        .args(["classify", "--json", "--summary", "--threads"])
+    let mut cmd = Command::new(exe);
+    cmd.args(["classify", "--json", "--summary", "--threads"])
         .arg(args.model.threads.to_string())
+        .args(["--backend", backend.as_str()])
         .arg("--repeat")
         .arg(rounds.to_string())
         .arg("--model")
-        .arg(manifest)
+        .arg(manifest);
+    if let Some(lib) = &args.model.litert_library {
+        cmd.arg("--litert-library").arg(lib);
+    }
+    let mut child = cmd
         .arg(images)
         .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .context("cannot start edge-agent classify")?;
     let stdout = child.stdout.take().expect("piped");
@@ -202,10 +352,9 @@ struct Peer {
 
 fn run_peer(
     args: &BenchArgs,
-    model: &Path,
+    package: &ModelPackage,
     models_dir: &Path,
-    images: &Path,
-    files: &[PathBuf],
+    set: &ImageSet,
     rounds: u32,
 ) -> Result<Peer, String> {
     let script = args
@@ -218,13 +367,14 @@ fn run_peer(
             script.display()
         ));
     }
-    let labels = models_dir.join("labels.txt");
+    let labels = models_dir.join(&package.manifest.model.labels);
+    let model = &package.model_path;
     let whole = run_json(
         Command::new(&args.python)
             .arg(&script)
             .arg(model)
             .arg(&labels)
-            .arg(images)
+            .arg(&set.dir)
             .args(["--threads", &args.model.threads.to_string()])
             .args(["--repeat", &rounds.to_string()]),
     )?;
@@ -236,7 +386,7 @@ fn run_peer(
             .arg(model)
             .arg(&tensor)
             .arg(rounds.to_string())
-            .args(files),
+            .args(&set.files),
     )?;
     Ok(Peer {
         fps: whole["fps"].as_f64().unwrap_or(f64::NAN),
@@ -260,64 +410,153 @@ fn run_json(cmd: &mut Command) -> Result<Value, String> {
     serde_json::from_str(last).map_err(|e| format!("peer printed no JSON ({e}): {last:?}"))
 }
 
-fn print_table(backend: &str, s: &Stages, ours: &EndToEnd, peer: &Result<Peer, String>) {
-    let p = |xs: &[Duration]| (percentile_ms(xs, 50.0), percentile_ms(xs, 99.0));
-    let (d50, d99) = p(&s.decode);
-    let (r50, r99) = p(&s.resize);
-    let (i50, i99) = p(&s.infer);
-    let ps = |key: &str| match peer {
-        Ok(peer) => peer.stages[key].as_f64().unwrap_or(f64::NAN),
+fn ratio(a: f64, b: f64) -> String {
+    if a.is_finite() && b.is_finite() && b > 0.0 {
+        format!("{:.2}x", a / b)
+    } else {
+        "-".into()
+    }
+}
+
+fn print_table(
+    sets: &[ImageSet],
+    backends: &[(BackendKind, Option<String>)],
+    stages: &[Preparation],
+    inference: &[Option<Vec<Duration>>],
+    ours: &[Vec<Option<EndToEnd>>],
+    peer: &[Result<Peer, String>],
+) {
+    let peer_stage = |set: usize, key: &str| match &peer[set] {
+        Ok(p) => p.stages[key].as_f64().unwrap_or(f64::NAN),
         Err(_) => f64::NAN,
     };
-    let ratio = |a: f64, b: f64| {
-        if b.is_finite() && b > 0.0 {
-            format!("{:.2}x", a / b)
-        } else {
-            "-".into()
-        }
+    let peer_value =
+        |set: usize, f: fn(&Peer) -> f64| peer[set].as_ref().map(f).unwrap_or(f64::NAN);
+    // The backend compared with the peer: litert when it ran, else tflite.
+    let best = if inference.get(1).is_some_and(Option::is_some) {
+        1
+    } else {
+        0
     };
+    let cell = |v: Option<f64>, digits: usize| match v {
+        Some(v) if v.is_finite() => format!("{v:.digits$}"),
+        _ => "-".into(),
+    };
+    let pair = |v: Option<(f64, f64)>| match v {
+        Some((a, b)) => format!("{a:.2} / {b:.2}"),
+        None => "-".into(),
+    };
+
     println!();
+    let heads: Vec<String> = backends
+        .iter()
+        .map(|(k, _)| format!("edge-agent ({})", k.as_str()))
+        .collect();
     println!(
-        "| metric | edge-agent ({backend}) | peer (Python, LiteRT/XNNPACK) | ratio | target |"
+        "| metric | {} | peer (Python, LiteRT/XNNPACK) | {} / peer | target |",
+        heads.join(" | "),
+        backends[best].0.as_str()
     );
-    println!("|---|---|---|---|---|");
-    println!(
-        "| decode p50 / p99 (ms) | {d50:.2} / {d99:.2} | {:.2} / {:.2} | {} | |",
-        ps("decode_p50_ms"),
-        ps("decode_p99_ms"),
-        ratio(d50, ps("decode_p50_ms"))
-    );
-    println!(
-        "| resize+normalize p50 / p99 (ms) | {r50:.2} / {r99:.2} | {:.2} / {:.2} | {} | |",
-        ps("resize_p50_ms"),
-        ps("resize_p99_ms"),
-        ratio(r50, ps("resize_p50_ms"))
-    );
-    println!(
-        "| inference p50 / p99 (ms) | {i50:.2} / {i99:.2} | {:.2} / {:.2} | {} | <= 1.5x |",
-        ps("inference_p50_ms"),
-        ps("inference_p99_ms"),
-        ratio(i50, ps("inference_p50_ms"))
-    );
-    let (pfps, prss, pstart) = match peer {
-        Ok(peer) => (peer.fps, peer.max_rss_mb, peer.startup_ms),
-        Err(_) => (f64::NAN, f64::NAN, f64::NAN),
+    println!("|---|{}---|---|---|", "---|".repeat(backends.len()));
+
+    let inf: Vec<Option<(f64, f64)>> = inference
+        .iter()
+        .map(|i| i.as_deref().map(p50_p99))
+        .collect();
+    let row = |metric: &str, cells: Vec<String>, peer: String, ratio: String, target: &str| {
+        println!(
+            "| {metric} | {} | {peer} | {ratio} | {target} |",
+            cells.join(" | ")
+        );
     };
-    println!(
-        "| end-to-end frames/s | {:.1} | {pfps:.1} | {} | >= 1.3x |",
-        ours.fps,
-        ratio(ours.fps, pfps)
+    row(
+        "inference p50 / p99 (ms)",
+        inf.iter().map(|v| pair(*v)).collect(),
+        format!(
+            "{:.2} / {:.2}",
+            peer_stage(0, "inference_p50_ms"),
+            peer_stage(0, "inference_p99_ms")
+        ),
+        ratio(
+            inf[best].map_or(f64::NAN, |v| v.0),
+            peer_stage(0, "inference_p50_ms"),
+        ),
+        "<= 1.1x",
     );
-    println!(
-        "| peak RSS (MiB) | {:.1} | {prss:.1} | {} | <= 0.5x |",
-        ours.max_rss_mb,
-        ratio(ours.max_rss_mb, prss)
+    for (s, set) in sets.iter().enumerate() {
+        let (d50, d99) = p50_p99(&stages[s].decode);
+        let (r50, r99) = p50_p99(&stages[s].resize);
+        // Decode and resize do not depend on the backend: one value for both columns.
+        row(
+            &format!("decode p50 / p99, {} (ms)", set.name),
+            backends.iter().map(|_| pair(Some((d50, d99)))).collect(),
+            format!(
+                "{:.2} / {:.2}",
+                peer_stage(s, "decode_p50_ms"),
+                peer_stage(s, "decode_p99_ms")
+            ),
+            ratio(d50, peer_stage(s, "decode_p50_ms")),
+            "",
+        );
+        row(
+            &format!("resize+normalize p50 / p99, {} (ms)", set.name),
+            backends.iter().map(|_| pair(Some((r50, r99)))).collect(),
+            format!(
+                "{:.2} / {:.2}",
+                peer_stage(s, "resize_p50_ms"),
+                peer_stage(s, "resize_p99_ms")
+            ),
+            ratio(r50, peer_stage(s, "resize_p50_ms")),
+            "",
+        );
+    }
+    for (s, set) in sets.iter().enumerate() {
+        let fps: Vec<Option<f64>> = ours.iter().map(|o| o[s].as_ref().map(|e| e.fps)).collect();
+        let pfps = peer_value(s, |p| p.fps);
+        row(
+            &format!("end-to-end frames/s, {}", set.name),
+            fps.iter().map(|v| cell(*v, 1)).collect(),
+            cell(Some(pfps), 1),
+            ratio(fps[best].unwrap_or(f64::NAN), pfps),
+            ">= 2x",
+        );
+    }
+    for (s, set) in sets.iter().enumerate() {
+        let rss: Vec<Option<f64>> = ours
+            .iter()
+            .map(|o| o[s].as_ref().map(|e| e.max_rss_mb))
+            .collect();
+        let prss = peer_value(s, |p| p.max_rss_mb);
+        row(
+            &format!("peak RSS, {} (MiB)", set.name),
+            rss.iter().map(|v| cell(*v, 1)).collect(),
+            cell(Some(prss), 1),
+            ratio(rss[best].unwrap_or(f64::NAN), prss),
+            "<= 0.5x",
+        );
+    }
+    let first: Vec<Option<f64>> = ours
+        .iter()
+        .map(|o| o[0].as_ref().map(|e| e.first_result_ms))
+        .collect();
+    row(
+        "first result after process start (ms)",
+        first.iter().map(|v| cell(*v, 0)).collect(),
+        format!(
+            "{} (model load, after imports)",
+            cell(Some(peer_value(0, |p| p.startup_ms)), 0)
+        ),
+        String::new(),
+        "<= 300 ms",
     );
-    println!(
-        "| first result after process start (ms) | {:.0} | {pstart:.0} (model load, after imports) | | <= 300 ms |",
-        ours.first_result_ms
-    );
-    if let Err(why) = peer {
-        println!("\npeer: {why}");
+    for (kind, why) in backends {
+        if let Some(why) = why {
+            println!("\n{}: {why}", kind.as_str());
+        }
+    }
+    for (s, p) in peer.iter().enumerate() {
+        if let Err(why) = p {
+            println!("\npeer ({}): {why}", sets[s].name);
+        }
     }
 }

@@ -11,8 +11,8 @@ use clap::Args;
 use serde_json::json;
 
 use super::{expand_paths, ModelArgs};
-use crate::inference::load_backend;
-use crate::pipeline::{Classifier, Preparer};
+use crate::inference::select_backend;
+use crate::pipeline::{Classifier, Preparer, PreparerOptions};
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -38,7 +38,18 @@ pub struct ClassifyArgs {
 
 pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
     let package = args.model.load()?;
-    let backend = load_backend(&package, &args.model.backend_options())?;
+    let loaded = select_backend(
+        &package,
+        &args.model.backend_options(),
+        &args.model.backend_choice(),
+    )?;
+    // The one log line about the backend: which one runs and why (after a fallback,
+    // what was wrong with LiteRT).
+    eprintln!(
+        "edge-agent: inference backend {}: {}",
+        loaded.selection.backend, loaded.selection.reason
+    );
+    let backend = loaded;
     let files = expand_paths(&args.paths).context("cannot list the input folders")?;
     if files.is_empty() {
         anyhow::bail!("no image files (.jpg, .jpeg, .png) in {:?}", args.paths);
@@ -54,7 +65,13 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
         .take(first_pass * passes)
         .cloned()
         .collect();
-    let mut preparer = Preparer::spawn(inputs, &package.manifest.input, 2);
+    // Classifying needs the tensor, not the pixels: dropping them as soon as the
+    // tensor is made keeps a large frame's memory out of the queue.
+    let options = PreparerOptions {
+        keep_pixels: false,
+        ..PreparerOptions::default()
+    };
+    let mut preparer = Preparer::spawn_with(inputs, &package.manifest.input, &options);
 
     let stdout = std::io::stdout();
     let mut out = stdout.lock();

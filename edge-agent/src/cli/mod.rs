@@ -2,12 +2,13 @@
 
 pub mod bench;
 pub mod classify;
+pub mod daemon;
 
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::inference::BackendOptions;
+use crate::inference::{BackendChoice, BackendKind, BackendOptions};
 use crate::model::{find_default_manifest, ModelError, ModelPackage};
 
 #[derive(Debug, Parser)]
@@ -28,6 +29,12 @@ pub enum Command {
     /// Measure decode, resize and inference times, throughput, memory and start-up,
     /// side by side with the Python peer (../shared/bench/peer_agent.py).
     Bench(bench::BenchArgs),
+    /// Run the device daemon (sources -> classify -> review policy -> outbox -> MQTT).
+    Run(daemon::ConfigArgs),
+    /// Validate a config file (and the model and TLS files it names), then exit.
+    CheckConfig(daemon::ConfigArgs),
+    /// Print an annotated example config.
+    PrintDefaultConfig,
 }
 
 /// Options shared by every command that loads a model.
@@ -40,6 +47,14 @@ pub struct ModelArgs {
     /// Inference threads.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
     pub threads: u16,
+    /// Inference backend: auto (LiteRT/XNNPACK if libLiteRt.so loads and passes the
+    /// model's self-test, else tflite), tflite, or litert (an error if unusable).
+    #[arg(long, value_enum, default_value_t = BackendKind::Auto)]
+    pub backend: BackendKind,
+    /// libLiteRt.so to use. Default: $EDGE_AGENT_LITERT_LIB, beside the executable,
+    /// /usr/lib/edge-a2i/.
+    #[arg(long, value_name = "PATH")]
+    pub litert_library: Option<PathBuf>,
 }
 
 impl ModelArgs {
@@ -54,6 +69,13 @@ impl ModelArgs {
     pub fn backend_options(&self) -> BackendOptions {
         BackendOptions {
             threads: self.threads as usize,
+        }
+    }
+
+    pub fn backend_choice(&self) -> BackendChoice {
+        BackendChoice {
+            kind: self.backend,
+            library: self.litert_library.clone(),
         }
     }
 }

@@ -1,16 +1,28 @@
-//! One inference interface, `InferenceBackend`, and the backends behind it. A backend
-//! is built once per model and reused for every frame: building an interpreter costs
-//! milliseconds and megabytes, a frame must cost neither.
+//! One inference interface, `InferenceBackend`, and the backends behind it: `tflite`
+//! (TF Lite 1.15 compiled in; always there, the only one on armv7) and `litert`
+//! (LiteRT with XNNPACK, loaded at run time from `libLiteRt.so`). A backend is built
+//! once per model and reused for every frame: building an interpreter costs
+//! milliseconds and megabytes, a frame must cost neither. Which backend runs is chosen
+//! at start-up (`select`): `auto` prefers LiteRT when its library loads and passes the
+//! model's self-test, and otherwise falls back to `tflite`, saying why.
 
+mod litert_backend;
+mod litert_ffi;
+mod select;
 mod tflite_backend;
 
 use crate::model::{ModelError, ModelPackage};
 
+pub use litert_backend::LitertBackend;
+pub use select::{
+    litert_library_candidates, load_backend, select_backend, BackendChoice, BackendError,
+    BackendKind, BackendSelection, LoadedBackend, LITERT_LIBRARY_ENV,
+};
 pub use tflite_backend::TfliteBackend;
 
 /// A model ready to run: fill `input_mut()`, call `run()`, read the scores.
 pub trait InferenceBackend: Send {
-    /// Short name for logs, tables and JSON ("tflite").
+    /// Short name for logs, tables and JSON ("tflite", "litert").
     fn name(&self) -> &'static str;
     /// The input tensor (NHWC float32) to fill before `run`.
     fn input_mut(&mut self) -> &mut [f32];
@@ -36,16 +48,6 @@ impl Default for BackendOptions {
     fn default() -> Self {
         BackendOptions { threads: 1 }
     }
-}
-
-/// Builds the backend for a verified package and runs the model's self-test on it.
-pub fn load_backend(
-    package: &ModelPackage,
-    options: &BackendOptions,
-) -> Result<Box<dyn InferenceBackend>, ModelError> {
-    let mut backend: Box<dyn InferenceBackend> = Box::new(TfliteBackend::new(package, options)?);
-    self_test(package, backend.as_mut())?;
-    Ok(backend)
 }
 
 /// Runs the manifest's self-test vector (if any) and compares every score.

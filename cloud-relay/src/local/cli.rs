@@ -1,0 +1,102 @@
+//! The local-mode subcommands of `cloud-relay`: `object-store` and `broker`, each
+//! printing `listening on ...` as its first stdout line (tests and scripts read it),
+//! then serving until the shutdown future completes.
+
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+use anyhow::Context;
+
+use super::broker::{self, BrokerConfig, EmbeddedBroker};
+use super::object_store::{self, ObjectStoreConfig};
+
+/// `cloud-relay object-store`: a directory served over the S3 API.
+#[derive(Debug, clap::Args)]
+pub struct ObjectStoreArgs {
+    /// Directory holding the buckets (`ROOT/<bucket>/<key>`); created if missing.
+    #[arg(long)]
+    pub root: PathBuf,
+    /// Address to listen on; port 0 picks a free one.
+    #[arg(long, default_value_t = object_store::default_listen())]
+    pub listen: SocketAddr,
+    /// Access key that requests must be signed with (SigV4).
+    #[arg(long, env = "EDGE_A2I_S3_ACCESS_KEY", default_value_t = object_store::default_access_key())]
+    pub access_key: String,
+    #[arg(long, env = "EDGE_A2I_S3_SECRET_KEY", default_value_t = object_store::default_secret_key(), hide_default_value = true)]
+    pub secret_key: String,
+    /// Bucket to create at start if missing (repeatable).
+    #[arg(long = "bucket")]
+    pub buckets: Vec<String>,
+}
+
+pub async fn object_store(
+    args: ObjectStoreArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = ObjectStoreConfig {
+        root: args.root,
+        listen: args.listen,
+        access_key: args.access_key,
+        secret_key: args.secret_key,
+        buckets: args.buckets,
+    };
+    let store = config
+        .open()
+        .with_context(|| format!("opening object store {}", config.root.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    print_first_line(&format!("listening on http://{addr}"))?;
+    tracing::info!(%addr, root = %config.root.display(), "local object store started");
+    let service = object_store::s3_service(store, &config.access_key, &config.secret_key);
+    object_store::serve(listener, service, shutdown).await?;
+    tracing::info!("local object store stopped");
+    Ok(())
+}
+
+/// `cloud-relay broker`: the embedded MQTT broker on its own.
+#[derive(Debug, clap::Args)]
+pub struct BrokerArgs {
+    /// MQTT 3.1.1 address; port 0 picks a free one.
+    #[arg(long, default_value_t = broker::default_listen_v4())]
+    pub listen: SocketAddr,
+    /// MQTT 5 address; port 0 picks a free one.
+    #[arg(long, default_value_t = broker::default_listen_v5())]
+    pub listen_v5: SocketAddr,
+    /// Serve MQTT 3.1.1 only.
+    #[arg(long)]
+    pub no_v5: bool,
+    /// Largest packet accepted, in bytes (IoT Core's limit by default).
+    #[arg(long, default_value_t = broker::DEFAULT_MAX_PACKET_SIZE)]
+    pub max_packet_size: usize,
+}
+
+pub async fn broker(
+    args: BrokerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = BrokerConfig {
+        listen_v4: args.listen,
+        listen_v5: (!args.no_v5).then_some(args.listen_v5),
+        max_packet_size: args.max_packet_size,
+        ..BrokerConfig::default()
+    };
+    let b = EmbeddedBroker::start(config).await?;
+    let mut line = format!("listening on mqtt://{}", b.v4_addr());
+    if let Some(v5) = b.v5_addr() {
+        line.push_str(&format!(" (MQTT 5: mqtt://{v5})"));
+    }
+    print_first_line(&line)?;
+    shutdown.await;
+    b.stop().await;
+    Ok(())
+}
+
+fn print_first_line(line: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{line}")?;
+    out.flush()
+}

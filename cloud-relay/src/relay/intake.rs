@@ -1,0 +1,334 @@
+//! The intake state machine: what to do with each MQTT message on the events topics.
+//! No I/O and no clock (the driver in [`super::mqtt`] passes `now_ms` and carries out
+//! the returned [`Action`]s). Generic over the ack token `A`, so tests use numbers.
+//!
+//! Per message: parse topic -> decode envelope -> (memory mode) reassemble and verify,
+//! or (shared mode) stage the chunk in S3 -> `Process` the complete event -> the driver
+//! stores it, starts its loop, sends the receipt -> [`Intake::on_done`] releases every
+//! message of that event for acknowledgement. Acknowledging is never what makes an
+//! event safe: the agent keeps an event until its receipt arrives and resends it
+//! otherwise. So messages that cannot become a stored event (rejected, evicted,
+//! expired, failed) are acknowledged and dropped, and never block the rest.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+
+use protocol::envelope::Chunk;
+use protocol::{
+    decode, AssemblerLimits, AssemblyError, ChunkAssembler, CompleteEvent, DecodeError, DeviceId,
+    EventId, Message, MessageError, Receipt, TopicKind, Topics,
+};
+
+/// Receipts of recently finished events kept to answer resends without redoing work.
+pub const RECENT_RECEIPTS: usize = 4096;
+
+// Actions live for one step of the driver, never in bulk: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+pub enum Action<A> {
+    /// Acknowledge this MQTT message.
+    Ack(A),
+    /// Store the event, start its loop, then call [`Intake::on_done`].
+    Process {
+        device: DeviceId,
+        event: CompleteEvent,
+    },
+    /// Shared mode: stage the chunk in S3, then call [`Intake::on_staged`].
+    Stage {
+        device: DeviceId,
+        chunk: Chunk,
+        ack: A,
+    },
+    /// Publish this receipt to the device.
+    Receipt { device: DeviceId, receipt: Receipt },
+    /// Log and count a rejection (`reason` is the metric label).
+    Rejected {
+        reason: &'static str,
+        detail: String,
+    },
+    /// Incomplete chunk sets dropped (timeout or bounds); their agents resend.
+    Dropped { event_ids: Vec<EventId> },
+}
+
+/// What staging a chunk in S3 found.
+#[allow(clippy::large_enum_variant)] // one per staged chunk, consumed at once
+#[derive(Debug)]
+pub enum Staged {
+    /// Other chunks are still missing (they may reach another relay).
+    Incomplete,
+    Complete(CompleteEvent),
+    Rejected(AssemblyError),
+}
+
+pub struct Intake<A> {
+    topics: Topics,
+    stage_chunks: bool,
+    assembler: ChunkAssembler,
+    /// Unacknowledged messages per event: chunks of incomplete sets and messages of
+    /// events being processed.
+    held: HashMap<EventId, Vec<A>>,
+    in_flight: HashSet<EventId>,
+    recent: HashMap<EventId, (DeviceId, Receipt)>,
+    recent_order: VecDeque<EventId>,
+}
+
+/// The metric label for a decode failure.
+pub fn decode_reason(e: &DecodeError) -> &'static str {
+    match e {
+        DecodeError::UnsupportedVersion { .. }
+        | DecodeError::Header(MessageError::UnsupportedVersion { .. }) => "unsupported_version",
+        DecodeError::TooShort { .. } | DecodeError::HeaderBeyondPayload { .. } => "truncated",
+        DecodeError::BodySizeMismatch { .. } | DecodeError::Chunk(_) => "invalid_chunk_or_size",
+        _ => "malformed",
+    }
+}
+
+fn assembly_reason(e: &AssemblyError) -> &'static str {
+    match e {
+        AssemblyError::ChecksumMismatch { .. } => "checksum_mismatch",
+        AssemblyError::SizeMismatch { .. } => "size_mismatch",
+        AssemblyError::TooLarge { .. } => "too_large",
+        _ => "inconsistent_chunk",
+    }
+}
+
+/// Whether the error condemns the whole event (the agent should stop resending it).
+fn is_final(e: &AssemblyError) -> bool {
+    matches!(
+        e,
+        AssemblyError::ChecksumMismatch { .. }
+            | AssemblyError::SizeMismatch { .. }
+            | AssemblyError::TooLarge { .. }
+    )
+}
+
+impl<A> Intake<A> {
+    pub fn new(topics: Topics, stage_chunks: bool, limits: AssemblerLimits) -> Self {
+        Intake {
+            topics,
+            stage_chunks,
+            assembler: ChunkAssembler::new(limits),
+            held: HashMap::new(),
+            in_flight: HashSet::new(),
+            recent: HashMap::new(),
+            recent_order: VecDeque::new(),
+        }
+    }
+
+    pub fn pending_sets(&self) -> usize {
+        self.assembler.pending_sets()
+    }
+
+    pub fn pending_bytes(&self) -> u64 {
+        self.assembler.pending_bytes()
+    }
+
+    pub fn in_flight(&self) -> usize {
+        self.in_flight.len()
+    }
+
+    /// Messages held unacknowledged now.
+    pub fn held(&self) -> usize {
+        self.held.values().map(Vec::len).sum()
+    }
+
+    fn reject(&self, out: &mut Vec<Action<A>>, ack: A, reason: &'static str, detail: String) {
+        out.push(Action::Ack(ack));
+        out.push(Action::Rejected { reason, detail });
+    }
+
+    pub fn on_message(
+        &mut self,
+        topic: &str,
+        payload: &[u8],
+        ack: A,
+        now_ms: u64,
+    ) -> Vec<Action<A>> {
+        let mut out = Vec::new();
+        let device = match self.topics.parse(topic) {
+            Ok((device, TopicKind::Events)) => device,
+            Ok((_, kind)) => {
+                self.reject(
+                    &mut out,
+                    ack,
+                    "bad_topic",
+                    format!("{topic}: {kind} is not an events topic"),
+                );
+                return out;
+            }
+            Err(e) => {
+                self.reject(&mut out, ack, "bad_topic", e.to_string());
+                return out;
+            }
+        };
+        if payload.len() > protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES {
+            let detail = format!(
+                "{topic}: {} bytes exceed the {}-byte message limit",
+                payload.len(),
+                protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES
+            );
+            self.reject(&mut out, ack, "oversized", detail);
+            return out;
+        }
+        let message = match decode(payload) {
+            Ok(m) => m,
+            Err(e) => {
+                self.reject(&mut out, ack, decode_reason(&e), format!("{topic}: {e}"));
+                return out;
+            }
+        };
+        let (event_id, claimed) = match &message {
+            Message::Event(e) => (e.meta.event_id, &e.meta.device_id),
+            Message::Chunk(c) => (c.header.event_id, &c.header.meta.device_id),
+        };
+        if *claimed != device {
+            let detail = format!("{topic}: event {event_id} claims device {claimed}");
+            out.push(Action::Receipt {
+                device: device.clone(),
+                receipt: Receipt::rejected(
+                    event_id,
+                    format!("event names device {claimed} but was published by {device}"),
+                ),
+            });
+            self.reject(&mut out, ack, "device_mismatch", detail);
+            return out;
+        }
+        if let Some((device, receipt)) = self.recent.get(&event_id) {
+            // Done already: the receipt was lost or is still on its way. Say it again.
+            out.push(Action::Receipt {
+                device: device.clone(),
+                receipt: receipt.clone(),
+            });
+            out.push(Action::Ack(ack));
+            return out;
+        }
+        if self.in_flight.contains(&event_id) {
+            self.held.entry(event_id).or_default().push(ack);
+            return out;
+        }
+        match message {
+            Message::Chunk(chunk) if self.stage_chunks => {
+                out.push(Action::Stage { device, chunk, ack });
+            }
+            message => {
+                let result = self.assembler.offer_message(message, now_ms);
+                self.after_assembly(&mut out, device, event_id, ack, result);
+                self.release_evicted(&mut out);
+            }
+        }
+        out
+    }
+
+    fn after_assembly(
+        &mut self,
+        out: &mut Vec<Action<A>>,
+        device: DeviceId,
+        event_id: EventId,
+        ack: A,
+        result: Result<Option<CompleteEvent>, AssemblyError>,
+    ) {
+        match result {
+            Ok(None) => self.held.entry(event_id).or_default().push(ack),
+            Ok(Some(event)) => {
+                self.held.entry(event_id).or_default().push(ack);
+                self.in_flight.insert(event_id);
+                out.push(Action::Process { device, event });
+            }
+            Err(e) => {
+                if is_final(&e) {
+                    for held in self.held.remove(&event_id).unwrap_or_default() {
+                        out.push(Action::Ack(held));
+                    }
+                    out.push(Action::Receipt {
+                        device,
+                        receipt: Receipt::rejected(event_id, e.to_string()),
+                    });
+                }
+                self.reject(out, ack, assembly_reason(&e), e.to_string());
+            }
+        }
+    }
+
+    fn release_evicted(&mut self, out: &mut Vec<Action<A>>) {
+        let evicted = self.assembler.take_evicted();
+        if !evicted.is_empty() {
+            for id in &evicted {
+                for held in self.held.remove(id).unwrap_or_default() {
+                    out.push(Action::Ack(held));
+                }
+            }
+            out.push(Action::Dropped { event_ids: evicted });
+        }
+    }
+
+    /// Shared mode: the driver staged a chunk.
+    pub fn on_staged(
+        &mut self,
+        device: DeviceId,
+        event_id: EventId,
+        ack: A,
+        staged: Staged,
+    ) -> Vec<Action<A>> {
+        let mut out = Vec::new();
+        if self.in_flight.contains(&event_id) {
+            self.held.entry(event_id).or_default().push(ack);
+            return out;
+        }
+        match staged {
+            Staged::Incomplete => out.push(Action::Ack(ack)),
+            Staged::Complete(event) => {
+                self.after_assembly(&mut out, device, event_id, ack, Ok(Some(event)))
+            }
+            Staged::Rejected(e) => self.after_assembly(&mut out, device, event_id, ack, Err(e)),
+        }
+        out
+    }
+
+    /// The driver finished an event: with `Some(receipt)` it is stored, its loop
+    /// exists and the receipt was sent; with `None` it failed (the agent resends).
+    /// Either way its messages are acknowledged now.
+    pub fn on_done(
+        &mut self,
+        device: DeviceId,
+        event_id: EventId,
+        receipt: Option<Receipt>,
+    ) -> Vec<Action<A>> {
+        self.in_flight.remove(&event_id);
+        let out = self
+            .held
+            .remove(&event_id)
+            .unwrap_or_default()
+            .into_iter()
+            .map(Action::Ack)
+            .collect();
+        if let Some(receipt) = receipt {
+            if self.recent_order.len() == RECENT_RECEIPTS {
+                if let Some(old) = self.recent_order.pop_front() {
+                    self.recent.remove(&old);
+                }
+            }
+            if self.recent.insert(event_id, (device, receipt)).is_none() {
+                self.recent_order.push_back(event_id);
+            }
+        }
+        out
+    }
+
+    /// Drops incomplete sets idle past the timeout, releasing their messages.
+    pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action<A>> {
+        let mut out = Vec::new();
+        let expired = self.assembler.expire(now_ms);
+        for id in &expired {
+            for held in self.held.remove(id).unwrap_or_default() {
+                out.push(Action::Ack(held));
+            }
+        }
+        if !expired.is_empty() {
+            out.push(Action::Dropped { event_ids: expired });
+        }
+        out
+    }
+}
+
+#[cfg(test)]
+#[path = "intake_tests.rs"]
+mod tests;

@@ -1,0 +1,123 @@
+//! The S3 key layout, in one place (pure; documented in cloud-relay/README.md):
+//!
+//! | object | key |
+//! |---|---|
+//! | image | `{images}/{device}/{YYYY}/{MM}/{DD}/{event_id}.{jpg,png}` |
+//! | event metadata | `{images}/{device}/{YYYY}/{MM}/{DD}/{event_id}.json` |
+//! | manifest row | `{manifest}/rows/{event_id}.json` (one JSON line) |
+//! | staged chunk | `{staging}/{event_id}/{index:06}` |
+//!
+//! The date is the capture date (UTC) from the event's `captured_at`, so every relay
+//! derives the same key from the same event: redelivery overwrites nothing new.
+//! Manifest rows are keyed by event id (= human loop), so "is this loop's row
+//! written?" is one HEAD.
+
+use protocol::{EventId, EventMeta};
+
+use crate::config::S3Config;
+
+#[derive(Debug, Clone)]
+pub struct KeyLayout {
+    pub bucket: String,
+    images: String,
+    manifest: String,
+    staging: String,
+}
+
+impl KeyLayout {
+    pub fn new(s3: &S3Config) -> Self {
+        KeyLayout {
+            bucket: s3.bucket.clone(),
+            images: s3.images_prefix.clone(),
+            manifest: s3.manifest_prefix.clone(),
+            staging: s3.staging_prefix.clone(),
+        }
+    }
+
+    fn event_base(&self, meta: &EventMeta) -> String {
+        // captured_at was validated as RFC 3339: it starts with YYYY-MM-DD.
+        let date = meta.captured_at.get(..10).unwrap_or("0000-00-00");
+        let (y, rest) = date.split_at(4);
+        let (m, d) = (&rest[1..3], &rest[4..6]);
+        format!(
+            "{}/{}/{y}/{m}/{d}/{}",
+            self.images, meta.device_id, meta.event_id
+        )
+    }
+
+    pub fn image_key(&self, meta: &EventMeta) -> String {
+        format!(
+            "{}.{}",
+            self.event_base(meta),
+            meta.image.content_type.extension()
+        )
+    }
+
+    pub fn meta_key(&self, meta: &EventMeta) -> String {
+        format!("{}.json", self.event_base(meta))
+    }
+
+    pub fn uri(&self, key: &str) -> String {
+        format!("s3://{}/{key}", self.bucket)
+    }
+
+    pub fn rows_prefix(&self) -> String {
+        format!("{}/rows/", self.manifest)
+    }
+
+    pub fn row_key(&self, event_id: &EventId) -> String {
+        format!("{}{event_id}.json", self.rows_prefix())
+    }
+
+    pub fn staging_set_prefix(&self, event_id: &EventId) -> String {
+        format!("{}/{event_id}/", self.staging)
+    }
+
+    pub fn staging_chunk_key(&self, event_id: &EventId, index: u32) -> String {
+        format!("{}{index:06}", self.staging_set_prefix(event_id))
+    }
+}
+
+/// Splits `s3://bucket/key`.
+pub fn parse_s3_uri(uri: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = uri.strip_prefix("s3://")?.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub(crate) fn layout() -> KeyLayout {
+        let s3: S3Config = toml::from_str("bucket = \"frames\"").unwrap();
+        KeyLayout::new(&s3)
+    }
+
+    #[test]
+    fn images_and_metadata_sit_side_by_side_under_device_and_capture_date() {
+        let meta = super::super::testing::meta(7, 1000);
+        let l = layout();
+        let id = meta.event_id;
+        assert_eq!(
+            l.image_key(&meta),
+            format!("events/pi-7/2026/11/25/{id}.jpg")
+        );
+        assert_eq!(
+            l.meta_key(&meta),
+            format!("events/pi-7/2026/11/25/{id}.json")
+        );
+        assert_eq!(
+            l.uri(&l.image_key(&meta)),
+            format!("s3://frames/events/pi-7/2026/11/25/{id}.jpg")
+        );
+        assert_eq!(l.row_key(&id), format!("manifest/rows/{id}.json"));
+        assert_eq!(l.staging_chunk_key(&id, 3), format!("staging/{id}/000003"));
+    }
+
+    #[test]
+    fn s3_uris_split_into_bucket_and_key() {
+        assert_eq!(parse_s3_uri("s3://b/k/x.json"), Some(("b", "k/x.json")));
+        assert_eq!(parse_s3_uri("s3://b/"), None);
+        assert_eq!(parse_s3_uri("http://b/k"), None);
+    }
+}

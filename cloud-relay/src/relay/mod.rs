@@ -1,0 +1,140 @@
+//! The relay daemon: MQTT in, S3 and Amazon A2I out, review results into an
+//! augmented manifest. See cloud-relay/README.md for the guarantees and key layout.
+//!
+//! | module | owns |
+//! |---|---|
+//! | [`intake`] | per-message state machine: decode, reassemble, what to ack when (pure) |
+//! | [`mqtt`] | broker connection and the intake driver |
+//! | [`pipeline`] | per event: S3 put, StartHumanLoop, receipt; chunk staging |
+//! | [`results`] / [`collector`] | loop tracking and manifest rows (pure / driver), export |
+//! | [`s3`] / [`a2i`] | the two AWS clients and their error classification |
+//! | [`retry`] | backoff, the quota gate |
+//! | [`keys`] | the S3 key layout |
+//! | [`metrics`] | counters and the Prometheus endpoint |
+
+pub mod a2i;
+pub mod collector;
+pub mod intake;
+pub mod keys;
+pub mod metrics;
+pub mod mqtt;
+pub mod pipeline;
+pub mod results;
+pub mod retry;
+pub mod s3;
+#[cfg(test)]
+pub(crate) mod testing;
+
+use std::future::Future;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::Config;
+
+/// Why the relay could not start (the start-up health check) or stopped.
+#[derive(Debug, thiserror::Error)]
+pub enum RelayError {
+    #[error("cannot read certificate or key {path}: {message}")]
+    Certificates { path: PathBuf, message: String },
+    #[error("broker {broker} is unreachable: {message}")]
+    BrokerUnreachable { broker: String, message: String },
+    #[error("TLS with broker {broker} failed (check ca_file, cert_file and key_file): {message}")]
+    BrokerTls { broker: String, message: String },
+    #[error("broker {broker} refused the connection: {message}")]
+    BrokerRefused { broker: String, message: String },
+    #[error(transparent)]
+    Bucket(#[from] s3::BucketError),
+    #[error("flow definition {arn} is not usable: {message}")]
+    FlowDefinition { arn: String, message: String },
+    #[error("metrics endpoint {addr}: {source}")]
+    Metrics {
+        addr: std::net::SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// How long events in flight may take to finish after a stop request (systemd's
+/// TimeoutStopSec is 30 s in the shipped unit).
+pub const DRAIN: Duration = Duration::from_secs(15);
+
+/// Checks the bucket, the flow definition and the broker, then runs until
+/// `shutdown` completes.
+pub async fn run(
+    config: Config,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<(), RelayError> {
+    let metrics = Arc::new(metrics::Metrics::default());
+    let store = s3::S3Store::connect(&config.s3).await;
+    store.check_bucket().await?;
+    let a2i = a2i::A2iClient::connect(&config.a2i).await;
+    if let Err(e) = a2i.check_flow().await {
+        if !matches!(e, retry::Failure::Transient(_)) {
+            return Err(RelayError::FlowDefinition {
+                arn: config.a2i.flow_definition_arn.clone(),
+                message: e.to_string(),
+            });
+        }
+        tracing::warn!(error = %e, "could not check the flow definition now; going on");
+    }
+    let (client, eventloop) = mqtt::connect(&config).await?;
+
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let stopped = move || {
+        let mut rx = stop_rx.clone();
+        async move {
+            let _ = rx.wait_for(|s| *s).await;
+        }
+    };
+    let mut tasks = Vec::new();
+    if let Some(addr) = config.metrics.listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| RelayError::Metrics { addr, source })?;
+        drop(listener);
+        let (m, stop) = (metrics.clone(), stopped());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = metrics::serve(addr, m, stop).await {
+                tracing::error!(error = %e, "metrics endpoint failed");
+            }
+        }));
+    }
+    let layout = keys::KeyLayout::new(&config.s3);
+    if config.results.enabled {
+        let collector = collector::Collector {
+            config: config.clone(),
+            store: store.clone(),
+            a2i: a2i.clone(),
+            layout: layout.clone(),
+            metrics: metrics.clone(),
+            mqtt: Some(client.clone()),
+        };
+        tasks.push(tokio::spawn(collector.run(stopped())));
+    }
+    let pipeline = pipeline::Pipeline {
+        store,
+        a2i,
+        layout,
+        labels: config.review_labels(),
+        retry: config.retry.clone(),
+        metrics: metrics.clone(),
+        gate: retry::Gate::default(),
+    };
+    tracing::info!(
+        client_id = %config.mqtt.client_id,
+        shared = config.mqtt.share_group.is_some(),
+        staged_chunks = config.stages_chunks(),
+        "relay running"
+    );
+    mqtt::run_intake(
+        config, client, eventloop, pipeline, metrics, shutdown, DRAIN,
+    )
+    .await;
+    let _ = stop_tx.send(true);
+    for task in tasks {
+        let _ = tokio::time::timeout(Duration::from_secs(5), task).await;
+    }
+    tracing::info!("relay stopped");
+    Ok(())
+}

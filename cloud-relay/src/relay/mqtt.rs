@@ -1,0 +1,413 @@
+//! The MQTT side: connection options (MQTT 5, persistent session, receive maximum,
+//! TLS with a client certificate, manual acks), the event-loop task, and the intake
+//! driver that feeds messages to the [`Intake`] state machine and carries out its
+//! actions: spawning per-event work on a bounded set of workers, publishing receipts,
+//! acknowledging messages.
+//!
+//! Back-pressure: the broker sends at most `max_inflight` unacknowledged messages (the
+//! MQTT 5 receive maximum), and a message stays unacknowledged until its event is
+//! receipted, so memory for messages in flight is bounded by that window; the
+//! event-loop task never blocks on the intake for long, so keep-alives keep flowing.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
+use rumqttc::{TlsConfiguration, Transport};
+use tokio::sync::{mpsc, Semaphore};
+
+use super::intake::{Action, Intake, Staged};
+use super::metrics::{inc, Metrics};
+use super::pipeline::Pipeline;
+use super::RelayError;
+use crate::config::Config;
+use protocol::{AssemblerLimits, DeviceId, EventId, Receipt};
+
+/// Largest packet the relay accepts: above IoT Core's 128 KiB, so an oversized event
+/// is received, counted and rejected rather than silently dropped by the broker.
+const MAX_PACKET_BYTES: u32 = 1024 * 1024;
+
+pub fn options(config: &Config) -> Result<MqttOptions, RelayError> {
+    let m = &config.mqtt;
+    let mut o = MqttOptions::new(m.client_id.clone(), m.host.clone(), m.port);
+    o.set_keep_alive(m.keep_alive)
+        .set_clean_start(false)
+        .set_session_expiry_interval(Some(m.session_expiry.as_secs() as u32))
+        .set_receive_maximum(Some(m.max_inflight))
+        .set_max_packet_size(Some(MAX_PACKET_BYTES))
+        .set_manual_acks(true)
+        .set_connection_timeout(10)
+        .set_request_channel_capacity(4 * usize::from(m.max_inflight) + 64);
+    if let (Some(user), password) = (&m.username, &m.password) {
+        o.set_credentials(user.clone(), password.clone().unwrap_or_default());
+    }
+    if let Some(tls) = &m.tls {
+        let read = |path: &std::path::PathBuf| {
+            std::fs::read(path).map_err(|source| RelayError::Certificates {
+                path: path.clone(),
+                message: source.to_string(),
+            })
+        };
+        let ca = read(&tls.ca_file)?;
+        let cert = read(&tls.cert_file)?;
+        let key = read(&tls.key_file)?;
+        let alpn = (!tls.alpn.is_empty())
+            .then(|| tls.alpn.iter().map(|a| a.as_bytes().to_vec()).collect());
+        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
+            ca,
+            alpn,
+            client_auth: Some((cert, key)),
+        }));
+    }
+    Ok(o)
+}
+
+/// Classifies the error of a first connection attempt.
+pub fn connect_error(config: &Config, e: &ConnectionError) -> RelayError {
+    let text = e.to_string();
+    let broker = format!("{}:{}", config.mqtt.host, config.mqtt.port);
+    let lower = text.to_lowercase();
+    if matches!(e, ConnectionError::Tls(_))
+        || lower.contains("certificate")
+        || lower.contains("tls")
+    {
+        RelayError::BrokerTls {
+            broker,
+            message: text,
+        }
+    } else if let ConnectionError::ConnectionRefused(code) = e {
+        RelayError::BrokerRefused {
+            broker,
+            message: format!("{code:?}"),
+        }
+    } else {
+        RelayError::BrokerUnreachable {
+            broker,
+            message: text,
+        }
+    }
+}
+
+/// Connects once (within the connection timeout) to check broker and certificates.
+pub async fn connect(config: &Config) -> Result<(AsyncClient, EventLoop), RelayError> {
+    let opts = options(config)?;
+    let cap = opts.request_channel_capacity();
+    let (client, mut eventloop) = AsyncClient::new(opts, cap);
+    loop {
+        match eventloop.poll().await {
+            Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                tracing::info!(
+                    broker = %format!("{}:{}", config.mqtt.host, config.mqtt.port),
+                    session_present = ack.session_present,
+                    "connected to the broker"
+                );
+                subscribe(config, &client);
+                return Ok((client, eventloop));
+            }
+            Ok(_) => {}
+            Err(e) => return Err(connect_error(config, &e)),
+        }
+    }
+}
+
+fn subscribe(config: &Config, client: &AsyncClient) {
+    let topics = config.topics();
+    let filter = match &config.mqtt.share_group {
+        Some(group) => topics
+            .shared_events_filter(group)
+            .expect("validated: mqtt.share_group"),
+        None => topics.events_filter(),
+    };
+    // Every time: an expired session forgets its subscriptions; repeating one is harmless.
+    if let Err(e) = client.try_subscribe(filter.clone(), QoS::AtLeastOnce) {
+        tracing::error!(%filter, error = %e, "could not queue the subscription");
+    }
+}
+
+enum Incoming {
+    Publish(Publish),
+}
+
+/// Polls the connection forever, reconnecting with backoff; forwards publishes.
+fn spawn_eventloop(
+    config: Config,
+    client: AsyncClient,
+    mut eventloop: EventLoop,
+    tx: mpsc::Sender<Incoming>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut delay = Duration::from_millis(200);
+        loop {
+            match eventloop.poll().await {
+                Ok(Event::Incoming(Packet::Publish(p))) => {
+                    if tx.send(Incoming::Publish(p)).await.is_err() {
+                        return;
+                    }
+                }
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    delay = Duration::from_millis(200);
+                    tracing::info!(
+                        session_present = ack.session_present,
+                        "reconnected to the broker"
+                    );
+                    subscribe(&config, &client);
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    if tx.is_closed() {
+                        return;
+                    }
+                    tracing::warn!(error = %e, retry_in = ?delay, "broker connection lost");
+                    tokio::time::sleep(delay).await;
+                    delay = (delay * 2).min(Duration::from_secs(30));
+                }
+            }
+        }
+    })
+}
+
+// One per finished job, consumed at once by the driver.
+#[allow(clippy::large_enum_variant)]
+enum Done {
+    Event {
+        device: DeviceId,
+        event_id: EventId,
+        receipt: Option<Receipt>,
+    },
+    Staged {
+        device: DeviceId,
+        event_id: EventId,
+        ack: Publish,
+        staged: Staged,
+    },
+}
+
+fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+struct Driver {
+    config: Config,
+    client: AsyncClient,
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    workers: Arc<Semaphore>,
+    done_tx: mpsc::Sender<Done>,
+}
+
+impl Driver {
+    async fn execute(&self, actions: Vec<Action<Publish>>) {
+        for action in actions {
+            match action {
+                Action::Ack(p) => {
+                    if let Err(e) = self.client.ack(&p).await {
+                        tracing::warn!(error = %e, "could not queue an ack");
+                    }
+                    inc(&self.metrics.c.messages_acked_total);
+                }
+                Action::Receipt { device, receipt } => self.send_receipt(&device, &receipt).await,
+                Action::Rejected { reason, detail } => {
+                    self.metrics.reject(reason);
+                    tracing::warn!(reason, "rejected: {detail}");
+                }
+                Action::Dropped { event_ids } => {
+                    for _ in &event_ids {
+                        inc(&self.metrics.c.chunk_sets_expired_total);
+                    }
+                    tracing::info!(count = event_ids.len(), ids = ?event_ids, "incomplete chunk sets dropped; their agents will resend");
+                }
+                Action::Process { device, event } => self.spawn_process(device, event),
+                Action::Stage { device, chunk, ack } => self.spawn_stage(device, chunk, ack),
+            }
+        }
+    }
+
+    async fn send_receipt(&self, device: &DeviceId, receipt: &Receipt) {
+        let topic = self.config.topics().receipts(device);
+        match self
+            .client
+            .publish(topic.clone(), QoS::AtLeastOnce, false, receipt.to_json())
+            .await
+        {
+            Ok(()) if receipt.is_stored() => inc(&self.metrics.c.receipts_sent_total),
+            Ok(()) => {}
+            Err(e) => tracing::warn!(%topic, error = %e, "could not queue a receipt"),
+        }
+    }
+
+    fn spawn_process(&self, device: DeviceId, event: protocol::CompleteEvent) {
+        inc(&self.metrics.c.events_in_total);
+        let (pipeline, workers, done) = (
+            self.pipeline.clone(),
+            self.workers.clone(),
+            self.done_tx.clone(),
+        );
+        let (client, topics, metrics) = (
+            self.client.clone(),
+            self.config.topics(),
+            self.metrics.clone(),
+        );
+        let staged = self.config.stages_chunks();
+        tokio::spawn(async move {
+            let Ok(_permit) = workers.acquire().await else {
+                return;
+            };
+            pipeline.gate.wait_open().await;
+            let event_id = event.meta.event_id;
+            let receipt = match pipeline.process(&event).await {
+                Ok(receipt) => {
+                    let topic = topics.receipts(&device);
+                    match client
+                        .publish(topic, QoS::AtLeastOnce, false, receipt.to_json())
+                        .await
+                    {
+                        Ok(()) => inc(&metrics.c.receipts_sent_total),
+                        Err(e) => tracing::warn!(error = %e, "could not queue a receipt"),
+                    }
+                    tracing::debug!(%event_id, %device, "event stored, loop started, receipt sent");
+                    if staged {
+                        pipeline.clean_staging(&event_id).await;
+                    }
+                    Some(receipt)
+                }
+                Err(e) => {
+                    inc(&metrics.c.event_failures_total);
+                    tracing::error!(%event_id, %device, error = %e, "event failed; its agent will resend it");
+                    None
+                }
+            };
+            let _ = done
+                .send(Done::Event {
+                    device,
+                    event_id,
+                    receipt,
+                })
+                .await;
+        });
+    }
+
+    fn spawn_stage(&self, device: DeviceId, chunk: protocol::envelope::Chunk, ack: Publish) {
+        let (pipeline, workers, done, metrics) = (
+            self.pipeline.clone(),
+            self.workers.clone(),
+            self.done_tx.clone(),
+            self.metrics.clone(),
+        );
+        tokio::spawn(async move {
+            let Ok(_permit) = workers.acquire().await else {
+                return;
+            };
+            let event_id = chunk.header.event_id;
+            let payload = protocol::Message::Chunk(chunk.clone())
+                .encode()
+                .unwrap_or_default();
+            let staged = match pipeline.stage(&chunk, payload).await {
+                Ok(staged) => staged,
+                Err(e) => {
+                    inc(&metrics.c.event_failures_total);
+                    tracing::error!(%event_id, error = %e, "staging a chunk failed; its agent will resend");
+                    Staged::Incomplete
+                }
+            };
+            let _ = done
+                .send(Done::Staged {
+                    device,
+                    event_id,
+                    ack,
+                    staged,
+                })
+                .await;
+        });
+    }
+}
+
+/// Runs intake until `shutdown`; then stops taking messages, lets events in flight
+/// finish (up to `drain`), and disconnects. Unfinished messages stay unacknowledged:
+/// the broker redelivers them (persistent session) and agents resend them anyway.
+pub async fn run_intake(
+    config: Config,
+    client: AsyncClient,
+    eventloop: EventLoop,
+    pipeline: Pipeline,
+    metrics: Arc<Metrics>,
+    shutdown: impl Future<Output = ()>,
+    drain: Duration,
+) {
+    let window = usize::from(config.mqtt.max_inflight);
+    let (tx, mut rx) = mpsc::channel(2 * window + 64);
+    let poller = spawn_eventloop(config.clone(), client.clone(), eventloop, tx);
+    let (done_tx, mut done_rx) = mpsc::channel(2 * window + 64);
+    let limits = AssemblerLimits {
+        max_pending_bytes: config.intake.max_pending_bytes,
+        max_pending_sets: config.intake.max_pending_sets,
+        timeout_ms: config.intake.chunk_timeout.as_millis() as u64,
+    };
+    let mut intake: Intake<Publish> = Intake::new(config.topics(), config.stages_chunks(), limits);
+    let driver = Driver {
+        workers: Arc::new(Semaphore::new(config.intake.workers)),
+        config,
+        client: client.clone(),
+        pipeline,
+        metrics: metrics.clone(),
+        done_tx,
+    };
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    tokio::pin!(shutdown);
+    loop {
+        let actions = tokio::select! {
+            _ = &mut shutdown => break,
+            Some(Incoming::Publish(p)) = rx.recv() => {
+                inc(&metrics.c.messages_in_total);
+                let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                let payload = p.payload.clone();
+                let token = Publish { payload: bytes::Bytes::new(), properties: None, ..p };
+                intake.on_message(&topic, &payload, token, now_ms())
+            }
+            Some(done) = done_rx.recv() => on_done(&mut intake, done),
+            _ = tick.tick() => {
+                metrics.pending_sets.store(intake.pending_sets() as u64, std::sync::atomic::Ordering::Relaxed);
+                metrics.pending_bytes.store(intake.pending_bytes(), std::sync::atomic::Ordering::Relaxed);
+                metrics.paused.store(u64::from(driver.pipeline.gate.is_closed()), std::sync::atomic::Ordering::Relaxed);
+                intake.on_tick(now_ms())
+            }
+        };
+        driver.execute(actions).await;
+    }
+    tracing::info!(in_flight = intake.in_flight(), "intake stopping");
+    let deadline = tokio::time::Instant::now() + drain;
+    while intake.in_flight() > 0 {
+        match tokio::time::timeout_at(deadline, done_rx.recv()).await {
+            Ok(Some(done)) => {
+                let actions = on_done(&mut intake, done);
+                driver.execute(actions).await;
+            }
+            _ => break,
+        }
+    }
+    let _ = client.disconnect().await;
+    drop(rx);
+    // Give the event loop a moment to flush the last acks and the DISCONNECT.
+    let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
+}
+
+fn on_done(intake: &mut Intake<Publish>, done: Done) -> Vec<Action<Publish>> {
+    match done {
+        Done::Event {
+            device,
+            event_id,
+            receipt,
+        } => intake.on_done(device, event_id, receipt),
+        Done::Staged {
+            device,
+            event_id,
+            ack,
+            staged,
+        } => intake.on_staged(device, event_id, ack, staged),
+    }
+}

@@ -1,0 +1,141 @@
+//! What the relay does with one verified event, in this order: put the image and its
+//! metadata in S3 (put-if-absent: a redelivered event writes nothing new), start the
+//! human loop (name derived from the event id: `ConflictException` = already there),
+//! and only then hand back the receipt for the driver to send before it acknowledges.
+//! Also the S3 side of chunk staging for relays on a shared subscription.
+//!
+//! Transient failures are retried here without limit; quota errors close the intake
+//! [`Gate`]. Nothing in this module remembers anything: S3 and A2I are the record.
+
+use std::sync::Arc;
+
+use protocol::a2i::InputContent;
+use protocol::envelope::Chunk;
+use protocol::{decode, AssemblerLimits, ChunkAssembler, CompleteEvent, Message, Receipt};
+
+use super::a2i::{A2iClient, LoopStart};
+use super::intake::Staged;
+use super::keys::KeyLayout;
+use super::metrics::{inc, Metrics};
+use super::retry::{retry, Gate};
+use super::s3::{Put, S3Store};
+use crate::config::RetryConfig;
+
+#[derive(Clone)]
+pub struct Pipeline {
+    pub store: S3Store,
+    pub a2i: A2iClient,
+    pub layout: KeyLayout,
+    /// What reviewers choose from: the model's labels and "none of these".
+    pub labels: Vec<String>,
+    pub retry: RetryConfig,
+    pub metrics: Arc<Metrics>,
+    pub gate: Gate,
+}
+
+impl Pipeline {
+    /// Stores the event and starts its loop; returns the receipt to send.
+    pub async fn process(&self, event: &CompleteEvent) -> Result<Receipt, String> {
+        let meta = &event.meta;
+        let image_key = self.layout.image_key(meta);
+        let image_uri = self.layout.uri(&image_key);
+        let content_type = meta.image.content_type.as_str();
+        let put = retry("s3_put_image", &self.retry, &self.metrics, None, || {
+            self.store
+                .put(&image_key, event.image.clone(), content_type, true)
+        })
+        .await
+        .map_err(|e| format!("storing {image_uri}: {e}"))?;
+        if put == Put::Created {
+            inc(&self.metrics.c.images_uploaded_total);
+        }
+        let meta_key = self.layout.meta_key(meta);
+        retry("s3_put_meta", &self.retry, &self.metrics, None, || {
+            self.store
+                .put(&meta_key, meta.to_json(), "application/json", true)
+        })
+        .await
+        .map_err(|e| format!("storing s3://{}/{meta_key}: {e}", self.layout.bucket))?;
+
+        let name = meta.human_loop_name();
+        let input =
+            InputContent::for_event(meta, image_uri.clone(), self.labels.clone()).to_json_string();
+        let start = retry(
+            "a2i_start_loop",
+            &self.retry,
+            &self.metrics,
+            Some(&self.gate),
+            || self.a2i.start_loop(&name, &input),
+        )
+        .await
+        .map_err(|e| format!("starting human loop {name}: {e}"))?;
+        match start {
+            LoopStart::Started => inc(&self.metrics.c.loops_started_total),
+            LoopStart::Existed => inc(&self.metrics.c.loops_existing_total),
+        }
+        Ok(Receipt::stored(meta.event_id, image_uri))
+    }
+
+    /// Shared mode: stores the chunk message under the staging prefix, then looks
+    /// whether the set is complete. S3 is strongly consistent, so of two relays that
+    /// stage the last two chunks at once, at least one sees both.
+    pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, String> {
+        let id = chunk.header.event_id;
+        let key = self.layout.staging_chunk_key(&id, chunk.header.index);
+        retry("s3_put_chunk", &self.retry, &self.metrics, None, || {
+            self.store
+                .put(&key, payload.clone(), "application/octet-stream", false)
+        })
+        .await
+        .map_err(|e| format!("staging s3://{}/{key}: {e}", self.layout.bucket))?;
+        inc(&self.metrics.c.chunks_staged_total);
+        let prefix = self.layout.staging_set_prefix(&id);
+        let keys = retry("s3_list_chunks", &self.retry, &self.metrics, None, || {
+            self.store.list(&prefix)
+        })
+        .await
+        .map_err(|e| format!("listing s3://{}/{prefix}: {e}", self.layout.bucket))?;
+        if keys.len() < chunk.header.count as usize {
+            return Ok(Staged::Incomplete);
+        }
+        let limits = AssemblerLimits {
+            max_pending_bytes: u64::MAX / 2,
+            max_pending_sets: 1,
+            timeout_ms: u64::MAX,
+        };
+        let mut assembler = ChunkAssembler::new(limits);
+        for key in keys {
+            let got = retry("s3_get_chunk", &self.retry, &self.metrics, None, || {
+                self.store.get(&key)
+            })
+            .await
+            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
+            // Gone: the relay that completed the set has cleaned up after it.
+            let Some(bytes) = got else {
+                return Ok(Staged::Incomplete);
+            };
+            let Ok(Message::Chunk(staged)) = decode(&bytes) else {
+                continue; // not something this relay staged; the set check decides
+            };
+            match assembler.offer(staged, 0) {
+                Ok(Some(event)) => return Ok(Staged::Complete(event)),
+                Ok(None) => {}
+                Err(e) => return Ok(Staged::Rejected(e)),
+            }
+        }
+        Ok(Staged::Incomplete)
+    }
+
+    /// Removes a finished set's staged chunks (best effort: a lifecycle rule on the
+    /// staging prefix collects whatever a killed relay leaves behind).
+    pub async fn clean_staging(&self, event_id: &protocol::EventId) {
+        let prefix = self.layout.staging_set_prefix(event_id);
+        if let Ok(keys) = self.store.list(&prefix).await {
+            for key in keys {
+                if let Err(e) = self.store.delete(&key).await {
+                    tracing::debug!(%key, error = %e, "could not delete a staged chunk");
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,251 @@
+//! Retrying calls to S3 and A2I. Every failure is classified ([`Failure`]): throttling,
+//! 5xx and connection errors are retried with exponential backoff and jitter, without
+//! limit (an event is never dropped for a transient fault: its MQTT message stays
+//! unacknowledged and its agent keeps it); a quota error pauses intake ([`Gate`]) until
+//! the call goes through; anything else is permanent and reported.
+
+use std::future::Future;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Notify;
+
+use super::metrics::Metrics;
+use crate::config::RetryConfig;
+
+/// What kind of failure a call ended in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Failure {
+    /// Throttling, 5xx, timeouts, connection refused: try again later.
+    Transient(String),
+    /// The account's quota is used up (A2I `ServiceQuotaExceededException`).
+    Quota(String),
+    /// Retrying cannot help (validation, access denied, missing bucket).
+    Permanent(String),
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Failure::Transient(m) => write!(f, "transient: {m}"),
+            Failure::Quota(m) => write!(f, "quota exceeded: {m}"),
+            Failure::Permanent(m) => write!(f, "{m}"),
+        }
+    }
+}
+
+/// Exponential backoff with "full jitter" (a random delay up to the current ceiling),
+/// so relays that failed together do not retry together.
+#[derive(Debug, Clone)]
+pub struct Backoff {
+    initial: Duration,
+    max: Duration,
+    attempt: u32,
+    seed: u64,
+}
+
+impl Backoff {
+    pub fn new(config: &RetryConfig) -> Self {
+        static SEED: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.subsec_nanos() as u64)
+            .unwrap_or(0);
+        Backoff {
+            initial: config.initial_backoff,
+            max: config.max_backoff,
+            attempt: 0,
+            seed: SEED.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ nanos | 1,
+        }
+    }
+
+    /// The ceiling for the next delay: initial * 2^attempt, at most max.
+    pub fn ceiling(&self) -> Duration {
+        let factor = 1u32 << self.attempt.min(20);
+        self.initial.saturating_mul(factor).min(self.max)
+    }
+
+    /// The next delay: between half the ceiling and the ceiling.
+    pub fn next_delay(&mut self) -> Duration {
+        let ceiling = self.ceiling();
+        self.attempt = self.attempt.saturating_add(1);
+        self.seed ^= self.seed << 13;
+        self.seed ^= self.seed >> 7;
+        self.seed ^= self.seed << 17;
+        let half = ceiling / 2;
+        let spread = ceiling.saturating_sub(half).as_nanos() as u64;
+        half + Duration::from_nanos(if spread == 0 { 0 } else { self.seed % spread })
+    }
+
+    pub fn attempts(&self) -> u32 {
+        self.attempt
+    }
+}
+
+/// Closed while a quota error holds: no new work starts until a call succeeds.
+#[derive(Debug, Default, Clone)]
+pub struct Gate {
+    inner: Arc<GateInner>,
+}
+
+#[derive(Debug, Default)]
+struct GateInner {
+    closed: AtomicBool,
+    opened: Notify,
+}
+
+impl Gate {
+    pub fn close(&self) {
+        self.inner.closed.store(true, Ordering::SeqCst);
+    }
+
+    pub fn open(&self) {
+        if self.inner.closed.swap(false, Ordering::SeqCst) {
+            self.inner.opened.notify_waiters();
+        }
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.inner.closed.load(Ordering::SeqCst)
+    }
+
+    /// Returns once the gate is open.
+    pub async fn wait_open(&self) {
+        loop {
+            let notified = self.inner.opened.notified();
+            if !self.is_closed() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Runs `call` until it succeeds or fails permanently. Transient failures and quota
+/// errors are retried with backoff (a quota error also closes `gate` until a call
+/// succeeds); `what` names the operation in logs and in the `retries` metric.
+pub async fn retry<T, F, Fut>(
+    what: &'static str,
+    config: &RetryConfig,
+    metrics: &Metrics,
+    gate: Option<&Gate>,
+    mut call: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    let mut backoff = Backoff::new(config);
+    loop {
+        match call().await {
+            Ok(value) => {
+                if let Some(gate) = gate {
+                    if gate.is_closed() {
+                        tracing::info!(what, "quota available again: intake resumes");
+                        gate.open();
+                    }
+                }
+                return Ok(value);
+            }
+            Err(Failure::Permanent(message)) => return Err(message),
+            Err(failure) => {
+                if let (Failure::Quota(_), Some(gate)) = (&failure, gate) {
+                    if !gate.is_closed() {
+                        tracing::warn!(what, %failure, "quota exceeded: intake paused until it clears");
+                    }
+                    gate.close();
+                }
+                metrics.retry(what);
+                let delay = backoff.next_delay();
+                tracing::debug!(what, %failure, attempt = backoff.attempts(), ?delay, "retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config() -> RetryConfig {
+        RetryConfig {
+            initial_backoff: Duration::from_millis(100),
+            max_backoff: Duration::from_secs(2),
+        }
+    }
+
+    #[test]
+    fn backoff_doubles_up_to_the_maximum_with_jitter_in_the_upper_half() {
+        let mut b = Backoff::new(&config());
+        let mut ceilings = vec![];
+        for _ in 0..8 {
+            let ceiling = b.ceiling();
+            let d = b.next_delay();
+            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} vs {ceiling:?}");
+            ceilings.push(ceiling.as_millis());
+        }
+        assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn transient_failures_are_retried_until_success_and_counted() {
+        let metrics = Metrics::default();
+        let mut calls = 0;
+        let out = retry("s3_put", &config(), &metrics, None, || {
+            calls += 1;
+            let n = calls;
+            async move {
+                if n < 4 {
+                    Err(Failure::Transient("503".into()))
+                } else {
+                    Ok(n)
+                }
+            }
+        })
+        .await;
+        assert_eq!(out, Ok(4));
+        assert_eq!(metrics.retries_total(), 3);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_permanent_failure_is_returned_at_once() {
+        let metrics = Metrics::default();
+        let out: Result<(), _> = retry("s3_put", &config(), &metrics, None, || async {
+            Err(Failure::Permanent("AccessDenied".into()))
+        })
+        .await;
+        assert_eq!(out, Err("AccessDenied".into()));
+        assert_eq!(metrics.retries_total(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_quota_error_closes_the_gate_until_a_call_succeeds() {
+        let metrics = Metrics::default();
+        let gate = Gate::default();
+        let observed = gate.clone();
+        let mut calls = 0;
+        let out = retry("start_loop", &config(), &metrics, Some(&gate), || {
+            calls += 1;
+            let n = calls;
+            let closed = observed.is_closed();
+            async move {
+                match n {
+                    1 => Err(Failure::Quota("ServiceQuotaExceeded".into())),
+                    2 => {
+                        assert!(closed, "gate closed while the quota error holds");
+                        Err(Failure::Quota("ServiceQuotaExceeded".into()))
+                    }
+                    _ => Ok(()),
+                }
+            }
+        })
+        .await;
+        assert_eq!(out, Ok(()));
+        assert!(!gate.is_closed());
+        tokio::time::timeout(Duration::from_secs(1), gate.wait_open())
+            .await
+            .unwrap();
+    }
+}

@@ -1,0 +1,202 @@
+//! The embedded MQTT broker with real `rumqttc` clients on loopback: QoS 1 publish and
+//! subscribe over MQTT 3.1.1 and MQTT 5, IoT Core's size limit, and a clean stop.
+
+use std::time::Duration;
+
+use cloud_relay::local::broker::{BrokerConfig, EmbeddedBroker};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use tokio::time::timeout;
+
+fn free_ports() -> BrokerConfig {
+    BrokerConfig {
+        listen_v4: "127.0.0.1:0".parse().unwrap(),
+        listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        ..BrokerConfig::default()
+    }
+}
+
+fn client(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let mut o = MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_max_packet_size(256 * 1024, 256 * 1024);
+    AsyncClient::new(o, 16)
+}
+
+/// Polls the event loop until `pick` returns something, within 10 s.
+async fn until<T>(
+    ev: &mut rumqttc::EventLoop,
+    mut pick: impl FnMut(&Event) -> Option<T>,
+) -> Result<T, String> {
+    timeout(Duration::from_secs(10), async {
+        loop {
+            match ev.poll().await {
+                Ok(e) => {
+                    if let Some(t) = pick(&e) {
+                        return Ok(t);
+                    }
+                }
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .map_err(|_| "no such event within 10 s".to_owned())?
+}
+
+#[tokio::test]
+async fn qos1_messages_reach_a_subscriber_over_mqtt_3_1_1() {
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    assert_ne!(broker.port(), 0);
+    let (sub, mut sub_ev) = client("relay-1", broker.port());
+    until(&mut sub_ev, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    sub.subscribe("edge-a2i/+/events", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    until(&mut sub_ev, |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
+    })
+    .await
+    .unwrap();
+
+    let (publ, mut pub_ev) = client("pi-kitchen", broker.port());
+    let payload = vec![7u8; 100 * 1024];
+    publ.publish(
+        "edge-a2i/pi-kitchen/events",
+        QoS::AtLeastOnce,
+        false,
+        payload.clone(),
+    )
+    .await
+    .unwrap();
+    until(&mut pub_ev, |e| {
+        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+    })
+    .await
+    .expect("the broker acknowledges the QoS 1 publish");
+
+    let got = until(&mut sub_ev, |e| match e {
+        Event::Incoming(Packet::Publish(p)) => Some(p.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.topic, "edge-a2i/pi-kitchen/events");
+    assert_eq!(got.qos, QoS::AtLeastOnce);
+    assert_eq!(got.payload.as_ref(), payload.as_slice());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn qos1_messages_reach_a_subscriber_over_mqtt_5() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    let port = broker.v5_addr().unwrap().port();
+    let opts = |id: &str| {
+        let mut o = O5::new(id, "127.0.0.1", port);
+        o.set_keep_alive(Duration::from_secs(5));
+        o
+    };
+    let (sub, mut sub_ev) = C5::new(opts("relay-v5"), 16);
+    let (publ, mut pub_ev) = C5::new(opts("pi-v5"), 16);
+    sub.subscribe("edge-a2i/+/events", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(E5::Incoming(P5::SubAck(_))) = sub_ev.poll().await {
+                break;
+            }
+        }
+    })
+    .await
+    .expect("SUBACK within 10 s");
+    publ.publish(
+        "edge-a2i/pi-v5/events",
+        Q5::AtLeastOnce,
+        false,
+        b"frame".to_vec(),
+    )
+    .await
+    .unwrap();
+    let publisher = tokio::spawn(async move {
+        loop {
+            match pub_ev.poll().await {
+                Ok(E5::Incoming(P5::PubAck(_))) => return true,
+                Ok(_) => {}
+                Err(_) => return false,
+            }
+        }
+    });
+    let got = timeout(Duration::from_secs(10), async {
+        loop {
+            if let Ok(E5::Incoming(P5::Publish(p))) = sub_ev.poll().await {
+                return p;
+            }
+        }
+    })
+    .await
+    .expect("the message arrives within 10 s");
+    assert_eq!(got.topic.as_ref(), b"edge-a2i/pi-v5/events");
+    assert_eq!(got.payload.as_ref(), b"frame");
+    assert!(timeout(Duration::from_secs(10), publisher)
+        .await
+        .unwrap()
+        .unwrap());
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn packets_over_iot_cores_size_limit_are_refused() {
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    let (publ, mut ev) = client("too-big", broker.port());
+    until(&mut ev, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    publ.publish(
+        "edge-a2i/x/events",
+        QoS::AtLeastOnce,
+        false,
+        vec![0u8; 200 * 1024],
+    )
+    .await
+    .unwrap();
+    let outcome = until(&mut ev, |e| {
+        matches!(e, Event::Incoming(Packet::PubAck(_))).then_some(())
+    })
+    .await;
+    assert!(
+        outcome.is_err(),
+        "a 200 KiB publish must not be acknowledged"
+    );
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn stopping_closes_the_listener_and_disconnects_clients() {
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    let addr = broker.v4_addr();
+    let (_c, mut ev) = client("watcher", addr.port());
+    until(&mut ev, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await
+    .unwrap();
+    timeout(Duration::from_secs(10), broker.stop())
+        .await
+        .expect("stops within 10 s");
+    let err = until(&mut ev, |_| None::<()>).await.unwrap_err();
+    assert!(
+        !err.contains("within 10 s"),
+        "the client sees the disconnect: {err}"
+    );
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}

@@ -1,0 +1,119 @@
+//! Daemon benchmark (`cargo bench -p edge-agent --bench daemon`): frames/s of the
+//! frame step (decode, classify, policy, encode, outbox fsync) with 0% and 100% of the
+//! frames selected, and events/s drained from a full outbox by the real `edge-agent run`
+//! through a real Mosquitto (TLS, like IoT Core) to a receiver that sends receipts.
+
+#[path = "../tests/support/mod.rs"]
+mod support;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use edge_agent::config::ImageSection;
+use edge_agent::daemon::{now_ms, FrameProcessor, Outcome};
+use edge_agent::inference::{load_backend, BackendOptions};
+use edge_agent::model::ModelPackage;
+use edge_agent::outbox::{Outbox, OutboxConfig};
+use edge_agent::pipeline::Classifier;
+use edge_agent::policy::{PolicyConfig, ReviewPolicy};
+use edge_agent::preprocess::Preprocessor;
+use protocol::{DeviceId, ModelInfo, Topics};
+use test_support::{wait_until, Mosquitto};
+
+fn processor(min_confidence: f32) -> FrameProcessor {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let package = ModelPackage::load(&root.join("models/dogs_mobilenetv2.toml")).unwrap();
+    let backend = load_backend(&package, &BackendOptions::default()).unwrap();
+    let policy: PolicyConfig = toml::from_str(&format!(
+        "min_confidence = {min_confidence}\nmin_margin = \"off\"\nmax_reviews_per_hour = \"off\"\n[near_duplicate]\nenabled = false\n"
+    ))
+    .unwrap();
+    FrameProcessor::new(
+        Preprocessor::new(&package.manifest.input),
+        Classifier::new(backend, package.labels.clone(), 5),
+        ReviewPolicy::new(policy, package.labels.clone()).unwrap(),
+        DeviceId::new(support::DEVICE).unwrap(),
+        ModelInfo {
+            name: package.manifest.model.name.clone(),
+            version: package.manifest.model.version.clone(),
+            sha256: package.manifest.model.sha256.clone(),
+        },
+        &Topics::default(),
+        131_072,
+        ImageSection::default(),
+    )
+}
+
+/// Frames/s through the frame step, storing selected events in a real outbox.
+fn frame_step(min_confidence: f32, rounds: usize, outbox: &mut Outbox) -> (f64, usize) {
+    let mut p = processor(min_confidence);
+    let frames: Vec<(String, Vec<u8>)> = support::SAMPLES
+        .iter()
+        .map(|(name, _)| {
+            (
+                name.to_string(),
+                std::fs::read(support::samples().join(name)).unwrap(),
+            )
+        })
+        .collect();
+    let (mut n, mut selected) = (0, 0);
+    let start = Instant::now();
+    for _ in 0..rounds {
+        for (name, bytes) in &frames {
+            let now = now_ms();
+            if let Outcome::Selected { meta, messages } =
+                p.process(name, bytes.clone(), now, now).unwrap()
+            {
+                outbox
+                    .put(&meta.event_id.to_string(), &messages, now)
+                    .unwrap();
+                selected += 1;
+            }
+            n += 1;
+        }
+    }
+    (n as f64 / start.elapsed().as_secs_f64(), selected)
+}
+
+fn main() {
+    let dir = tempfile::tempdir().unwrap();
+    let rounds = 20;
+    let mut scratch =
+        Outbox::open(dir.path().join("scratch.sqlite"), OutboxConfig::default()).unwrap();
+    let (fps_none, sel_none) = frame_step(0.0, rounds, &mut scratch);
+    let (fps_all, sel_all) = frame_step(1.0, rounds, &mut scratch);
+    drop(scratch);
+    assert_eq!(sel_none, 0);
+    assert_eq!(sel_all, rounds * 6);
+
+    // A full outbox: the events of the 100% run, drained by the real daemon.
+    let broker = Mosquitto::builder()
+        .extra_config("max_queued_messages 100000")
+        .start();
+    let receiver = support::Receiver::start(&broker, "relay");
+    let mut agent = support::Agent::new(dir.path(), &broker, "");
+    std::fs::create_dir_all(dir.path().join("state")).unwrap();
+    std::fs::rename(
+        dir.path().join("scratch.sqlite"),
+        dir.path().join("state/outbox.sqlite"),
+    )
+    .unwrap();
+    let events = sel_all;
+    let start = Instant::now();
+    agent.start();
+    wait_until(Duration::from_secs(300), "the outbox drained", || {
+        receiver.event_count() >= events
+            && receiver
+                .status()
+                .is_some_and(|s| s.outbox.to_send == 0 && s.outbox.awaiting_receipt == 0)
+    });
+    let drain = events as f64 / start.elapsed().as_secs_f64();
+    assert!(agent.stop());
+
+    println!();
+    println!("| daemon benchmark (1 inference thread, tflite) | value |");
+    println!("|---|---|");
+    println!("| frame step, 0% selected (frames/s) | {fps_none:.1} |");
+    println!("| frame step, 100% selected, outbox fsync per event (frames/s) | {fps_all:.1} |");
+    println!("| outbox drained through Mosquitto/TLS with receipts (events/s, {events} events incl. start-up) | {drain:.1} |");
+}

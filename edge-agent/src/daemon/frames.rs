@@ -1,0 +1,190 @@
+//! From a captured frame to an encoded event (or a reason not to send it): decode,
+//! classify, ask the review policy, shape the image, build the event metadata and
+//! encode the MQTT messages. No network and no outbox here, so it is tested directly
+//! with the real model; the daemon stores what it returns.
+
+use std::path::PathBuf;
+
+use image::ImageFormat;
+use protocol::{
+    encode_event, ContentType, DeviceId, EventId, EventMeta, ImageInfo, Limits, ModelInfo, TopK,
+    Topics,
+};
+
+use crate::config::ImageSection;
+use crate::inference::InferenceError;
+use crate::phash::dhash;
+use crate::pipeline::{prepare_frame, Classifier, FrameError};
+use crate::policy::{Decision, ReviewPolicy, SkipCause};
+use crate::preprocess::Preprocessor;
+
+/// What became of one frame.
+#[derive(Debug)]
+pub enum Outcome {
+    /// Not sent to a human, and why.
+    Skipped(SkipCause),
+    /// Sent: the event and its encoded messages (one, or one per chunk).
+    Selected {
+        meta: Box<EventMeta>,
+        messages: Vec<Vec<u8>>,
+    },
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProcessError {
+    #[error("{0}")]
+    Frame(#[from] FrameError),
+    #[error("{0}")]
+    Inference(#[from] InferenceError),
+    #[error("the model's scores are unusable: {0}")]
+    Scores(String),
+    #[error("cannot encode the event: {0}")]
+    Encode(String),
+}
+
+pub struct FrameProcessor {
+    pre: Preprocessor,
+    classifier: Classifier,
+    policy: ReviewPolicy,
+    device: DeviceId,
+    model: ModelInfo,
+    events_topic_len: usize,
+    limits: Limits,
+    image: ImageSection,
+    tensor: Vec<f32>,
+}
+
+impl FrameProcessor {
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        pre: Preprocessor,
+        classifier: Classifier,
+        policy: ReviewPolicy,
+        device: DeviceId,
+        model: ModelInfo,
+        topics: &Topics,
+        max_message_bytes: usize,
+        image: ImageSection,
+    ) -> Self {
+        FrameProcessor {
+            pre,
+            events_topic_len: topics.events(&device).len(),
+            classifier,
+            policy,
+            device,
+            model,
+            limits: Limits {
+                max_message_bytes,
+                ..Limits::default()
+            },
+            image,
+            tensor: Vec::new(),
+        }
+    }
+
+    pub fn policy(&self) -> &ReviewPolicy {
+        &self.policy
+    }
+
+    pub fn backend_name(&self) -> &'static str {
+        self.classifier.backend_name()
+    }
+
+    /// Classifies one frame and, if the policy selects it, encodes its event.
+    pub fn process(
+        &mut self,
+        name: &str,
+        bytes: Vec<u8>,
+        captured_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Outcome, ProcessError> {
+        let tensor = std::mem::take(&mut self.tensor);
+        let frame = prepare_frame(&mut self.pre, PathBuf::from(name), bytes, tensor)
+            .map_err(FrameError::Decode)?;
+        let result = self.classifier.classify(&frame.tensor);
+        let frame_hash = dhash(&frame.image);
+        let c = result?;
+        let decision = self
+            .policy
+            .decide(&c.scores, frame_hash, now_ms)
+            .map_err(|e| ProcessError::Scores(e.to_string()))?;
+        let crate::pipeline::PreparedFrame {
+            bytes,
+            format,
+            image,
+            tensor,
+            ..
+        } = frame;
+        self.tensor = tensor;
+        let reasons = match decision {
+            Decision::Skip(cause) => return Ok(Outcome::Skipped(cause)),
+            Decision::Review { reasons } => reasons,
+        };
+        let (content_type, bytes, (width, height)) =
+            shape_image(&self.image, bytes, format, &image)?;
+        let meta = EventMeta {
+            v: protocol::event::EVENT_VERSION,
+            event_id: new_event_id(now_ms),
+            device_id: self.device.clone(),
+            captured_at: protocol::timestamp::format_rfc3339_utc(captured_at_ms as i64),
+            model: self.model.clone(),
+            top_k: c
+                .top_k
+                .iter()
+                .map(|l| TopK {
+                    index: l.index as u32,
+                    label: l.label.clone(),
+                    score: l.score,
+                })
+                .collect(),
+            reasons,
+            image: ImageInfo::describe(content_type, width, height, &bytes),
+            source: Some(name.to_string()),
+        };
+        let messages = encode_event(&meta, &bytes, self.events_topic_len, &self.limits)
+            .map_err(|e| ProcessError::Encode(e.to_string()))?;
+        Ok(Outcome::Selected {
+            meta: Box::new(meta),
+            messages,
+        })
+    }
+}
+
+/// Content type, bytes, and (width, height) of the image that travels.
+type ShapedImage = (ContentType, Vec<u8>, (u32, u32));
+
+/// The bytes that travel: the original file when it is small enough (a reviewer sees
+/// exactly what was captured), else the upright image scaled to `max_side` as JPEG.
+fn shape_image(
+    cfg: &ImageSection,
+    original: Vec<u8>,
+    format: ImageFormat,
+    upright: &image::RgbImage,
+) -> Result<ShapedImage, ProcessError> {
+    let (w, h) = upright.dimensions();
+    if w.max(h) <= cfg.max_side {
+        let ct = match format {
+            ImageFormat::Png => ContentType::Png,
+            _ => ContentType::Jpeg,
+        };
+        return Ok((ct, original, (w, h)));
+    }
+    let scale = cfg.max_side as f64 / w.max(h) as f64;
+    let (nw, nh) = (
+        ((w as f64 * scale).round() as u32).max(1),
+        ((h as f64 * scale).round() as u32).max(1),
+    );
+    let small = image::imageops::resize(upright, nw, nh, image::imageops::FilterType::Triangle);
+    let mut out = Vec::new();
+    image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, cfg.jpeg_quality)
+        .encode_image(&small)
+        .map_err(|e| ProcessError::Encode(format!("JPEG re-encoding failed: {e}")))?;
+    Ok((ContentType::Jpeg, out, (nw, nh)))
+}
+
+/// A time-ordered (UUIDv7) event id.
+pub fn new_event_id(now_ms: u64) -> EventId {
+    let mut random = [0u8; 10];
+    getrandom::fill(&mut random).expect("the OS random source is available");
+    EventId::from_unix_ms(now_ms, random)
+}

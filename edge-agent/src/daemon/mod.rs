@@ -1,0 +1,280 @@
+//! The device daemon: sources -> frame thread (classify, policy, outbox) -> MQTT.
+//!
+//! ```text
+//! sources ──bounded──> frame thread ──fsync──> outbox (SQLite) <──> MQTT driver <──> broker
+//!                       (decode, infer,          ^ receipts remove events   (tokio task)
+//!                        policy, encode)
+//! ```
+//! Classification never waits on the network: the frame thread only writes to the
+//! outbox, which absorbs any outage, and pokes the MQTT driver. `run` takes a shutdown
+//! future (STYLE.md): on it, intake stops, frames already taken are finished and
+//! stored, the status goes `offline`, and the function returns.
+
+mod frames;
+mod mqtt;
+mod sources;
+mod tracker;
+
+pub use frames::{new_event_id, FrameProcessor, Outcome, ProcessError};
+pub use tracker::DeliveryTracker;
+
+use std::future::Future;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use anyhow::Context;
+use protocol::status::{AgentCounters, OutboxStats};
+use protocol::{DeviceId, ModelInfo, Status, Topics};
+use tokio::sync::{watch, Notify};
+
+use crate::config::AgentConfig;
+use crate::inference::{load_backend, BackendOptions};
+use crate::model::{find_default_manifest, ModelPackage};
+use crate::outbox::{Outbox, PutOutcome};
+use crate::pipeline::Classifier;
+use crate::policy::{ReviewPolicy, SkipCause};
+use crate::preprocess::Preprocessor;
+use crate::source::SourceFrame;
+use crate::systemd;
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// Counters since start, shared by the frame thread and the MQTT driver.
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub frames: AtomicU64,
+    pub selected: AtomicU64,
+    pub suppressed: AtomicU64,
+    pub sent: AtomicU64,
+    pub resent: AtomicU64,
+    pub receipted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub errors: AtomicU64,
+}
+
+impl Stats {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub fn counters(&self) -> AgentCounters {
+        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+        AgentCounters {
+            frames: get(&self.frames),
+            selected: get(&self.selected),
+            suppressed: get(&self.suppressed),
+            sent: get(&self.sent),
+            receipted: get(&self.receipted),
+            errors: get(&self.errors),
+        }
+    }
+}
+
+/// Checks that the TLS files named in the config can be read.
+pub fn check_tls_files(tls: &crate::config::TlsSection) -> Result<(), mqtt::MqttSetupError> {
+    mqtt::tls_configuration(tls).map(|_| ())
+}
+
+/// Runs the daemon until `shutdown` completes.
+pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> anyhow::Result<()> {
+    let device = DeviceId::new(config.device.id.clone()).expect("validated");
+    let topics = Topics::new(config.mqtt.topic_prefix.clone()).expect("validated");
+
+    // Model, backend and policy: any mismatch stops here, before intake starts.
+    let manifest = match &config.model.manifest {
+        Some(p) => p.clone(),
+        None => find_default_manifest()?,
+    };
+    let package = ModelPackage::load(&manifest)?;
+    let backend = load_backend(
+        &package,
+        &BackendOptions {
+            threads: config.model.threads,
+        },
+    )?;
+    let policy =
+        ReviewPolicy::new(config.policy.clone(), package.labels.clone()).context("[policy]")?;
+    let model = ModelInfo {
+        name: package.manifest.model.name.clone(),
+        version: package.manifest.model.version.clone(),
+        sha256: package.manifest.model.sha256.clone(),
+    };
+    let classifier = Classifier::new(backend, package.labels.clone(), config.model.top_k);
+    let backend_name = classifier.backend_name();
+    let processor = FrameProcessor::new(
+        Preprocessor::new(&package.manifest.input),
+        classifier,
+        policy,
+        device.clone(),
+        model.clone(),
+        &topics,
+        config.mqtt.max_message_bytes,
+        config.image.clone(),
+    );
+    tracing::info!(model = %package.display_name(), backend = backend_name, "model loaded");
+
+    std::fs::create_dir_all(&config.device.state_dir).with_context(|| {
+        format!(
+            "cannot create state_dir {}",
+            config.device.state_dir.display()
+        )
+    })?;
+    let outbox = Outbox::open(config.outbox_path(), config.outbox_config())?;
+    let depths = outbox.depths()?;
+    tracing::info!(
+        path = %config.outbox_path().display(),
+        to_send = depths.to_send,
+        awaiting_receipt = depths.awaiting_receipt,
+        "outbox opened"
+    );
+    let outbox = Arc::new(Mutex::new(outbox));
+    let stats = Arc::new(Stats::default());
+    let wake = Arc::new(Notify::new());
+
+    // Sources feed a bounded channel: a slow frame thread slows capture, never memory.
+    let (frame_tx, frame_rx) = mpsc::sync_channel::<SourceFrame>(4);
+    let sources = sources::start(&config.sources, frame_tx).context("cannot start sources")?;
+
+    let frame_thread = {
+        let (outbox, stats, wake) = (outbox.clone(), stats.clone(), wake.clone());
+        let sources_cfg = config.sources.clone();
+        std::thread::Builder::new()
+            .name("frames".into())
+            .spawn(move || frame_loop(processor, frame_rx, outbox, stats, wake, sources_cfg))?
+    };
+
+    let started = protocol::timestamp::format_rfc3339_utc(now_ms() as i64);
+    let status: Arc<dyn Fn() -> Status + Send + Sync> = {
+        let (outbox, stats, device, model) = (outbox.clone(), stats.clone(), device.clone(), model);
+        Arc::new(move || {
+            let mut s =
+                Status::online(device.clone(), model.clone(), backend_name, started.clone());
+            s.counters = stats.counters();
+            if let Ok(d) = outbox.lock().unwrap().depths() {
+                s.outbox = OutboxStats {
+                    to_send: d.to_send,
+                    awaiting_receipt: d.awaiting_receipt,
+                    bytes: d.bytes,
+                    dropped: d.dropped,
+                };
+            }
+            s
+        })
+    };
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let driver = mqtt::MqttDriver {
+        config: config.mqtt.clone(),
+        device,
+        topics,
+        outbox: outbox.clone(),
+        wake,
+        stats: stats.clone(),
+        status: status.clone(),
+        status_interval: config.device.status_interval,
+    };
+    let mqtt_task = tokio::spawn(driver.run(stop_rx));
+
+    let _ = systemd::notify_ready();
+    let watchdog = systemd::watchdog_interval().map(|d| d / 2);
+    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            _ = ping.tick() => {
+                if watchdog.is_some() {
+                    let _ = systemd::notify_watchdog();
+                }
+            }
+        }
+    }
+
+    tracing::info!("shutting down: stopping intake");
+    let _ = systemd::notify_stopping();
+    sources.stop();
+    // The frame thread ends when every source's sender is gone and the channel is
+    // drained: frames already captured are classified and stored, not dropped.
+    tokio::task::spawn_blocking(move || frame_thread.join())
+        .await?
+        .map_err(|_| anyhow::anyhow!("the frame thread panicked"))?;
+    let _ = stop_tx.send(true);
+    mqtt_task.await??;
+    let s = status();
+    tracing::info!(
+        frames = s.counters.frames,
+        selected = s.counters.selected,
+        to_send = s.outbox.to_send,
+        awaiting_receipt = s.outbox.awaiting_receipt,
+        "stopped"
+    );
+    Ok(())
+}
+
+fn frame_loop(
+    mut processor: FrameProcessor,
+    frames: mpsc::Receiver<SourceFrame>,
+    outbox: Arc<Mutex<Outbox>>,
+    stats: Arc<Stats>,
+    wake: Arc<Notify>,
+    sources: Vec<crate::config::SourceConfig>,
+) {
+    for mut frame in frames {
+        let now = now_ms();
+        Stats::inc(&stats.frames);
+        let bytes = std::mem::take(&mut frame.bytes);
+        let outcome = processor.process(&frame.name, bytes, frame.captured_at_ms, now);
+        let handled = match outcome {
+            Ok(Outcome::Skipped(cause)) => {
+                if matches!(
+                    cause,
+                    SkipCause::RateLimited | SkipCause::NearDuplicate { .. }
+                ) {
+                    Stats::inc(&stats.suppressed);
+                }
+                tracing::debug!(frame = %frame.name, ?cause, "not sent for review");
+                true
+            }
+            Ok(Outcome::Selected { meta, messages }) => {
+                Stats::inc(&stats.selected);
+                let id = meta.event_id.to_string();
+                match outbox.lock().unwrap().put(&id, &messages, now) {
+                    Ok(PutOutcome::Stored { dropped, .. }) => {
+                        if !dropped.is_empty() {
+                            tracing::warn!(
+                                count = dropped.len(),
+                                "outbox full: dropped the oldest events"
+                            );
+                        }
+                        tracing::info!(frame = %frame.name, event_id = %id, label = %meta.top_k[0].label,
+                            score = meta.top_k[0].score, messages = messages.len(), "selected for review");
+                        wake.notify_one();
+                        true
+                    }
+                    Ok(PutOutcome::AlreadyPresent) => true,
+                    Err(e) => {
+                        // Not stored: keep the source file so it is tried again later.
+                        Stats::inc(&stats.errors);
+                        tracing::error!(frame = %frame.name, error = %e, "cannot store the event");
+                        false
+                    }
+                }
+            }
+            Err(e) => {
+                Stats::inc(&stats.errors);
+                tracing::warn!(frame = %frame.name, error = %e, "frame skipped");
+                true
+            }
+        };
+        if handled {
+            if let Err(e) = sources::finish(&sources, &frame) {
+                tracing::warn!(frame = %frame.name, error = %e, "cannot apply the source's after-processing action");
+            }
+        }
+    }
+}

@@ -1,0 +1,36 @@
+//! Test support for edge-a2i: real servers on loopback, started and stopped by the
+//! tests themselves, and deadlines instead of sleeps.
+//!
+//! - [`wait_until`], [`wait_for`], [`wait_until_async`], [`wait_for_async`]: poll a
+//!   condition under a deadline; panic with what was awaited.
+//! - [`free_port`]: a free TCP port on 127.0.0.1.
+//! - [`TestCerts`]: a CA, a server certificate for the loopback addresses and client
+//!   certificates, as PEM files (pure Rust, `rcgen`).
+//! - [`Mosquitto`]: a real Mosquitto 2 broker configured like AWS IoT Core (mutual
+//!   TLS, 128 KiB payloads, QoS <= 1), with stop/kill/start/restart on the same port.
+//! - [`MotoS3`]: a moto S3 server process; with feature `s3`, [`s3_client`] and
+//!   [`create_bucket`].
+//! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log.
+//!
+//! See README.md for examples, including the rumqttc TLS settings for the broker.
+
+mod certs;
+mod error;
+mod mosquitto;
+mod moto;
+mod port;
+mod process;
+#[cfg(feature = "s3")]
+mod s3;
+mod server;
+mod wait;
+
+pub use certs::{ClientCert, TestCerts};
+pub use error::{Error, Result};
+pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
+pub use moto::{MotoS3, MotoS3Builder};
+pub use port::free_port;
+pub use process::{log_tail, spawn_with_log, ChildGuard};
+#[cfg(feature = "s3")]
+pub use s3::{create_bucket, s3_client};
+pub use wait::{poll_for, poll_until, wait_for, wait_for_async, wait_until, wait_until_async};
