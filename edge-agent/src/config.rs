@@ -64,6 +64,14 @@ pub struct ModelSection {
     /// How many labels each event carries.
     #[serde(default = "default_top_k")]
     pub top_k: usize,
+    /// "auto" (LiteRT/XNNPACK if it loads and passes the self-test, else TF Lite),
+    /// "tflite" or "litert".
+    #[serde(default)]
+    pub backend: crate::inference::BackendKind,
+    /// libLiteRt.so; default: $EDGE_AGENT_LITERT_LIB, beside the executable,
+    /// /usr/lib/edge-a2i/.
+    #[serde(default)]
+    pub litert_library: Option<PathBuf>,
 }
 
 impl Default for ModelSection {
@@ -72,6 +80,8 @@ impl Default for ModelSection {
             manifest: None,
             threads: default_threads(),
             top_k: default_top_k(),
+            backend: Default::default(),
+            litert_library: None,
         }
     }
 }

@@ -29,7 +29,7 @@ use protocol::{DeviceId, ModelInfo, Status, Topics};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
-use crate::inference::{load_backend, BackendOptions};
+use crate::inference::{select_backend, BackendChoice, BackendOptions};
 use crate::model::{find_default_manifest, ModelPackage};
 use crate::outbox::{Outbox, PutOutcome};
 use crate::pipeline::Classifier;
@@ -92,12 +92,23 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         None => find_default_manifest()?,
     };
     let package = ModelPackage::load(&manifest)?;
-    let backend = load_backend(
+    let choice = BackendChoice {
+        kind: config.model.backend,
+        library: config.model.litert_library.clone(),
+    };
+    let backend = select_backend(
         &package,
         &BackendOptions {
             threads: config.model.threads,
         },
+        &choice,
     )?;
+    tracing::info!(
+        backend = backend.selection.backend,
+        requested = backend.selection.requested.as_str(),
+        reason = %backend.selection.reason,
+        "inference backend"
+    );
     let policy =
         ReviewPolicy::new(config.policy.clone(), package.labels.clone()).context("[policy]")?;
     let model = ModelInfo {
