@@ -74,6 +74,10 @@ enum Command {
     /// Run the embedded MQTT broker on loopback (keeps nothing across restarts).
     /// Prints `listening on mqtt://ADDR ...` as its first stdout line.
     Broker(cloud_relay::local::cli::BrokerArgs),
+    /// Local mode in one command: broker, object store, review service and relay in
+    /// this process, edge-agent as a child, over a folder of frames. Prints
+    /// `reviewer page: URL` as its first stdout line, then progress; Ctrl-C stops it.
+    Local(cloud_relay::local::demo::LocalArgs),
 }
 
 #[derive(Subcommand)]
@@ -104,14 +108,21 @@ enum ManifestCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    // Local mode's broker logs every probe and disconnect as an error: keep it quiet.
+    let default_filter = match cli.command {
+        Command::Local(_) => "info,rumqttd=off",
+        _ => "info",
+    };
     tracing_subscriber::fmt()
         .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| default_filter.into()),
         )
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
-    match run(Cli::parse()).await {
+    match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             // The whole chain: which file, which field, and why.
@@ -172,6 +183,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cloud_relay::local::cli::object_store(args, shutdown_signal()).await
         }
         Command::Broker(args) => cloud_relay::local::cli::broker(args, shutdown_signal()).await,
+        Command::Local(args) => cloud_relay::local::demo::run(args, shutdown_signal()).await,
         Command::ReviewService {
             listen,
             state_dir,

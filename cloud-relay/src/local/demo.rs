@@ -1,0 +1,705 @@
+//! `cloud-relay local`: local mode in one command. In this process: the embedded MQTT
+//! broker, the object store (S3 API over `<state>/objects`), the review service with
+//! its reviewer page, and the relay; as a child process: `edge-agent run` with a
+//! generated config whose folder source is `<state>/agent/inbox`. Frames are copied
+//! from the frames folder into that inbox (each name once, recorded in
+//! `<state>/copied.txt`, so a second run sends nothing again), and the augmented
+//! manifest is exported to `<state>/manifest.jsonl` whenever its rows change.
+//!
+//! stdout, line by line (tests and scripts read it): `reviewer page: URL`, then
+//! `manifest: PATH` and `progress: ...` lines; logs go to stderr, the agent's to
+//! `<state>/agent.log`. SIGINT/SIGTERM stops intake, the agent, the relay, the
+//! services and the broker, in that order; every piece keeps its state on disk except
+//! the broker (the agent's outbox resends what was not receipted).
+
+use std::collections::BTreeSet;
+use std::future::Future;
+use std::io::Write;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::{bail, Context};
+use tokio::sync::watch;
+
+use super::broker::{BrokerConfig, EmbeddedBroker};
+use super::object_store::{self, DirStore, ListRequest, ObjectStoreConfig};
+use super::review_page::{self, ReviewPageConfig};
+use crate::config::Config;
+use crate::relay;
+use crate::review_service::control_plane::ControlError;
+use crate::review_service::service::NewFlowDefinition;
+use crate::review_service::{self, ReviewService, ServiceError, ServiceIdentity};
+
+/// The bucket of local mode's object store (frames, A2I output, manifest rows).
+pub const BUCKET: &str = "edge-a2i-local";
+/// The review service's flow definition and task UI.
+pub const FLOW: &str = "edge-a2i-local";
+/// The agent's device id (its MQTT client id, and the frames' S3 prefix).
+pub const DEVICE_ID: &str = "local-camera";
+const RELAY_CLIENT_ID: &str = "local-relay";
+const MODEL_MANIFEST: &str = "dogs_mobilenetv2.toml";
+const FRAME_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
+/// How often intake, progress and the manifest are refreshed.
+const TICK: Duration = Duration::from_secs(2);
+
+/// `cloud-relay local`.
+#[derive(Debug, clap::Args)]
+pub struct LocalArgs {
+    /// Folder of image files (jpg, png) to classify. Default: ./models/samples, else
+    /// the source tree's models/samples.
+    #[arg(long)]
+    pub frames: Option<PathBuf>,
+    /// Where everything is kept between runs (created if missing).
+    #[arg(long, default_value = "local-mode")]
+    pub state_dir: PathBuf,
+    /// Address of the reviewer page (and the A2I API); port 0 picks a free one.
+    #[arg(long, default_value_t = review_service::default_listen())]
+    pub review_listen: SocketAddr,
+    /// The edge-agent binary. Default: `edge-agent` next to this executable.
+    #[arg(long)]
+    pub agent_bin: Option<PathBuf>,
+}
+
+/// The paths of one state directory.
+struct Layout {
+    root: PathBuf,
+    objects: PathBuf,
+    review: PathBuf,
+    agent: PathBuf,
+    inbox: PathBuf,
+    copied: PathBuf,
+    manifest: PathBuf,
+}
+
+impl Layout {
+    fn create(dir: &Path) -> anyhow::Result<Layout> {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let root = dir
+            .canonicalize()
+            .with_context(|| format!("resolving {}", dir.display()))?;
+        let l = Layout {
+            objects: root.join("objects"),
+            review: root.join("review"),
+            agent: root.join("agent"),
+            inbox: root.join("agent").join("inbox"),
+            copied: root.join("copied.txt"),
+            manifest: root.join("manifest.jsonl"),
+            root,
+        };
+        for d in [&l.objects, &l.review, &l.agent, &l.inbox] {
+            std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
+        }
+        Ok(l)
+    }
+}
+
+/// A stop signal many tasks can wait on.
+fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'static {
+    let mut rx = rx.clone();
+    async move {
+        let _ = rx.wait_for(|s| *s).await;
+    }
+}
+
+/// The first of `candidates` that exists.
+fn first_existing(candidates: Vec<PathBuf>, what: &str) -> anyhow::Result<PathBuf> {
+    candidates
+        .iter()
+        .find(|p| p.exists())
+        .cloned()
+        .ok_or_else(|| {
+            let list: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
+            anyhow::anyhow!("no {what} found (looked in: {})", list.join(", "))
+        })
+}
+
+fn source_tree_models() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+/// The default model's manifest, looked for as edge-agent does.
+fn model_manifest() -> anyhow::Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("EDGE_AGENT_MODEL") {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(Path::new("models").join(MODEL_MANIFEST));
+    candidates.push(source_tree_models().join(MODEL_MANIFEST));
+    candidates.push(Path::new("/usr/share/edge-a2i/models").join(MODEL_MANIFEST));
+    let path = first_existing(candidates, "model manifest")?;
+    Ok(path.canonicalize()?)
+}
+
+/// The model's labels in class-index order, from the labels file its manifest names.
+fn model_labels(manifest: &Path) -> anyhow::Result<Vec<String>> {
+    let text = std::fs::read_to_string(manifest)
+        .with_context(|| format!("reading {}", manifest.display()))?;
+    let doc: toml::Table =
+        toml::from_str(&text).with_context(|| format!("parsing {}", manifest.display()))?;
+    let file = doc
+        .get("model")
+        .and_then(|m| m.get("labels"))
+        .and_then(|l| l.as_str())
+        .with_context(|| format!("{}: no model.labels", manifest.display()))?;
+    let path = manifest.parent().unwrap_or(Path::new(".")).join(file);
+    let labels: Vec<String> = std::fs::read_to_string(&path)
+        .with_context(|| format!("reading {}", path.display()))?
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if labels.is_empty() {
+        bail!("{}: no labels", path.display());
+    }
+    Ok(labels)
+}
+
+/// The agent and the relay sign requests to the local services with the local key
+/// pair: the relay's AWS clients take credentials from the environment, so they are
+/// set here, before any other task runs (a real AWS profile must not leak in).
+fn use_local_credentials() {
+    std::env::set_var("AWS_ACCESS_KEY_ID", object_store::default_access_key());
+    std::env::set_var("AWS_SECRET_ACCESS_KEY", object_store::default_secret_key());
+    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
+    for v in ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
+        std::env::remove_var(v);
+    }
+}
+
+fn relay_config(
+    broker: SocketAddr,
+    s3: SocketAddr,
+    a2i: SocketAddr,
+    flow_arn: &str,
+    labels: Vec<String>,
+) -> anyhow::Result<Config> {
+    let text = format!(
+        r#"[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+client_id = "{RELAY_CLIENT_ID}"
+keep_alive = "10s"
+session_expiry = "1h"
+
+[s3]
+bucket = "{BUCKET}"
+endpoint_url = "http://{s3}"
+
+[a2i]
+flow_definition_arn = "{flow_arn}"
+endpoint_url = "http://{a2i}"
+
+[model]
+labels = []
+
+[results]
+poll_interval = "1s"
+
+[retry]
+initial_backoff = "100ms"
+max_backoff = "5s"
+"#,
+        broker_port = broker.port(),
+    );
+    let mut config = Config::parse(&text)?;
+    config.model.labels = labels;
+    config.metrics.listen = None;
+    config.validate()?;
+    Ok(config)
+}
+
+fn agent_config(layout: &Layout, broker_port: u16, manifest: &Path) -> String {
+    let q = |p: &Path| toml::Value::String(p.display().to_string()).to_string();
+    format!(
+        r#"# Generated by `cloud-relay local` at every start; edits are overwritten.
+[device]
+id = "{DEVICE_ID}"
+state_dir = {state}
+status_interval = "30s"
+
+[model]
+manifest = {manifest}
+
+[mqtt]
+host = "127.0.0.1"
+port = {broker_port}
+
+[outbox]
+# The local broker keeps nothing across restarts; resend unreceipted events soon.
+resend_after = "10s"
+resend_max = "1m"
+
+[[source]]
+kind = "folder"
+path = {inbox}
+after = "delete"
+"#,
+        state = q(&layout.agent),
+        manifest = q(manifest),
+        inbox = q(&layout.inbox),
+    )
+}
+
+/// The review service's flow definition (and task UI), created on the first run.
+fn ensure_flow(service: &ReviewService) -> anyhow::Result<String> {
+    match service.describe_flow_definition(FLOW) {
+        Ok(flow) => return Ok(flow.arn),
+        Err(ServiceError::Control(ControlError::ResourceNotFound { .. })) => {}
+        Err(e) => return Err(e.into()),
+    }
+    let ui_arn = match service.describe_human_task_ui(FLOW) {
+        Ok(ui) => ui.arn,
+        Err(_) => service.create_human_task_ui(
+            FLOW,
+            "<crowd-form><crowd-image-classifier name=\"annotatedResult\" \
+             src=\"{{ task.input.taskObject | grant_read_access }}\" \
+             categories=\"{{ task.input.labels | to_json }}\" header=\"Which class?\">\
+             </crowd-image-classifier></crowd-form>"
+                .to_owned(),
+        )?,
+    };
+    let arn = service.create_flow_definition(NewFlowDefinition {
+        name: FLOW.to_owned(),
+        output_config: serde_json::json!({ "S3OutputPath": format!("s3://{BUCKET}/reviews") }),
+        role_arn: "arn:aws:iam::000000000000:role/edge-a2i-local".to_owned(),
+        human_loop_config: Some(serde_json::json!({
+            "HumanTaskUiArn": ui_arn,
+            "TaskCount": 1,
+            "TaskTitle": "Which class?",
+            "TaskDescription": "Pick the label that fits the frame",
+            "WorkteamArn": "arn:aws:sagemaker:us-east-1:000000000000:workteam/private-crowd/local",
+        })),
+        activation_config: None,
+        request_source: None,
+    })?;
+    Ok(arn)
+}
+
+/// The reviewer page's token, kept so the page's URL (and cookie) survive restarts.
+fn page_token(layout: &Layout) -> anyhow::Result<String> {
+    let path = layout.root.join("review-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if review_page::auth::validate_token(&t).is_ok() {
+            return Ok(t);
+        }
+    }
+    let token = review_page::generate_token();
+    let mut f = {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&path)
+            .with_context(|| format!("writing {}", path.display()))?
+    };
+    writeln!(f, "{token}")?;
+    Ok(token)
+}
+
+/// Copies the frames not copied before into the inbox (temporary hidden name, then a
+/// rename, so the agent never sees half a file). Returns how many were copied.
+fn intake(frames: &Path, layout: &Layout, copied: &mut BTreeSet<String>) -> anyhow::Result<usize> {
+    let mut names: Vec<String> = std::fs::read_dir(frames)
+        .with_context(|| format!("reading {}", frames.display()))?
+        .filter_map(Result::ok)
+        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| {
+            !n.starts_with('.')
+                && n.rsplit_once('.').is_some_and(|(_, ext)| {
+                    FRAME_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
+                })
+        })
+        .collect();
+    names.sort();
+    let mut n = 0;
+    for name in names {
+        if copied.contains(&name) {
+            continue;
+        }
+        let tmp = layout.inbox.join(format!(".{name}.part"));
+        std::fs::copy(frames.join(&name), &tmp)
+            .with_context(|| format!("copying {} into the inbox", name))?;
+        std::fs::rename(&tmp, layout.inbox.join(&name))?;
+        let mut record = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&layout.copied)
+            .with_context(|| format!("writing {}", layout.copied.display()))?;
+        writeln!(record, "{name}")?;
+        record.sync_data()?;
+        copied.insert(name);
+        n += 1;
+    }
+    Ok(n)
+}
+
+fn read_copied(path: &Path) -> anyhow::Result<BTreeSet<String>> {
+    match std::fs::read_to_string(path) {
+        Ok(t) => Ok(t
+            .lines()
+            .filter(|l| !l.is_empty())
+            .map(str::to_owned)
+            .collect()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
+        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Progress {
+    copied: usize,
+    new: usize,
+    classified: usize,
+    loops: usize,
+    reviewed: usize,
+    rows: usize,
+}
+
+impl std::fmt::Display for Progress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "progress: {} frames copied ({} new), {} classified, {} sent for review, {} reviewed, {} manifest rows",
+            self.copied, self.new, self.classified, self.loops, self.reviewed, self.rows
+        )
+    }
+}
+
+fn count_rows(store: &DirStore, prefix: &str) -> usize {
+    let req = ListRequest {
+        prefix: prefix.to_owned(),
+        max_keys: usize::MAX,
+        ..ListRequest::default()
+    };
+    store.list(BUCKET, &req).map_or(0, |p| p.objects.len())
+}
+
+fn pending_in_inbox(inbox: &Path) -> usize {
+    std::fs::read_dir(inbox).map_or(0, |d| {
+        d.filter_map(Result::ok)
+            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .count()
+    })
+}
+
+/// Exports the manifest to `path` (write, then rename). Returns the rows written.
+async fn export_manifest(config: &Config, path: &Path) -> anyhow::Result<usize> {
+    let store = relay::s3::S3Store::connect(&config.s3).await;
+    let mut buf = Vec::new();
+    let n = relay::collector::export(
+        config,
+        &store,
+        &relay::collector::ExportFilter::default(),
+        &mut buf,
+    )
+    .await?;
+    crate::review_service::persist::write_atomically(path, &buf)
+        .with_context(|| format!("writing {}", path.display()))?;
+    Ok(n)
+}
+
+fn say(line: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+}
+
+fn default_agent_bin() -> anyhow::Result<PathBuf> {
+    let exe = std::env::current_exe().context("locating this executable")?;
+    let bin = exe.with_file_name("edge-agent");
+    if !bin.is_file() {
+        bail!(
+            "{} not found: build it (cargo build -p edge-agent, same profile) or pass --agent-bin",
+            bin.display()
+        );
+    }
+    Ok(bin)
+}
+
+fn default_frames() -> anyhow::Result<PathBuf> {
+    first_existing(
+        vec![
+            Path::new("models").join("samples"),
+            source_tree_models().join("samples"),
+        ],
+        "frames folder (models/samples)",
+    )
+}
+
+/// Runs local mode until `shutdown` completes.
+pub async fn run(
+    args: LocalArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    use_local_credentials();
+    let frames = match args.frames {
+        Some(f) => f,
+        None => default_frames()?,
+    };
+    if !frames.is_dir() {
+        bail!("frames folder {} is not a directory", frames.display());
+    }
+    let agent_bin = match args.agent_bin {
+        Some(b) => b,
+        None => default_agent_bin()?,
+    };
+    let manifest = model_manifest()?;
+    let labels = model_labels(&manifest)?;
+    let layout = Layout::create(&args.state_dir)?;
+
+    let (stop_services, services_rx) = watch::channel(false);
+    let (stop_relay, relay_rx) = watch::channel(false);
+
+    // The broker: MQTT 3.1.1 for the agent, MQTT 5 for the relay.
+    let broker = EmbeddedBroker::start(BrokerConfig {
+        listen_v4: SocketAddr::from(([127, 0, 0, 1], 0)),
+        listen_v5: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        ..BrokerConfig::default()
+    })
+    .await?;
+    let v5 = broker.v5_addr().expect("configured");
+
+    // The object store.
+    let store_config = ObjectStoreConfig {
+        root: layout.objects.clone(),
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        access_key: object_store::default_access_key(),
+        secret_key: object_store::default_secret_key(),
+        buckets: vec![BUCKET.to_owned()],
+    };
+    let store = store_config
+        .open()
+        .with_context(|| format!("opening object store {}", layout.objects.display()))?;
+    let s3_listener = tokio::net::TcpListener::bind(store_config.listen).await?;
+    let s3_addr = s3_listener.local_addr()?;
+    let s3_service = object_store::s3_service(
+        store.clone(),
+        &store_config.access_key,
+        &store_config.secret_key,
+    );
+    let s3_task = tokio::spawn(object_store::serve(
+        s3_listener,
+        s3_service,
+        stopped(&services_rx),
+    ));
+
+    // The review service and its page.
+    let identity = ServiceIdentity {
+        region: review_service::default_region(),
+        account_id: review_service::default_account_id(),
+    };
+    let service = ReviewService::open(
+        identity,
+        &layout.review,
+        review_service::store::default_max_in_progress(),
+        Arc::new(store.clone()),
+    )
+    .with_context(|| format!("opening review state {}", layout.review.display()))?;
+    let flow_arn = ensure_flow(&service)?;
+    let token = page_token(&layout)?;
+    let review_listener = tokio::net::TcpListener::bind(args.review_listen)
+        .await
+        .with_context(|| format!("binding the reviewer page to {}", args.review_listen))?;
+    let review_addr = review_listener.local_addr()?;
+    let page = ReviewPageConfig {
+        token: token.clone(),
+        store: store.clone(),
+        answers_file: layout.root.join("review-page-answers.json"),
+    };
+    let review_task = tokio::spawn(review_page::serve(
+        review_listener,
+        service.clone(),
+        page,
+        stopped(&services_rx),
+    ));
+
+    // The relay.
+    let config = relay_config(v5, s3_addr, review_addr, &flow_arn, labels)?;
+    let mut relay_task = tokio::spawn(relay::run(config.clone(), stopped(&relay_rx)));
+
+    // The agent.
+    let agent_toml = layout.root.join("agent.toml");
+    std::fs::write(&agent_toml, agent_config(&layout, broker.port(), &manifest))
+        .with_context(|| format!("writing {}", agent_toml.display()))?;
+    let agent_log_path = layout.root.join("agent.log");
+    let agent_log = std::fs::OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(&agent_log_path)
+        .with_context(|| format!("opening {}", agent_log_path.display()))?;
+    let mut agent_cmd = tokio::process::Command::new(&agent_bin);
+    agent_cmd
+        .arg("run")
+        .arg("--config")
+        .arg(&agent_toml)
+        .stdin(std::process::Stdio::null())
+        .stdout(agent_log.try_clone()?)
+        .stderr(agent_log)
+        .kill_on_drop(true);
+    // Its own process group: Ctrl-C reaches this process only, which stops the agent
+    // in turn (after intake, before the relay).
+    #[cfg(unix)]
+    agent_cmd.process_group(0);
+    let mut agent = agent_cmd
+        .spawn()
+        .with_context(|| format!("starting {}", agent_bin.display()))?;
+
+    say(&format!(
+        "reviewer page: {}",
+        review_page::page_url(review_addr, &token)
+    ));
+    say(&format!(
+        "local mode: frames from {}, state in {} (agent log: {})",
+        frames.display(),
+        layout.root.display(),
+        agent_log_path.display()
+    ));
+
+    // Intake, progress and the manifest, until a stop (or a part fails).
+    let rows_prefix = relay::keys::KeyLayout::new(&config.s3).rows_prefix();
+    let mut copied = read_copied(&layout.copied)?;
+    let mut progress = Progress::default();
+    let mut printed: Option<Progress> = None;
+    let mut exported: Option<usize> = None;
+    let mut failure: Option<anyhow::Error> = None;
+    let mut relay_done = false;
+    tokio::pin!(shutdown);
+    let mut tick = tokio::time::interval(TICK);
+    loop {
+        tokio::select! {
+            _ = &mut shutdown => break,
+            r = &mut relay_task => {
+                relay_done = true;
+                failure = Some(match r {
+                    Ok(Err(e)) => anyhow::Error::from(e).context("the relay stopped"),
+                    Ok(Ok(())) => anyhow::anyhow!("the relay stopped unexpectedly"),
+                    Err(e) => anyhow::anyhow!("the relay task failed: {e}"),
+                });
+                break;
+            }
+            status = agent.wait() => {
+                failure = Some(anyhow::anyhow!(
+                    "edge-agent exited ({}); see {}",
+                    status.map_or_else(|e| e.to_string(), |s| s.to_string()),
+                    agent_log_path.display()
+                ));
+                break;
+            }
+            _ = tick.tick() => {}
+        }
+        match tokio::task::block_in_place(|| intake(&frames, &layout, &mut copied)) {
+            Ok(n) => progress.new += n,
+            Err(e) => tracing::warn!(error = %format!("{e:#}"), "copying frames failed"),
+        }
+        progress.copied = copied.len();
+        progress.classified = copied.len().saturating_sub(pending_in_inbox(&layout.inbox));
+        (progress.loops, progress.reviewed) = service.read(|s| {
+            let done = s
+                .loops
+                .iter()
+                .filter(|l| l.status == review_service::HumanLoopStatus::Completed)
+                .count();
+            (s.loops.len(), done)
+        });
+        progress.rows = count_rows(&store, &rows_prefix);
+        if printed != Some(progress) {
+            say(&progress.to_string());
+            printed = Some(progress);
+        }
+        if progress.rows > 0 && exported != Some(progress.rows) {
+            match export_manifest(&config, &layout.manifest).await {
+                Ok(n) => {
+                    say(&format!(
+                        "manifest: {} ({n} rows)",
+                        layout.manifest.display()
+                    ));
+                    exported = Some(progress.rows);
+                }
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "exporting the manifest failed")
+                }
+            }
+        }
+    }
+
+    // Stop: intake has stopped; then the agent, the relay, the services, the broker.
+    say("stopping");
+    stop_agent(&mut agent).await;
+    let _ = stop_relay.send(true);
+    if !relay_done {
+        match tokio::time::timeout(relay::DRAIN + Duration::from_secs(5), &mut relay_task).await {
+            Ok(Ok(Err(e))) if failure.is_none() => {
+                failure = Some(anyhow::Error::from(e).context("the relay"));
+            }
+            Ok(_) => {}
+            Err(_) => {
+                relay_task.abort();
+                tracing::warn!("the relay did not stop in time");
+            }
+        }
+    }
+    if failure.is_none() {
+        let rows = count_rows(&store, &rows_prefix);
+        if rows > 0 && exported != Some(rows) {
+            match export_manifest(&config, &layout.manifest).await {
+                Ok(n) => say(&format!(
+                    "manifest: {} ({n} rows)",
+                    layout.manifest.display()
+                )),
+                Err(e) => {
+                    tracing::warn!(error = %format!("{e:#}"), "exporting the manifest failed")
+                }
+            }
+        }
+    }
+    let _ = stop_services.send(true);
+    let s3_task = tokio::spawn(async move { Ok(s3_task.await??) });
+    let tasks: [(&str, tokio::task::JoinHandle<anyhow::Result<()>>); 2] =
+        [("reviewer page", review_task), ("object store", s3_task)];
+    for (name, task) in tasks {
+        match tokio::time::timeout(Duration::from_secs(10), task).await {
+            Ok(Ok(Ok(()))) => {}
+            Ok(Ok(Err(e))) => tracing::warn!(error = %format!("{e:#}"), "{name} failed"),
+            Ok(Err(e)) => tracing::warn!(error = %e, "{name} task failed"),
+            Err(_) => tracing::warn!("{name} did not stop in time"),
+        }
+    }
+    broker.stop().await;
+    match failure {
+        Some(e) => Err(e),
+        None => {
+            say("stopped");
+            Ok(())
+        }
+    }
+}
+
+/// SIGTERM, then up to 20 s for the agent to finish what it holds; then SIGKILL.
+async fn stop_agent(agent: &mut tokio::process::Child) {
+    if let Ok(Some(_)) = agent.try_wait() {
+        return;
+    }
+    #[cfg(unix)]
+    if let Some(pid) = agent.id() {
+        if let Ok(pid) = i32::try_from(pid) {
+            // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
+            unsafe {
+                libc::kill(pid, libc::SIGTERM);
+            }
+        }
+    }
+    match tokio::time::timeout(Duration::from_secs(20), agent.wait()).await {
+        Ok(Ok(status)) if status.success() => {}
+        Ok(Ok(status)) => tracing::warn!(%status, "edge-agent exited with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "waiting for edge-agent"),
+        Err(_) => {
+            tracing::warn!("edge-agent did not stop within 20 s; killing it");
+            let _ = agent.kill().await;
+        }
+    }
+}

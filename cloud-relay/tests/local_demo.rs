@@ -1,0 +1,352 @@
+//! The one-command local mode end to end: `cloud-relay local` over three sample
+//! photos (real edge-agent child, embedded broker, object store, review service,
+//! relay); every frame answered through the reviewer page's JSON endpoints; the
+//! augmented manifest checked; then a second run over the same state directory
+//! sends nothing again. Needs the edge-agent binary of the same profile (scripts/test.sh
+//! builds the workspace first).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+const SAMPLES: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.png"];
+const BUCKET: &str = "edge-a2i-local";
+
+fn agent_bin() -> PathBuf {
+    let relay = Path::new(env!("CARGO_BIN_EXE_cloud-relay"));
+    let bin = relay.with_file_name("edge-agent");
+    assert!(
+        bin.is_file(),
+        "{} is missing: run cargo build -p edge-agent first",
+        bin.display()
+    );
+    bin
+}
+
+/// A running `cloud-relay local`; its stdout lines are collected as they come.
+struct Local {
+    child: Child,
+    lines: Arc<Mutex<Vec<String>>>,
+    state: PathBuf,
+}
+
+impl Local {
+    fn start(frames: &Path, state: &Path) -> Local {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(state.with_extension("log"))
+            .unwrap();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
+            .arg("local")
+            .arg("--frames")
+            .arg(frames)
+            .arg("--state-dir")
+            .arg(state)
+            .args(["--review-listen", "127.0.0.1:0"])
+            .arg("--agent-bin")
+            .arg(agent_bin())
+            .env("RUST_LOG", "info,rumqttd=off")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let lines = Arc::new(Mutex::new(Vec::new()));
+        let out = child.stdout.take().unwrap();
+        let l = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                l.lock().unwrap().push(line);
+            }
+        });
+        Local {
+            child,
+            lines,
+            state: state.to_owned(),
+        }
+    }
+
+    fn lines(&self) -> Vec<String> {
+        self.lines.lock().unwrap().clone()
+    }
+
+    /// Waits (up to `secs`) until `f` gives something; panics with `what` and the
+    /// output so far otherwise.
+    fn until<T>(&mut self, secs: u64, what: &str, mut f: impl FnMut(&Self) -> Option<T>) -> T {
+        let deadline = Instant::now() + Duration::from_secs(secs);
+        loop {
+            if let Some(t) = f(self) {
+                return t;
+            }
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("cloud-relay local exited ({status}) while waiting for {what}; stdout: {:#?}\nstderr: {}", self.lines(), self.stderr());
+            }
+            if Instant::now() > deadline {
+                panic!(
+                    "no {what} within {secs} s; stdout: {:#?}\nstderr: {}\nagent log: {}",
+                    self.lines(),
+                    self.stderr(),
+                    std::fs::read_to_string(self.state.join("agent.log")).unwrap_or_default()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    fn stderr(&self) -> String {
+        let text = std::fs::read_to_string(self.state.with_extension("log")).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(40).collect();
+        tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+    }
+
+    /// The reviewer page's address and token, from the first stdout line.
+    fn page(&mut self) -> (String, String) {
+        self.until(60, "reviewer page line", |s| {
+            let first = s.lines().into_iter().next()?;
+            let url = first.strip_prefix("reviewer page: http://")?.to_owned();
+            let (addr, token) = url.split_once("/review?token=")?;
+            Some((addr.to_owned(), token.to_owned()))
+        })
+    }
+}
+
+impl Drop for Local {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Sends SIGTERM and waits for the exit status (within 60 s).
+fn terminate(mut local: Local) -> Vec<String> {
+    let pid = i32::try_from(local.child.id()).unwrap();
+    // SAFETY: signalling our own, not yet reaped, child.
+    unsafe {
+        libc::kill(pid, libc::SIGTERM);
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        if let Some(status) = local.child.try_wait().unwrap() {
+            assert!(
+                status.success(),
+                "exit status {status}; stderr: {}",
+                local.stderr()
+            );
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no exit within 60 s of SIGTERM; stderr: {}",
+            local.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // The reader thread sees EOF once the process is gone.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline && !local.lines().iter().any(|l| l == "stopped") {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    local.lines()
+}
+
+/// One HTTP/1.1 request with the page's token; returns status and JSON body.
+fn api(addr: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let body = body.map(|b| b.to_string()).unwrap_or_default();
+    let mut req = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\nAuthorization: Bearer {token}\r\nContent-Length: {}\r\n",
+        body.len()
+    );
+    if !body.is_empty() {
+        req.push_str("Content-Type: application/json\r\n");
+    }
+    req.push_str("\r\n");
+    req.push_str(&body);
+    s.write_all(req.as_bytes()).unwrap();
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).unwrap();
+    let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = String::from_utf8_lossy(&buf[..end]).to_string();
+    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
+    let mut body = buf[end + 4..].to_vec();
+    if head
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let Some(eol) = b.windows(2).position(|w| w == b"\r\n") else {
+            return out;
+        };
+        let n = usize::from_str_radix(std::str::from_utf8(&b[..eol]).unwrap().trim(), 16).unwrap();
+        if n == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[eol + 2..eol + 2 + n]);
+        b = &b[eol + 2 + n + 2..];
+    }
+}
+
+fn queue(addr: &str, token: &str) -> Value {
+    let (status, q) = api(
+        addr,
+        token,
+        "GET",
+        "/review/api/queue?reviewer=tester",
+        None,
+    );
+    assert_eq!(status, 200, "{q}");
+    q
+}
+
+/// The manifest's rows as source-ref -> class-name.
+fn manifest(state: &Path) -> BTreeMap<String, String> {
+    let text = std::fs::read_to_string(state.join("manifest.jsonl")).unwrap_or_default();
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap();
+            (
+                v["source-ref"].as_str().unwrap().to_owned(),
+                v["label-metadata"]["class-name"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned(),
+            )
+        })
+        .collect()
+}
+
+/// Frame images the relay stored (under the bucket's events/ prefix).
+fn stored_images(state: &Path) -> Vec<PathBuf> {
+    fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
+        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, out);
+            } else if p
+                .extension()
+                .is_some_and(|x| x == "jpg" || x == "png" || x == "jpeg")
+            {
+                out.push(p);
+            }
+        }
+    }
+    let mut out = Vec::new();
+    walk(&state.join("objects").join(BUCKET).join("events"), &mut out);
+    out
+}
+
+#[test]
+fn one_command_local_mode_labels_frames_into_the_manifest_and_resumes() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    let samples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/samples");
+    for s in SAMPLES {
+        std::fs::copy(samples.join(s), frames.join(s)).unwrap();
+    }
+    let state = dir.path().join("state");
+
+    // First run: three frames classified, sent, each answered on the page.
+    let mut local = Local::start(&frames, &state);
+    let (addr, token) = local.page();
+    let items = local.until(180, "three loops in the review queue", |_| {
+        let q = queue(&addr, &token);
+        let items = q["items"].as_array().cloned().unwrap_or_default();
+        (items.len() == 3).then_some(items)
+    });
+    let mut answered = BTreeMap::new();
+    for (i, item) in items.iter().enumerate() {
+        let name = item["name"].as_str().unwrap();
+        let choices = item["choices"].as_array().unwrap();
+        // Different answers, so the rows are told apart.
+        let label = choices[(i + 1) % choices.len()]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let (status, r) = api(
+            &addr,
+            &token,
+            "POST",
+            &format!("/review/api/loops/{name}/answer"),
+            Some(json!({"reviewer": "tester", "label": label, "time_spent_seconds": 2.5})),
+        );
+        assert_eq!(status, 200, "{r}");
+        assert_eq!(r["status"], "completed", "{r}");
+        let event_id = item["event_id"].as_str().unwrap().to_owned();
+        answered.insert(event_id, label);
+    }
+    let rows = local.until(120, "three manifest rows", |s| {
+        let rows = manifest(&s.state);
+        (rows.len() == 3).then_some(rows)
+    });
+    let by_event: BTreeMap<String, String> = rows
+        .iter()
+        .map(|(src, class)| {
+            let file = src.rsplit('/').next().unwrap();
+            (file.split('.').next().unwrap().to_owned(), class.clone())
+        })
+        .collect();
+    assert_eq!(by_event, answered);
+    assert!(rows
+        .keys()
+        .all(|r| r.starts_with(&format!("s3://{BUCKET}/events/local-camera/"))));
+    let manifest_line = format!(
+        "manifest: {} (3 rows)",
+        state
+            .canonicalize()
+            .unwrap()
+            .join("manifest.jsonl")
+            .display()
+    );
+    local.until(30, "the manifest path printed", |s| {
+        s.lines().contains(&manifest_line).then_some(())
+    });
+    let out = terminate(local);
+    assert!(out.iter().any(|l| l == "stopped"), "{out:#?}");
+    assert_eq!(stored_images(&state).len(), 3);
+
+    // Second run over the same state: nothing is copied, sent or reviewed again.
+    let mut local = Local::start(&frames, &state);
+    let (addr, token) = local.page();
+    local.until(60, "a settled progress line", |s| {
+        s.lines().iter().find(|l| {
+            l.starts_with("progress: 3 frames copied (0 new), 3 classified, 3 sent for review, 3 reviewed, 3 manifest rows")
+        }).cloned()
+    });
+    // The agent is up (connected) and had nothing to send.
+    let agent_log = state.join("agent.log");
+    local.until(60, "the second agent's connection", |_| {
+        let log = std::fs::read_to_string(&agent_log).unwrap_or_default();
+        (log.matches("mqtt: connected").count() >= 2).then_some(())
+    });
+    let q = queue(&addr, &token);
+    assert_eq!(q["items"].as_array().unwrap().len(), 0, "{q}");
+    assert_eq!(q["progress"]["done"], 3, "{q}");
+    let out = terminate(local);
+    let progress: BTreeSet<&String> = out.iter().filter(|l| l.starts_with("progress:")).collect();
+    assert!(
+        progress
+            .iter()
+            .all(|l| l.contains("(0 new)") && l.contains("3 sent for review")),
+        "{out:#?}"
+    );
+    assert_eq!(manifest(&state).len(), 3);
+    assert_eq!(stored_images(&state).len(), 3);
+    let copied = std::fs::read_to_string(state.join("copied.txt")).unwrap();
+    assert_eq!(copied.lines().count(), 3, "{copied}");
+}
