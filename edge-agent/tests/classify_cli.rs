@@ -4,8 +4,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
+use protocol::sha256_hex;
 use serde_json::Value;
-use sha2::{Digest, Sha256};
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
@@ -147,10 +147,6 @@ fn model_copy(edit: impl Fn(&Path, String) -> String) -> (tempfile::TempDir, Pat
 
 fn without_self_test(manifest: String) -> String {
     manifest.split("[self_test]").next().unwrap().to_string()
-}
-
-fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
 }
 
 fn refused(manifest: &Path) -> String {

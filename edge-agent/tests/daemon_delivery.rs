@@ -8,7 +8,8 @@ mod support;
 use std::collections::BTreeSet;
 use std::time::Duration;
 
-use support::{drop_frame, sha256_hex, Agent, Receiver, SAMPLES};
+use protocol::sha256_hex;
+use support::{drop_frame, Agent, Receiver, SAMPLES};
 use test_support::{wait_until, Mosquitto};
 
 const LONG: Duration = Duration::from_secs(60);

@@ -21,7 +21,7 @@ pub use tracker::DeliveryTracker;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use anyhow::Context;
 use protocol::status::{AgentCounters, OutboxStats};
@@ -38,12 +38,7 @@ use crate::preprocess::Preprocessor;
 use crate::source::SourceFrame;
 use crate::systemd;
 
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use crate::source::now_ms;
 
 /// Counters since start, shared by the frame thread and the MQTT driver.
 #[derive(Debug, Default)]

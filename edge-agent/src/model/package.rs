@@ -3,7 +3,7 @@
 
 use std::path::{Path, PathBuf};
 
-use sha2::{Digest, Sha256};
+use protocol::sha256_hex;
 
 use super::{ModelError, ModelManifest};
 
@@ -100,7 +100,7 @@ pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
 
 fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>, ModelError> {
     let bytes = read(path, "model file")?;
-    let actual = hex::encode(Sha256::digest(&bytes));
+    let actual = sha256_hex(&bytes);
     if actual != sha256 {
         return Err(ModelError::Sha256Mismatch {
             path: path.to_path_buf(),

@@ -12,7 +12,6 @@ use std::time::Duration;
 
 use protocol::{decode, ChunkAssembler, EventMeta, Receipt, Status, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use sha2::{Digest, Sha256};
 use test_support::{spawn_with_log, ChildGuard, Mosquitto};
 
 pub const DEVICE: &str = "pi-test";
@@ -30,10 +29,6 @@ pub const SAMPLES: [(&str, bool); 6] = [
     ("hubble.jpg", true),
     ("rocket.jpg", true),
 ];
-
-pub fn sha256_hex(bytes: &[u8]) -> String {
-    hex::encode(Sha256::digest(bytes))
-}
 
 /// Writes a frame into the inbox the way a camera tool should: write, then rename.
 pub fn drop_frame(inbox: &Path, name: &str, sample: &str) {
