@@ -181,6 +181,19 @@ fn model_with_another_sha256_is_refused() {
 }
 
 #[test]
+fn empty_model_file_is_refused() {
+    let (_d, m) = model_copy(|dir, t| {
+        std::fs::write(dir.join("dogs_mobilenetv2.tflite"), b"").unwrap();
+        t
+    });
+    let err = refused(&m);
+    assert!(
+        err.contains("is not a TFLite model: only 0 bytes long"),
+        "{err}"
+    );
+}
+
+#[test]
 fn file_that_is_not_tflite_is_refused() {
     let (_d, m) = model_copy(|dir, t| {
         let png = std::fs::read(samples().join("coffee.png")).unwrap();

@@ -9,7 +9,7 @@ use std::sync::{Arc, Mutex};
 
 use super::litert_ffi::{self as ffi, Api, RankedTensorType, STATUS_OK};
 use super::{BackendOptions, InferenceBackend, InferenceError};
-use crate::model::{ModelError, ModelPackage};
+use crate::model::{MappedModel, ModelError, ModelPackage};
 
 const NAME: &str = "litert";
 
@@ -36,8 +36,10 @@ pub struct LitertBackend {
     input_len: usize,
     output: *const f32,
     output_len: usize,
-    /// The model bytes: LiteRT reads the buffer it was given for the model's lifetime.
-    model_bytes: Vec<u8>,
+    /// The model file, mapped: LiteRT refers to the buffer it was given for the
+    /// model's lifetime (its resident pages are released once XNNPACK has packed
+    /// the weights, see `MappedModel`).
+    model_bytes: MappedModel,
     library: PathBuf,
 }
 
@@ -77,7 +79,7 @@ impl LitertBackend {
                 message,
             })
         };
-        let model_bytes = package.read_model()?;
+        let model_bytes = package.map_model()?;
         // The same FlatBuffer verifier as the tflite backend: a damaged file must be
         // an error here too, whatever LiteRT itself would do with it.
         if tflite::model::Model::from_buffer(&model_bytes).is_none() {
@@ -255,6 +257,11 @@ impl LitertBackend {
                 .cast();
             std::slice::from_raw_parts_mut(this.input, this.input_len).fill(0.0);
         }
+        // XNNPACK packed its own copy of the weights while compiling; the FlatBuffer's
+        // weights are not read again, so their pages go back to the page cache (if
+        // anything does read them, they fault back in from the same file). The
+        // self-test that follows runs on exactly this state.
+        this.model_bytes.release_resident_pages();
         Ok(this)
     }
 

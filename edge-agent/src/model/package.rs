@@ -29,9 +29,9 @@ impl ModelPackage {
 
         let model_path = dir.join(&manifest.model.file);
         // Checked here so a bad model is refused at start whatever the backend; the
-        // bytes are not kept (a backend reads them again, see `read_model`), which
-        // keeps one copy of the weights in memory instead of two.
-        read_verified(&model_path, &manifest.model.sha256)?;
+        // mapping is dropped again (a backend maps or reads the file again, see
+        // `map_model`), which keeps one copy of the weights in memory instead of two.
+        map_verified(&model_path, &manifest.model.sha256)?;
 
         let labels_path = dir.join(&manifest.model.labels);
         let labels = parse_labels(&labels_path, &read_to_string(&labels_path, "labels file")?)?;
@@ -78,7 +78,15 @@ impl ModelPackage {
     /// Reads the model file and checks it again against the manifest, so a backend
     /// runs exactly the bytes that were verified even if the file changed since.
     pub fn read_model(&self) -> Result<Vec<u8>, ModelError> {
-        read_verified(&self.model_path, &self.manifest.model.sha256)
+        let bytes = read(&self.model_path, "model file")?;
+        verify(&self.model_path, &bytes, &self.manifest.model.sha256)?;
+        Ok(bytes)
+    }
+
+    /// Maps the model file read-only and checks it against the manifest, like
+    /// `read_model` but without copying it onto the heap: see [`MappedModel`].
+    pub fn map_model(&self) -> Result<MappedModel, ModelError> {
+        map_verified(&self.model_path, &self.manifest.model.sha256)
     }
 
     /// "name version" for logs and tables.
@@ -98,9 +106,75 @@ pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
         .collect()
 }
 
-fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>, ModelError> {
-    let bytes = read(path, "model file")?;
-    let actual = sha256_hex(&bytes);
+/// A model file mapped read-only (private, file-backed), verified against its
+/// manifest's sha256 after mapping, so the bytes a backend runs are the bytes that
+/// were checked.
+///
+/// Why a mapping rather than a `Vec`: a runtime that repacks the weights for its
+/// kernels (XNNPACK does) no longer reads the FlatBuffer's weights once compiled.
+/// File-backed pages can then be handed back to the page cache with
+/// [`release_resident_pages`](Self::release_resident_pages); heap pages cannot. That
+/// is one copy of the weights (8.5 MiB for the default model) less in the agent's
+/// resident memory for its whole life.
+///
+/// Model files are replaced by writing a new file and renaming it over the old one
+/// (how `install`, package managers and the agent itself do it): a mapping keeps
+/// the inode it was made from, so the verified bytes stay what they were. Writing a
+/// model file in place while an agent runs it is not supported (as for any mapped
+/// executable code).
+pub struct MappedModel {
+    map: memmap2::Mmap,
+}
+
+impl MappedModel {
+    /// Drops the mapping's pages from this process's resident memory. Nothing is
+    /// lost: a later read faults them back in from the file. Call it once the
+    /// runtime has copied what it needs (after compiling the model).
+    pub fn release_resident_pages(&self) {
+        // SAFETY: MADV_DONTNEED on a read-only private file mapping that was never
+        // written (it cannot be: PROT_READ) only discards clean page-cache-backed
+        // pages; the next access reads the same file bytes again.
+        let result = unsafe {
+            self.map
+                .unchecked_advise(memmap2::UncheckedAdvice::DontNeed)
+        };
+        if let Err(e) = result {
+            tracing::debug!("madvise(MADV_DONTNEED) on the model mapping failed: {e}");
+        }
+    }
+}
+
+impl std::ops::Deref for MappedModel {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.map
+    }
+}
+
+fn map_verified(path: &Path, sha256: &str) -> Result<MappedModel, ModelError> {
+    let read_error = |source| ModelError::Read {
+        what: "model file",
+        path: path.to_path_buf(),
+        source,
+    };
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let len = file.metadata().map_err(read_error)?.len();
+    if len < 8 {
+        // Also keeps a zero-length file away from mmap, which refuses it.
+        return Err(ModelError::NotTflite {
+            path: path.to_path_buf(),
+            reason: format!("only {len} bytes long"),
+        });
+    }
+    // SAFETY: a read-only private mapping; see `MappedModel` for why the file is not
+    // expected to change under it. Its contents are verified below before any use.
+    let map = unsafe { memmap2::Mmap::map(&file) }.map_err(read_error)?;
+    verify(path, &map, sha256)?;
+    Ok(MappedModel { map })
+}
+
+fn verify(path: &Path, bytes: &[u8], sha256: &str) -> Result<(), ModelError> {
+    let actual = sha256_hex(bytes);
     if actual != sha256 {
         return Err(ModelError::Sha256Mismatch {
             path: path.to_path_buf(),
@@ -108,8 +182,8 @@ fn read_verified(path: &Path, sha256: &str) -> Result<Vec<u8>, ModelError> {
             actual,
         });
     }
-    check_tflite_header(path, &bytes)?;
-    Ok(bytes)
+    check_tflite_header(path, bytes)?;
+    Ok(())
 }
 
 fn check_tflite_header(path: &Path, bytes: &[u8]) -> Result<(), ModelError> {
