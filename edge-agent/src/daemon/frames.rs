@@ -122,9 +122,10 @@ impl FrameProcessor {
         };
         let (content_type, bytes, (width, height)) =
             shape_image(&self.image, bytes, format, &image)?;
+        let image = ImageInfo::describe(content_type, width, height, &bytes);
         let meta = EventMeta {
             v: protocol::event::EVENT_VERSION,
-            event_id: new_event_id(now_ms),
+            event_id: event_id_for(&self.device, name, captured_at_ms, &image.sha256),
             device_id: self.device.clone(),
             captured_at: protocol::timestamp::format_rfc3339_utc(captured_at_ms as i64),
             model: self.model.clone(),
@@ -138,7 +139,7 @@ impl FrameProcessor {
                 })
                 .collect(),
             reasons,
-            image: ImageInfo::describe(content_type, width, height, &bytes),
+            image,
             source: Some(name.to_string()),
         };
         let messages = encode_event(&meta, &bytes, self.events_topic_len, &self.limits)
@@ -182,9 +183,65 @@ fn shape_image(
     Ok((ContentType::Jpeg, out, (nw, nh)))
 }
 
-/// A time-ordered (UUIDv7) event id.
-pub fn new_event_id(now_ms: u64) -> EventId {
-    let mut random = [0u8; 10];
-    getrandom::fill(&mut random).expect("the OS random source is available");
-    EventId::from_unix_ms(now_ms, random)
+/// The id of a selected frame's event: a UUIDv7 whose time is the capture time (ids
+/// sort by capture) and whose other bits are a digest of what makes the frame itself:
+/// device, source name, capture time and the image that travels (re-encoding is
+/// deterministic, so the same frame gives the same image). A frame processed twice
+/// (the agent killed after storing its event but before deleting its file) gets the
+/// same id: the outbox keeps one event, and the relay, which deduplicates by event id,
+/// starts one human loop. A random id would make the second pass a second review.
+pub fn event_id_for(
+    device: &DeviceId,
+    source: &str,
+    captured_at_ms: u64,
+    image_sha256: &str,
+) -> EventId {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for part in [
+        "edge-a2i event id v1".as_bytes(),
+        device.as_str().as_bytes(),
+        source.as_bytes(),
+        &captured_at_ms.to_be_bytes(),
+        image_sha256.as_bytes(),
+    ] {
+        // Length-prefixed, so no two different inputs hash the same bytes.
+        h.update((part.len() as u64).to_be_bytes());
+        h.update(part);
+    }
+    let digest = h.finalize();
+    let mut bits = [0u8; 10];
+    bits.copy_from_slice(&digest[..10]);
+    EventId::from_unix_ms(captured_at_ms, bits)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_same_frame_gets_the_same_id_and_any_difference_another() {
+        let device = DeviceId::new("pi-1").unwrap();
+        let id = |d: &DeviceId, s: &str, t: u64, h: &str| event_id_for(d, s, t, h).to_string();
+        let a = id(&device, "a.jpg", 1_795_597_200_000, "ab");
+        assert_eq!(a, id(&device, "a.jpg", 1_795_597_200_000, "ab"));
+        // UUIDv7: 48 bits of capture time (0x01a211eeea80 ms), then version 7.
+        assert!(a.starts_with("01a211ee-ea80-7"), "{a}");
+        let others = [
+            id(
+                &DeviceId::new("pi-2").unwrap(),
+                "a.jpg",
+                1_795_597_200_000,
+                "ab",
+            ),
+            id(&device, "b.jpg", 1_795_597_200_000, "ab"),
+            id(&device, "a.jpg", 1_795_597_200_001, "ab"),
+            id(&device, "a.jpg", 1_795_597_200_000, "ac"),
+            // Moving bytes between fields changes the id too.
+            id(&device, "a.jpga", 1_795_597_200_000, "b"),
+        ];
+        for other in others {
+            assert_ne!(a, other);
+        }
+    }
 }

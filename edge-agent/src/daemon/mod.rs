@@ -15,7 +15,7 @@ mod mqtt;
 mod sources;
 mod tracker;
 
-pub use frames::{new_event_id, FrameProcessor, Outcome, ProcessError};
+pub use frames::{event_id_for, FrameProcessor, Outcome, ProcessError};
 pub use tracker::DeliveryTracker;
 
 use std::future::Future;
