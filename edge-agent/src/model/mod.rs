@@ -11,9 +11,7 @@ pub use manifest::{
     ColorOrder, DType, InputSection, Layout, ModelManifest, ModelSection, OutputSection,
     ResizeFilter, ScoreKind, SelfTestSection, MANIFEST_FORMAT,
 };
-pub use package::{
-    default_manifest_candidates, find_default_manifest, MappedModel, ModelPackage,
-};
+pub use package::{default_manifest_candidates, find_default_manifest, MappedModel, ModelPackage};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {
