@@ -180,6 +180,8 @@ enum Done {
     Staged {
         device: DeviceId,
         event_id: EventId,
+        /// Chunks in the set.
+        count: u32,
         ack: Publish,
         staged: Staged,
     },
@@ -199,9 +201,28 @@ struct Driver {
     metrics: Arc<Metrics>,
     workers: Arc<Semaphore>,
     done_tx: mpsc::Sender<Done>,
+    /// The set whose staged chunks the step being carried out completed: its
+    /// `Process` cleans them up afterwards. Other events have nothing staged.
+    staged_set: Option<(EventId, u32)>,
 }
 
 impl Driver {
+    /// Feeds a finished job to the intake and carries out what follows.
+    async fn on_done(&mut self, intake: &mut Intake<Publish>, done: Done) {
+        if let Done::Staged {
+            event_id,
+            count,
+            staged: Staged::Complete(_),
+            ..
+        } = &done
+        {
+            self.staged_set = Some((*event_id, *count));
+        }
+        let actions = on_done(intake, done);
+        self.execute(actions).await;
+        self.staged_set = None;
+    }
+
     async fn execute(&self, actions: Vec<Action<Publish>>) {
         for action in actions {
             match action {
@@ -253,7 +274,10 @@ impl Driver {
             self.config.topics(),
             self.metrics.clone(),
         );
-        let staged = self.config.stages_chunks();
+        let staged = self
+            .staged_set
+            .filter(|(id, _)| *id == event.meta.event_id)
+            .map(|(_, count)| count);
         tokio::spawn(async move {
             let Ok(_permit) = workers.acquire().await else {
                 return;
@@ -271,9 +295,6 @@ impl Driver {
                         Err(e) => tracing::warn!(error = %e, "could not queue a receipt"),
                     }
                     tracing::debug!(%event_id, %device, "event stored, loop started, receipt sent");
-                    if staged {
-                        pipeline.clean_staging(&event_id).await;
-                    }
                     Some(receipt)
                 }
                 Err(e) => {
@@ -282,6 +303,7 @@ impl Driver {
                     None
                 }
             };
+            let stored = receipt.is_some();
             let _ = done
                 .send(Done::Event {
                     device,
@@ -289,6 +311,11 @@ impl Driver {
                     receipt,
                 })
                 .await;
+            // After the acknowledgements, still holding the worker: the staged chunks
+            // of a stored set are of no more use.
+            if let (true, Some(count)) = (stored, staged) {
+                pipeline.clean_staging(&event_id, count).await;
+            }
         });
     }
 
@@ -303,7 +330,7 @@ impl Driver {
             let Ok(_permit) = workers.acquire().await else {
                 return;
             };
-            let event_id = chunk.header.event_id;
+            let (event_id, count) = (chunk.header.event_id, chunk.header.count);
             let payload = protocol::Message::Chunk(chunk.clone())
                 .encode()
                 .unwrap_or_default();
@@ -319,6 +346,7 @@ impl Driver {
                 .send(Done::Staged {
                     device,
                     event_id,
+                    count,
                     ack,
                     staged,
                 })
@@ -349,13 +377,14 @@ pub async fn run_intake(
         timeout_ms: config.intake.chunk_timeout.as_millis() as u64,
     };
     let mut intake: Intake<Publish> = Intake::new(config.topics(), config.stages_chunks(), limits);
-    let driver = Driver {
+    let mut driver = Driver {
         workers: Arc::new(Semaphore::new(config.intake.workers)),
         config,
         client: client.clone(),
         pipeline,
         metrics: metrics.clone(),
         done_tx,
+        staged_set: None,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
@@ -366,10 +395,16 @@ pub async fn run_intake(
                 inc(&metrics.c.messages_in_total);
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                 let payload = p.payload.clone();
-                let token = Publish { payload: bytes::Bytes::new(), properties: None, ..p };
+                // The ack needs the packet id and QoS only. Topic and payload are views
+                // into the connection's read buffer: a held token keeping either would
+                // pin that whole buffer until the event is acknowledged.
+                let token = Publish { topic: bytes::Bytes::new(), payload: bytes::Bytes::new(), properties: None, ..p };
                 intake.on_message(&topic, &payload, token, now_ms())
             }
-            Some(done) = done_rx.recv() => on_done(&mut intake, done),
+            Some(done) = done_rx.recv() => {
+                driver.on_done(&mut intake, done).await;
+                continue;
+            }
             _ = tick.tick() => {
                 metrics.pending_sets.store(intake.pending_sets() as u64, std::sync::atomic::Ordering::Relaxed);
                 metrics.pending_bytes.store(intake.pending_bytes(), std::sync::atomic::Ordering::Relaxed);
@@ -383,10 +418,7 @@ pub async fn run_intake(
     let deadline = tokio::time::Instant::now() + drain;
     while intake.in_flight() > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some(done)) => {
-                let actions = on_done(&mut intake, done);
-                driver.execute(actions).await;
-            }
+            Ok(Some(done)) => driver.on_done(&mut intake, done).await,
             _ => break,
         }
     }
@@ -408,6 +440,7 @@ fn on_done(intake: &mut Intake<Publish>, done: Done) -> Vec<Action<Publish>> {
             event_id,
             ack,
             staged,
+            ..
         } => intake.on_staged(device, event_id, ack, staged),
     }
 }

@@ -40,22 +40,23 @@ impl Pipeline {
         let image_key = self.layout.image_key(meta);
         let image_uri = self.layout.uri(&image_key);
         let content_type = meta.image.content_type.as_str();
-        let put = retry("s3_put_image", &self.retry, &self.metrics, None, || {
-            self.store
-                .put(&image_key, event.image.clone(), content_type, true)
-        })
-        .await
-        .map_err(|e| format!("storing {image_uri}: {e}"))?;
+        let meta_key = self.layout.meta_key(meta);
+        // Image and metadata at once: both must be there before the loop starts.
+        let (put, meta_put) = tokio::join!(
+            retry("s3_put_image", &self.retry, &self.metrics, None, || {
+                self.store
+                    .put(&image_key, event.image.clone(), content_type, true)
+            }),
+            retry("s3_put_meta", &self.retry, &self.metrics, None, || {
+                self.store
+                    .put(&meta_key, meta.to_json(), "application/json", true)
+            })
+        );
+        let put = put.map_err(|e| format!("storing {image_uri}: {e}"))?;
+        meta_put.map_err(|e| format!("storing s3://{}/{meta_key}: {e}", self.layout.bucket))?;
         if put == Put::Created {
             inc(&self.metrics.c.images_uploaded_total);
         }
-        let meta_key = self.layout.meta_key(meta);
-        retry("s3_put_meta", &self.retry, &self.metrics, None, || {
-            self.store
-                .put(&meta_key, meta.to_json(), "application/json", true)
-        })
-        .await
-        .map_err(|e| format!("storing s3://{}/{meta_key}: {e}", self.layout.bucket))?;
 
         let name = meta.human_loop_name();
         let input =
@@ -76,9 +77,14 @@ impl Pipeline {
         Ok(Receipt::stored(meta.event_id, image_uri))
     }
 
-    /// Shared mode: stores the chunk message under the staging prefix, then looks
-    /// whether the set is complete. S3 is strongly consistent, so of two relays that
-    /// stage the last two chunks at once, at least one sees both.
+    /// Shared mode: stores the chunk message under the staging prefix, then reads the
+    /// set's other chunks. S3 is strongly consistent, so of two relays that stage the
+    /// last two chunks at once, at least one reads both.
+    ///
+    /// The others are read by key, the last one first, and the first one missing ends
+    /// the look: agents send a set in order, so an incomplete set usually lacks its
+    /// last chunks and costs one GET that finds nothing (no LIST, whose cost grows with
+    /// the bucket on some servers, and never a GET of this relay's own chunk).
     pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, String> {
         let id = chunk.header.event_id;
         let key = self.layout.staging_chunk_key(&id, chunk.header.index);
@@ -89,14 +95,25 @@ impl Pipeline {
         .await
         .map_err(|e| format!("staging s3://{}/{key}: {e}", self.layout.bucket))?;
         inc(&self.metrics.c.chunks_staged_total);
-        let prefix = self.layout.staging_set_prefix(&id);
-        let keys = retry("s3_list_chunks", &self.retry, &self.metrics, None, || {
-            self.store.list(&prefix)
-        })
-        .await
-        .map_err(|e| format!("listing s3://{}/{prefix}: {e}", self.layout.bucket))?;
-        if keys.len() < chunk.header.count as usize {
-            return Ok(Staged::Incomplete);
+        let mut others = Vec::new();
+        for index in (0..chunk.header.count).rev() {
+            if index == chunk.header.index {
+                continue;
+            }
+            let key = self.layout.staging_chunk_key(&id, index);
+            let got = retry("s3_get_chunk", &self.retry, &self.metrics, None, || {
+                self.store.get(&key)
+            })
+            .await
+            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
+            // Not there yet, or gone: the relay that completed the set has cleaned up.
+            let Some(bytes) = got else {
+                return Ok(Staged::Incomplete);
+            };
+            let Ok(Message::Chunk(staged)) = decode(&bytes) else {
+                return Ok(Staged::Incomplete); // not something a relay staged
+            };
+            others.push(staged);
         }
         let limits = AssemblerLimits {
             max_pending_bytes: u64::MAX / 2,
@@ -104,19 +121,7 @@ impl Pipeline {
             timeout_ms: u64::MAX,
         };
         let mut assembler = ChunkAssembler::new(limits);
-        for key in keys {
-            let got = retry("s3_get_chunk", &self.retry, &self.metrics, None, || {
-                self.store.get(&key)
-            })
-            .await
-            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
-            // Gone: the relay that completed the set has cleaned up after it.
-            let Some(bytes) = got else {
-                return Ok(Staged::Incomplete);
-            };
-            let Ok(Message::Chunk(staged)) = decode(&bytes) else {
-                continue; // not something this relay staged; the set check decides
-            };
+        for staged in std::iter::once(chunk.clone()).chain(others) {
             match assembler.offer(staged, 0) {
                 Ok(Some(event)) => return Ok(Staged::Complete(event)),
                 Ok(None) => {}
@@ -126,16 +131,18 @@ impl Pipeline {
         Ok(Staged::Incomplete)
     }
 
-    /// Removes a finished set's staged chunks (best effort: a lifecycle rule on the
-    /// staging prefix collects whatever a killed relay leaves behind).
-    pub async fn clean_staging(&self, event_id: &protocol::EventId) {
-        let prefix = self.layout.staging_set_prefix(event_id);
-        if let Ok(keys) = self.store.list(&prefix).await {
-            for key in keys {
+    /// Removes a finished set's `count` staged chunks, all at once (best effort: a
+    /// lifecycle rule on the staging prefix collects whatever a killed relay leaves
+    /// behind).
+    pub async fn clean_staging(&self, event_id: &protocol::EventId, count: u32) {
+        let deletes = (0..count).map(|index| {
+            let key = self.layout.staging_chunk_key(event_id, index);
+            async move {
                 if let Err(e) = self.store.delete(&key).await {
                     tracing::debug!(%key, error = %e, "could not delete a staged chunk");
                 }
             }
-        }
+        });
+        futures_util::future::join_all(deletes).await;
     }
 }

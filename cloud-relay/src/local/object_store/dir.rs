@@ -313,12 +313,18 @@ impl DirStore {
     ) -> Result<(), StoreError> {
         let mut missing = Vec::new();
         let mut d = dir;
-        while d != bucket_dir && !d.is_dir() {
-            if d.exists() {
-                return Err(conflict(bucket, key, "a prefix of it is an object"));
+        // One stat per level: with two (is it a directory? does it exist?) a directory
+        // created by a concurrent put in between looked like an object in the way.
+        while d != bucket_dir {
+            match fs::symlink_metadata(d) {
+                Ok(m) if m.is_dir() => break,
+                Ok(_) => return Err(conflict(bucket, key, "a prefix of it is an object")),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    missing.push(d);
+                    d = d.parent().expect("inside the bucket");
+                }
+                Err(e) => return Err(io_at(d)(e)),
             }
-            missing.push(d);
-            d = d.parent().expect("inside the bucket");
         }
         for d in missing.into_iter().rev() {
             match fs::create_dir(d) {
@@ -421,7 +427,17 @@ impl DirStore {
         while dir != bucket_dir && fs::remove_dir(dir).is_ok() {
             dir = dir.parent().expect("inside the bucket");
         }
-        sync_dir(dir)
+        // Make the removal durable in the nearest directory that is still there: a
+        // concurrent delete may have pruned `dir` itself since our remove_dir failed.
+        loop {
+            match File::open(dir) {
+                Ok(d) => return d.sync_all().map_err(io_at(dir)),
+                Err(e) if e.kind() == io::ErrorKind::NotFound && dir != bucket_dir => {
+                    dir = dir.parent().expect("inside the bucket");
+                }
+                Err(e) => return Err(io_at(dir)(e)),
+            }
+        }
     }
 
     /// One page of the bucket's keys that start with `req.prefix`, in key order.

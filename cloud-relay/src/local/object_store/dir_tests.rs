@@ -233,3 +233,30 @@ fn unfinished_uploads_are_removed_when_the_store_opens() {
         0
     );
 }
+
+#[test]
+fn concurrent_puts_and_deletes_under_new_prefixes_all_succeed() {
+    // Several writers create the same new directories at once, and deleters prune
+    // them at once: neither may see the other's directory as an object in the way,
+    // nor fail on a directory pruned under it. Many rounds, to meet the races.
+    let (_dir, store) = store();
+    for round in 0..50 {
+        let threads: Vec<_> = (0..4)
+            .map(|t| {
+                let store = store.clone();
+                std::thread::spawn(move || {
+                    let key = format!("staging/r{round}/deep/chunk-{t}");
+                    store
+                        .put("frames", &key, b"chunk", PutMode::IfAbsent)
+                        .unwrap();
+                    store.delete("frames", &key).unwrap();
+                })
+            })
+            .collect();
+        for t in threads {
+            t.join().unwrap();
+        }
+    }
+    let page = store.list("frames", &ListRequest::default()).unwrap();
+    assert!(page.objects.is_empty(), "{:?}", keys(&page));
+}
