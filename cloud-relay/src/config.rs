@@ -1,7 +1,8 @@
 //! The relay's configuration: `/etc/cloud-relay/config.toml` (TOML, unknown keys
 //! refused), defaults in one place ([`Config::default`] and the `default_*` functions),
-//! and [`Config::validate`], which runs before anything starts and names the key at
-//! fault. `cloud-relay print-default-config` prints [`DEFAULT_CONFIG`], an annotated
+//! and [`Config::validate`] (in [`validate`]), which runs before anything starts and
+//! names the key at fault. `[a2i.setup]` ([`SetupConfig`], in [`setup`]) is what
+//! `cloud-relay setup` creates the task UI and flow definition from. `cloud-relay print-default-config` prints [`DEFAULT_CONFIG`], an annotated
 //! example that a test parses, so it cannot drift from the types.
 
 use std::net::SocketAddr;
@@ -10,6 +11,12 @@ use std::time::Duration;
 
 use serde::Deserialize;
 use thiserror::Error;
+
+mod setup;
+mod validate;
+
+pub use setup::SetupConfig;
+pub use validate::Purpose;
 
 /// The annotated default configuration (`cloud-relay print-default-config`).
 pub const DEFAULT_CONFIG: &str = include_str!("relay/default-config.toml");
@@ -95,6 +102,8 @@ pub struct S3Config {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct A2iConfig {
+    /// Required by `run`; `setup` prints it (empty when absent).
+    #[serde(default)]
     pub flow_definition_arn: String,
     #[serde(default = "default_region")]
     pub region: String,
@@ -107,6 +116,22 @@ pub struct A2iConfig {
     /// Name of the answer field in the task form (`<crowd-image-classifier name=...>`).
     #[serde(default = "default_answer_field")]
     pub answer_field: String,
+    /// What `cloud-relay setup` creates.
+    #[serde(default)]
+    pub setup: Option<SetupConfig>,
+}
+
+impl A2iConfig {
+    /// The name at the end of `flow_definition_arn` (`None` if it is not such an ARN).
+    pub fn flow_definition_name(&self) -> Option<&str> {
+        let arn = &self.flow_definition_arn;
+        if !arn.starts_with("arn:") {
+            return None;
+        }
+        arn.rsplit_once(":flow-definition/")
+            .map(|(_, name)| name)
+            .filter(|name| !name.is_empty() && !name.contains('/'))
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -322,9 +347,14 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
 }
 
 impl Config {
-    /// Reads, parses and validates `path`; relative `labels_file` is resolved
-    /// against the config file's directory.
+    /// Reads, parses and validates `path` for `run`; relative `labels_file` is
+    /// resolved against the config file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Config::load_for(path, Purpose::Run)
+    }
+
+    /// [`Config::load`], validated for `purpose`.
+    pub fn load_for(path: &Path, purpose: Purpose) -> Result<Config, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_owned(),
             source,
@@ -350,7 +380,7 @@ impl Config {
                 .collect();
             config.model.labels_file = Some(file);
         }
-        config.validate()?;
+        config.validate_for(purpose)?;
         Ok(config)
     }
 
@@ -381,252 +411,7 @@ impl Config {
         labels.push(protocol::a2i::NONE_OF_THESE.to_owned());
         labels
     }
-
-    pub fn validate(&self) -> Result<(), ConfigError> {
-        let m = &self.mqtt;
-        if m.host.is_empty() {
-            return Err(invalid("mqtt.host", "is empty"));
-        }
-        protocol::DeviceId::new(m.client_id.clone())
-            .map_err(|e| invalid("mqtt.client_id", e.to_string()))?;
-        let topics = protocol::Topics::new(m.topic_prefix.clone())
-            .map_err(|e| invalid("mqtt.topic_prefix", e.to_string()))?;
-        if let Some(group) = &m.share_group {
-            topics
-                .shared_events_filter(group)
-                .map_err(|e| invalid("mqtt.share_group", e.to_string()))?;
-        }
-        if m.max_inflight == 0 {
-            return Err(invalid("mqtt.max_inflight", "must be at least 1"));
-        }
-        if m.keep_alive < Duration::from_secs(5) {
-            return Err(invalid("mqtt.keep_alive", "must be at least 5s"));
-        }
-        if m.session_expiry.as_secs() > u64::from(u32::MAX) {
-            return Err(invalid("mqtt.session_expiry", "is longer than 136 years"));
-        }
-        if m.password.is_some() && m.username.is_none() {
-            return Err(invalid("mqtt.password", "is set without mqtt.username"));
-        }
-        if let Some(tls) = &m.tls {
-            for (key, path) in [
-                ("mqtt.tls.ca_file", &tls.ca_file),
-                ("mqtt.tls.cert_file", &tls.cert_file),
-                ("mqtt.tls.key_file", &tls.key_file),
-            ] {
-                if path.as_os_str().is_empty() {
-                    return Err(invalid(key, "is empty"));
-                }
-            }
-        }
-        let s3 = &self.s3;
-        let bucket_ok = (3..=63).contains(&s3.bucket.len())
-            && s3
-                .bucket
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'.');
-        if !bucket_ok {
-            return Err(invalid(
-                "s3.bucket",
-                format!(
-                    "{:?} is not a bucket name (3-63 lowercase letters, digits, '-', '.')",
-                    s3.bucket
-                ),
-            ));
-        }
-        for (key, prefix) in [
-            ("s3.images_prefix", &s3.images_prefix),
-            ("s3.manifest_prefix", &s3.manifest_prefix),
-            ("s3.staging_prefix", &s3.staging_prefix),
-        ] {
-            if prefix.is_empty() || prefix.starts_with('/') || prefix.ends_with('/') {
-                return Err(invalid(
-                    key,
-                    format!("{prefix:?} must be non-empty without a leading or trailing '/'"),
-                ));
-            }
-        }
-        let prefixes = [&s3.images_prefix, &s3.manifest_prefix, &s3.staging_prefix];
-        for (i, a) in prefixes.iter().enumerate() {
-            for b in &prefixes[i + 1..] {
-                if a == b {
-                    return Err(invalid(
-                        "s3.images_prefix",
-                        "images, manifest and staging prefixes must differ",
-                    ));
-                }
-            }
-        }
-        for (key, url) in [
-            ("s3.endpoint_url", &s3.endpoint_url),
-            ("a2i.endpoint_url", &self.a2i.endpoint_url),
-            (
-                "a2i.sagemaker_endpoint_url",
-                &self.a2i.sagemaker_endpoint_url,
-            ),
-        ] {
-            if let Some(url) = url {
-                if !(url.starts_with("http://") || url.starts_with("https://")) {
-                    return Err(invalid(
-                        key,
-                        format!("{url:?} is not an http:// or https:// URL"),
-                    ));
-                }
-            }
-        }
-        let arn = &self.a2i.flow_definition_arn;
-        let arn_ok = arn.starts_with("arn:")
-            && arn
-                .rsplit_once(":flow-definition/")
-                .is_some_and(|(_, name)| !name.is_empty());
-        if !arn_ok {
-            return Err(invalid(
-                "a2i.flow_definition_arn",
-                format!("{arn:?} is not a flow definition ARN (arn:aws:sagemaker:REGION:ACCOUNT:flow-definition/NAME)"),
-            ));
-        }
-        if self.a2i.answer_field.is_empty() {
-            return Err(invalid("a2i.answer_field", "is empty"));
-        }
-        if self.model.labels.is_empty() {
-            return Err(invalid(
-                "model.labels",
-                "is empty (set model.labels or model.labels_file)",
-            ));
-        }
-        for (i, label) in self.model.labels.iter().enumerate() {
-            if label.trim().is_empty() || label == protocol::a2i::NONE_OF_THESE {
-                return Err(invalid(
-                    "model.labels",
-                    format!("label {i} ({label:?}) is empty or reserved"),
-                ));
-            }
-            if self.model.labels[..i].contains(label) {
-                return Err(invalid(
-                    "model.labels",
-                    format!("label {label:?} appears twice"),
-                ));
-            }
-        }
-        let intake = &self.intake;
-        if intake.workers == 0 {
-            return Err(invalid("intake.workers", "must be at least 1"));
-        }
-        if intake.max_pending_sets == 0 {
-            return Err(invalid("intake.max_pending_sets", "must be at least 1"));
-        }
-        if intake.max_pending_bytes < 1024 * 1024 {
-            return Err(invalid(
-                "intake.max_pending_bytes",
-                "must be at least 1 MiB",
-            ));
-        }
-        if intake.chunk_timeout < Duration::from_secs(1) {
-            return Err(invalid("intake.chunk_timeout", "must be at least 1s"));
-        }
-        let r = &self.results;
-        protocol::manifest::validate_attribute(&r.label_attribute)
-            .map_err(|e| invalid("results.label_attribute", e.to_string()))?;
-        if r.job_name.is_empty() {
-            return Err(invalid("results.job_name", "is empty"));
-        }
-        if r.poll_interval < Duration::from_millis(100) {
-            return Err(invalid("results.poll_interval", "must be at least 100ms"));
-        }
-        if self.retry.initial_backoff.is_zero()
-            || self.retry.max_backoff < self.retry.initial_backoff
-        {
-            return Err(invalid(
-                "retry.max_backoff",
-                "must be at least retry.initial_backoff, which must be above 0",
-            ));
-        }
-        Ok(())
-    }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn minimal() -> String {
-        r#"
-[mqtt]
-host = "127.0.0.1"
-client_id = "relay-1"
-[s3]
-bucket = "edge-a2i"
-[a2i]
-flow_definition_arn = "arn:aws:sagemaker:us-east-1:000000000000:flow-definition/dogs"
-[model]
-labels = ["beagle", "pug"]
-"#
-        .to_owned()
-    }
-
-    #[test]
-    fn the_annotated_default_config_parses_and_validates() {
-        let c = Config::parse(DEFAULT_CONFIG).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.mqtt.port, 8883);
-        assert_eq!(c.intake.workers, 16);
-        assert!(c.stages_chunks(), "the default config shares the load");
-    }
-
-    #[test]
-    fn a_minimal_config_gets_defaults() {
-        let c = Config::parse(&minimal()).unwrap();
-        c.validate().unwrap();
-        assert_eq!(c.mqtt.session_expiry, Duration::from_secs(86400));
-        assert_eq!(c.s3.images_prefix, "events");
-        assert_eq!(c.results.label_attribute, "label");
-        assert!(!c.stages_chunks());
-        assert_eq!(c.review_labels(), ["beagle", "pug", "none of these"]);
-    }
-
-    #[test]
-    fn unknown_keys_are_refused_with_their_name() {
-        let text = minimal().replace("[s3]", "[s3]\nbuckt = \"x\"");
-        let e = Config::parse(&text).unwrap_err().to_string();
-        assert!(e.contains("unknown field `buckt`"), "{e}");
-    }
-
-    #[test]
-    fn invalid_values_name_their_key() {
-        let cases = [
-            (
-                "bucket = \"edge-a2i\"",
-                "bucket = \"Edge_A2I\"",
-                "s3.bucket",
-            ),
-            (
-                "labels = [\"beagle\", \"pug\"]",
-                "labels = []",
-                "model.labels",
-            ),
-            (
-                "labels = [\"beagle\", \"pug\"]",
-                "labels = [\"pug\", \"pug\"]",
-                "model.labels",
-            ),
-            (
-                "flow-definition/dogs",
-                "human-task-ui/dogs",
-                "a2i.flow_definition_arn",
-            ),
-            (
-                "client_id = \"relay-1\"",
-                "client_id = \"a b\"",
-                "mqtt.client_id",
-            ),
-        ];
-        for (from, to, key) in cases {
-            let c = Config::parse(&minimal().replace(from, to)).unwrap();
-            let e = c.validate().unwrap_err().to_string();
-            assert!(e.starts_with(key), "{to}: {e}");
-        }
-        let text = minimal().replace("[intake]", "") + "[intake]\nchunk_timeout = \"soon\"\n";
-        let e = Config::parse(&text).unwrap_err().to_string();
-        assert!(e.contains("chunk_timeout"), "{e}");
-    }
-}
+mod tests;

@@ -5,3 +5,5 @@ pub mod config;
 pub mod local;
 pub mod relay;
 pub mod review_service;
+pub mod sagemaker_control;
+pub mod setup;

@@ -37,6 +37,25 @@ enum Command {
             env = "CLOUD_RELAY_CONFIG"
         )]
         config: PathBuf,
+        /// Also run the start-up checks against AWS: the bucket, and the flow
+        /// definition (exists, Active, known to the A2I runtime). Not the broker: that
+        /// would take over a running relay's session.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Create the human task UI (from the model's labels) and the flow definition of
+    /// `[a2i.setup]` if missing, wait until the flow is Active, print both ARNs.
+    Setup {
+        #[arg(
+            long,
+            short,
+            default_value = "/etc/cloud-relay/config.toml",
+            env = "CLOUD_RELAY_CONFIG"
+        )]
+        config: PathBuf,
+        /// How long to wait for the flow definition to become Active.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        wait: std::time::Duration,
     },
     /// Print the annotated default configuration.
     PrintDefaultConfig,
@@ -139,11 +158,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             cloud_relay::relay::run(config, shutdown_signal()).await?;
             Ok(())
         }
-        Command::CheckConfig { config: path } => {
-            cloud_relay::config::Config::load(&path)?;
+        Command::CheckConfig {
+            config: path,
+            online,
+        } => {
+            let config = cloud_relay::config::Config::load(&path)?;
+            if online {
+                cloud_relay::relay::check(&config).await?;
+            }
             println!("{}: ok", path.display());
             Ok(())
         }
+        Command::Setup { config, wait } => cloud_relay::setup::cli(&config, wait).await,
         Command::PrintDefaultConfig => {
             print!("{}", cloud_relay::config::DEFAULT_CONFIG);
             Ok(())

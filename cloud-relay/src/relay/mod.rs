@@ -11,6 +11,7 @@
 //! | [`retry`] | backoff, the quota gate |
 //! | [`keys`] | the S3 key layout |
 //! | [`metrics`] | counters and the Prometheus endpoint |
+//! | [`startup`] | the start-up health check (bucket, flow definition Active) |
 
 pub mod a2i;
 pub mod collector;
@@ -22,6 +23,7 @@ pub mod pipeline;
 pub mod results;
 pub mod retry;
 pub mod s3;
+pub mod startup;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -45,6 +47,10 @@ pub enum RelayError {
     BrokerRefused { broker: String, message: String },
     #[error(transparent)]
     Bucket(#[from] s3::BucketError),
+    #[error("flow definition {arn} does not exist (create it with `cloud-relay setup`, or correct a2i.flow_definition_arn): {message}")]
+    FlowDefinitionMissing { arn: String, message: String },
+    #[error(transparent)]
+    FlowDefinitionNotActive(#[from] crate::sagemaker_control::FlowNotActive),
     #[error("flow definition {arn} is not usable: {message}")]
     FlowDefinition { arn: String, message: String },
     #[error("metrics endpoint {addr}: {source}")]
@@ -59,25 +65,16 @@ pub enum RelayError {
 /// TimeoutStopSec is 30 s in the shipped unit).
 pub const DRAIN: Duration = Duration::from_secs(15);
 
-/// Checks the bucket, the flow definition and the broker, then runs until
-/// `shutdown` completes.
+pub use startup::check;
+
+/// Checks the bucket, the flow definition ([`startup::check`]) and the broker, then
+/// runs until `shutdown` completes.
 pub async fn run(
     config: Config,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<(), RelayError> {
     let metrics = Arc::new(metrics::Metrics::default());
-    let store = s3::S3Store::connect(&config.s3).await;
-    store.check_bucket().await?;
-    let a2i = a2i::A2iClient::connect(&config.a2i).await;
-    if let Err(e) = a2i.check_flow().await {
-        if !matches!(e, retry::Failure::Transient(_)) {
-            return Err(RelayError::FlowDefinition {
-                arn: config.a2i.flow_definition_arn.clone(),
-                message: e.to_string(),
-            });
-        }
-        tracing::warn!(error = %e, "could not check the flow definition now; going on");
-    }
+    let (store, a2i) = startup::check(&config).await?;
     let (client, eventloop) = mqtt::connect(&config).await?;
 
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);

@@ -1,5 +1,6 @@
 //! The relay's test bench, on loopback: Mosquitto configured like IoT Core (TLS with
-//! client certificates, 128 KiB limit), moto's S3 server (a separate process), the
+//! client certificates, 128 KiB limit), moto's S3 server (a separate process; or
+//! `cloud-relay object-store` with [`Bench::start_with`] and [`S3Server::Local`]), the
 //! project's review service in this process (driven by the relay through the real
 //! `aws-sdk-sagemakera2iruntime` client, optionally answering 429/503 first), relays
 //! as real `cloud-relay run` processes, and a test agent that publishes real envelopes
@@ -34,6 +35,15 @@ pub const BUCKET: &str = "frames";
 pub const FLOW: &str = "dogs";
 pub const LABELS: [&str; 3] = ["beagle", "basset", "pug"];
 
+/// Which S3-compatible server a [`Bench`] runs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum S3Server {
+    /// moto's S3 server (Python, one process).
+    Moto,
+    /// `cloud-relay object-store` over a directory of the bench (a child process).
+    Local,
+}
+
 /// Answers the next `remaining` A2I requests with `status` instead of serving them.
 #[derive(Clone, Default)]
 pub struct Faults {
@@ -52,7 +62,12 @@ impl Faults {
 pub struct Bench {
     pub dir: tempfile::TempDir,
     pub broker: Mosquitto,
+    /// Stopped when the bench runs on [`S3Server::Local`].
     pub moto: MotoS3,
+    /// `cloud-relay object-store` with [`S3Server::Local`].
+    pub object_store: Option<ChildGuard>,
+    /// The S3 endpoint the relays and `s3` use.
+    pub s3_url: String,
     pub s3: aws_sdk_s3::Client,
     pub review: ReviewService,
     pub review_url: String,
@@ -63,10 +78,24 @@ pub struct Bench {
 
 impl Bench {
     pub async fn start(broker: Mosquitto, max_in_progress: usize) -> Bench {
+        Bench::start_with(broker, max_in_progress, S3Server::Moto).await
+    }
+
+    pub async fn start_with(broker: Mosquitto, max_in_progress: usize, server: S3Server) -> Bench {
         let dir = tempfile::tempdir().unwrap();
-        let moto = MotoS3::builder().start();
-        let s3 = s3_client(&moto.endpoint_url());
-        create_bucket(&s3, BUCKET).await;
+        let mut moto = MotoS3::builder().start();
+        let (s3_url, object_store) = match server {
+            S3Server::Moto => (moto.endpoint_url(), None),
+            S3Server::Local => {
+                moto.stop();
+                let (url, guard) = start_object_store(dir.path());
+                (url, Some(guard))
+            }
+        };
+        let s3 = s3_client(&s3_url);
+        if server == S3Server::Moto {
+            create_bucket(&s3, BUCKET).await;
+        }
         let sink = Arc::new(S3Store::from_client(s3.clone(), BUCKET));
         let identity = ServiceIdentity {
             region: "us-east-1".into(),
@@ -127,6 +156,8 @@ impl Bench {
             dir,
             broker,
             moto,
+            object_store,
+            s3_url,
             s3,
             review,
             review_url,
@@ -170,6 +201,7 @@ endpoint_url = "{s3}"
 [a2i]
 flow_definition_arn = "{flow}"
 endpoint_url = "{a2i}"
+sagemaker_endpoint_url = "{a2i}"
 
 [model]
 labels = ["beagle", "basset", "pug"]
@@ -193,7 +225,7 @@ listen = "127.0.0.1:{metrics_port}"
             ca = certs.ca_cert.display(),
             cert = client.cert.display(),
             key = client.key.display(),
-            s3 = self.moto.endpoint_url(),
+            s3 = self.s3_url,
             flow = self.flow_arn,
             a2i = self.review_url,
         );
@@ -279,6 +311,34 @@ listen = "127.0.0.1:{metrics_port}"
         }
         n
     }
+}
+
+/// Starts `cloud-relay object-store` on a free port over `dir/objects`, with bucket
+/// [`BUCKET`] and the `test`/`test` credentials the bench's clients sign with.
+fn start_object_store(dir: &Path) -> (String, ChildGuard) {
+    let port = test_support::free_port();
+    let log = dir.join("object-store.log");
+    let mut guard = spawn_with_log(
+        Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
+            .args(["object-store", "--bucket", BUCKET, "--root"])
+            .arg(dir.join("objects"))
+            .arg("--listen")
+            .arg(format!("127.0.0.1:{port}"))
+            .env("EDGE_A2I_S3_ACCESS_KEY", "test")
+            .env("EDGE_A2I_S3_SECRET_KEY", "test"),
+        &log,
+    )
+    .unwrap();
+    let start = Instant::now();
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            guard.is_running() && start.elapsed() < Duration::from_secs(20),
+            "object store did not start:\n{}",
+            test_support::log_tail(&log, 40)
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    (format!("http://127.0.0.1:{port}"), guard)
 }
 
 /// Fetches `/metrics` from a relay and reads one sample.
