@@ -323,7 +323,7 @@ impl Default for MetricsConfig {
 /// A configuration that cannot be used; each names the file or key at fault.
 #[derive(Debug, Error)]
 pub enum ConfigError {
-    #[error("reading {path}: {source}")]
+    #[error("cannot read {path}")]
     Read {
         path: PathBuf,
         #[source]

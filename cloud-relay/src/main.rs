@@ -15,28 +15,31 @@ struct Cli {
     command: Command,
 }
 
+/// `--config FILE`, shared by the subcommands that read the relay's config.
+#[derive(clap::Args)]
+struct ConfigPath {
+    /// The relay's TOML config.
+    #[arg(
+        long = "config",
+        short = 'c',
+        default_value = "/etc/cloud-relay/config.toml",
+        env = "CLOUD_RELAY_CONFIG"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Command {
     /// Run the relay daemon: MQTT events into S3 and A2I human loops, results into
     /// the augmented manifest.
     Run {
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/cloud-relay/config.toml",
-            env = "CLOUD_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
     },
     /// Parse and validate a config file, then exit.
     CheckConfig {
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/cloud-relay/config.toml",
-            env = "CLOUD_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Also run the start-up checks against AWS: the bucket, and the flow
         /// definition (exists, Active, known to the A2I runtime). Not the broker: that
         /// would take over a running relay's session.
@@ -46,13 +49,8 @@ enum Command {
     /// Create the human task UI (from the model's labels) and the flow definition of
     /// `[a2i.setup]` if missing, wait until the flow is Active, print both ARNs.
     Setup {
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/cloud-relay/config.toml",
-            env = "CLOUD_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// How long to wait for the flow definition to become Active.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
@@ -103,13 +101,8 @@ enum Command {
 enum ManifestCommand {
     /// Write the reviewed rows as one JSON-lines file (oldest review first).
     Export {
-        #[arg(
-            long,
-            short,
-            default_value = "/etc/cloud-relay/config.toml",
-            env = "CLOUD_RELAY_CONFIG"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigPath,
         /// Output file; `-` for stdout.
         #[arg(long, short, default_value = "-")]
         output: PathBuf,
@@ -154,12 +147,12 @@ async fn main() -> std::process::ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
-            let config = cloud_relay::config::Config::load(&config)?;
+            let config = cloud_relay::config::Config::load(&config.path)?;
             cloud_relay::relay::run(config, shutdown_signal()).await?;
             Ok(())
         }
         Command::CheckConfig {
-            config: path,
+            config: ConfigPath { path },
             online,
         } => {
             let config = cloud_relay::config::Config::load(&path)?;
@@ -169,7 +162,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             Ok(())
         }
-        Command::Setup { config, wait } => cloud_relay::setup::cli(&config, wait).await,
+        Command::Setup { config, wait } => cloud_relay::setup::cli(&config.path, wait).await,
         Command::PrintDefaultConfig => {
             print!("{}", cloud_relay::config::DEFAULT_CONFIG);
             Ok(())
@@ -181,7 +174,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             to,
             labels,
         }) => {
-            let config = cloud_relay::config::Config::load(&config)?;
+            let config = cloud_relay::config::Config::load(&config.path)?;
             let ms = |t: Option<String>| -> anyhow::Result<Option<i64>> {
                 t.map(|t| protocol::timestamp::parse_rfc3339_utc(&t).map_err(anyhow::Error::from))
                     .transpose()
