@@ -110,8 +110,10 @@ fn main() {
     let drain = events as f64 / start.elapsed().as_secs_f64();
     assert!(agent.stop());
 
+    // The backend `auto` chose (litert when $EDGE_AGENT_LITERT_LIB points at it).
+    let backend = processor(1.0).backend_name();
     println!();
-    println!("| daemon benchmark (1 inference thread, tflite) | value |");
+    println!("| daemon benchmark (1 inference thread, {backend}) | value |");
     println!("|---|---|");
     println!("| frame step, 0% selected (frames/s) | {fps_none:.1} |");
     println!("| frame step, 100% selected, outbox fsync per event (frames/s) | {fps_all:.1} |");
