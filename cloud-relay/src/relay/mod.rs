@@ -14,6 +14,7 @@
 //! | [`startup`] | the start-up health check (bucket, flow definition Active) |
 
 pub mod a2i;
+mod ack_order;
 pub mod collector;
 pub mod intake;
 pub mod keys;

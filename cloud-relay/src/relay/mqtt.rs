@@ -19,6 +19,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, Semaphore};
 
+use super::ack_order::AckOrder;
 use super::intake::{Action, Intake, Staged};
 use super::metrics::{inc, Metrics};
 use super::pipeline::Pipeline;
@@ -204,6 +205,8 @@ struct Driver {
     /// The set whose staged chunks the step being carried out completed: its
     /// `Process` cleans them up afterwards. Other events have nothing staged.
     staged_set: Option<(EventId, u32)>,
+    /// Acks are sent in the order the messages arrived (MQTT requires it).
+    acks: AckOrder<Publish>,
 }
 
 impl Driver {
@@ -223,14 +226,16 @@ impl Driver {
         self.staged_set = None;
     }
 
-    async fn execute(&self, actions: Vec<Action<Publish>>) {
+    async fn execute(&mut self, actions: Vec<Action<Publish>>) {
         for action in actions {
             match action {
                 Action::Ack(p) => {
-                    if let Err(e) = self.client.ack(&p).await {
-                        tracing::warn!(error = %e, "could not queue an ack");
+                    for p in self.acks.ready(p.pkid, p) {
+                        if let Err(e) = self.client.ack(&p).await {
+                            tracing::warn!(error = %e, "could not queue an ack");
+                        }
+                        inc(&self.metrics.c.messages_acked_total);
                     }
-                    inc(&self.metrics.c.messages_acked_total);
                 }
                 Action::Receipt { device, receipt } => self.send_receipt(&device, &receipt).await,
                 Action::Rejected { reason, detail } => {
@@ -385,6 +390,7 @@ pub async fn run_intake(
         metrics: metrics.clone(),
         done_tx,
         staged_set: None,
+        acks: AckOrder::default(),
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
@@ -393,6 +399,9 @@ pub async fn run_intake(
             _ = &mut shutdown => break,
             Some(Incoming::Publish(p)) = rx.recv() => {
                 inc(&metrics.c.messages_in_total);
+                if p.qos != QoS::AtMostOnce {
+                    driver.acks.received(p.pkid);
+                }
                 let topic = String::from_utf8_lossy(&p.topic).into_owned();
                 let payload = p.payload.clone();
                 // The ack needs the packet id and QoS only. Topic and payload are views
@@ -414,7 +423,11 @@ pub async fn run_intake(
         };
         driver.execute(actions).await;
     }
-    tracing::info!(in_flight = intake.in_flight(), "intake stopping");
+    tracing::info!(
+        in_flight = intake.in_flight(),
+        unacked = driver.acks.waiting(),
+        "intake stopping"
+    );
     let deadline = tokio::time::Instant::now() + drain;
     while intake.in_flight() > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
