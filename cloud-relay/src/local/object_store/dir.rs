@@ -311,6 +311,26 @@ impl DirStore {
         bucket: &str,
         key: &str,
     ) -> Result<(), StoreError> {
+        // A concurrent delete prunes directories that became empty, possibly one this
+        // put has just made: start again from the top, a few times.
+        let mut attempts = 0;
+        loop {
+            attempts += 1;
+            match self.try_make_dirs(bucket_dir, dir, bucket, key) {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 => {}
+                other => return other,
+            }
+        }
+    }
+
+    fn try_make_dirs(
+        &self,
+        bucket_dir: &Path,
+        dir: &Path,
+        bucket: &str,
+        key: &str,
+    ) -> Result<(), StoreError> {
         let mut missing = Vec::new();
         let mut d = dir;
         // One stat per level: with two (is it a directory? does it exist?) a directory
@@ -329,7 +349,13 @@ impl DirStore {
         for d in missing.into_iter().rev() {
             match fs::create_dir(d) {
                 Ok(()) => sync_dir(d.parent().expect("inside the bucket"))?,
-                Err(e) if e.kind() == io::ErrorKind::AlreadyExists && d.is_dir() => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => match fs::symlink_metadata(d)
+                {
+                    Ok(m) if m.is_dir() => {}
+                    Ok(_) => return Err(conflict(bucket, key, "a prefix of it is an object")),
+                    // Made and pruned again by others since: `make_dirs` starts over.
+                    Err(e) => return Err(io_at(d)(e)),
+                },
                 Err(_) if d.exists() && !d.is_dir() => {
                     return Err(conflict(bucket, key, "a prefix of it is an object"))
                 }
