@@ -184,6 +184,13 @@ fn try_litert(
     options: &BackendOptions,
     choice: &BackendChoice,
 ) -> Result<(Box<dyn InferenceBackend>, PathBuf), String> {
+    // LiteRT ships (as the ai-edge-litert wheels) for x86_64 and aarch64 only.
+    if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
+        return Err(format!(
+            "there is no LiteRT build for {} (only x86_64 and aarch64); the compiled-in TF Lite runs here",
+            std::env::consts::ARCH
+        ));
+    }
     let library = find_litert_library(choice.library.as_deref())?;
     let mut backend = match LitertBackend::new(&library, package, options) {
         Ok(b) => b,
