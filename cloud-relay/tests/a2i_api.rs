@@ -16,9 +16,8 @@ use aws_sdk_sagemakera2iruntime::primitives::DateTime;
 use aws_sdk_sagemakera2iruntime::types::{HumanLoopInput, HumanLoopStatus, SortOrder};
 use cloud_relay::review_service::{self, HumanAnswer, ReviewService, ReviewServiceConfig};
 use serde_json::{json, Value};
+use test_support::InProcessServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/a2i-local";
 const WORKTEAM: &str = "arn:aws:sagemaker:us-east-1:000000000000:workteam/private-crowd/local";
@@ -30,8 +29,7 @@ const TEMPLATE: &str = r#"<script src="https://assets.crowd.aws/crowd-html-eleme
 struct Running {
     addr: SocketAddr,
     service: ReviewService,
-    shutdown: oneshot::Sender<()>,
-    task: JoinHandle<std::io::Result<()>>,
+    server: InProcessServer<std::io::Error>,
 }
 
 async fn start_service(state_dir: &Path, output_dir: &Path) -> Running {
@@ -46,26 +44,20 @@ async fn start_service(state_dir: &Path, output_dir: &Path) -> Running {
     let service = config.open_service().unwrap();
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (shutdown, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(review_service::serve(listener, service.clone(), async {
-        let _ = rx.await;
-    }));
+    let server = InProcessServer::spawn({
+        let service = service.clone();
+        |shutdown| review_service::serve(listener, service, shutdown)
+    });
     Running {
         addr,
         service,
-        shutdown,
-        task,
+        server,
     }
 }
 
 impl Running {
     async fn stop(self) {
-        let _ = self.shutdown.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("service stops within 10 s")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
     }
 }
 

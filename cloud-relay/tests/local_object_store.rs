@@ -10,8 +10,8 @@ use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use cloud_relay::local::object_store::{self, DirStore};
+use test_support::InProcessServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const AK: &str = "test-access-key";
 const SK: &str = "test-secret-key";
@@ -19,8 +19,7 @@ const SK: &str = "test-secret-key";
 struct Running {
     addr: SocketAddr,
     root: tempfile::TempDir,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<std::io::Result<()>>,
+    server: InProcessServer<std::io::Error>,
 }
 
 async fn start() -> Running {
@@ -28,30 +27,15 @@ async fn start() -> Running {
     let store = DirStore::open(root.path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (shutdown, rx) = oneshot::channel::<()>();
-    let task = tokio::spawn(object_store::serve(
-        listener,
-        object_store::s3_service(store, AK, SK),
-        async {
-            let _ = rx.await;
-        },
-    ));
-    Running {
-        addr,
-        root,
-        shutdown,
-        task,
-    }
+    let server = InProcessServer::spawn(|shutdown| {
+        object_store::serve(listener, object_store::s3_service(store, AK, SK), shutdown)
+    });
+    Running { addr, root, server }
 }
 
 impl Running {
     async fn stop(self) {
-        let _ = self.shutdown.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("store stops within 10 s")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
     }
 }
 

@@ -22,8 +22,8 @@ use cloud_relay::review_service::{HumanLoopStatus, OutputKey, ReviewService, Ser
 use protocol::a2i::{consolidate, HumanLoopOutput, DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use protocol::manifest::{ClassificationMetadata, ManifestRow};
 use serde_json::{json, Value};
+use test_support::InProcessServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::sync::oneshot;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const FLOW: &str = "dogs";
@@ -46,8 +46,7 @@ struct Running {
     store: DirStore,
     loops: Vec<String>,
     _dir: tempfile::TempDir,
-    shutdown: oneshot::Sender<()>,
-    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+    server: InProcessServer<anyhow::Error>,
 }
 
 /// A frame the model was unsure about: its photo and the model's top-k.
@@ -151,34 +150,28 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
     }
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let (shutdown, rx) = oneshot::channel::<()>();
     let page = ReviewPageConfig {
         token: TOKEN.into(),
         store: store.clone(),
         answers_file: dir.path().join("state/review-page-answers.json"),
     };
-    let task = tokio::spawn(review_page::serve(listener, service.clone(), page, async {
-        let _ = rx.await;
-    }));
+    let server = InProcessServer::spawn({
+        let service = service.clone();
+        |shutdown| review_page::serve(listener, service, page, shutdown)
+    });
     Running {
         addr,
         service,
         store,
         loops,
         _dir: dir,
-        shutdown,
-        task,
+        server,
     }
 }
 
 impl Running {
     async fn stop(self) {
-        let _ = self.shutdown.send(());
-        tokio::time::timeout(Duration::from_secs(10), self.task)
-            .await
-            .expect("stops within 10 s")
-            .unwrap()
-            .unwrap();
+        self.server.stop().await;
     }
 
     fn output(&self, name: &str) -> Option<HumanLoopOutput> {

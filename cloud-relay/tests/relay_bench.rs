@@ -258,15 +258,10 @@ async fn throughput(relays: usize, server: S3Server, count: u64) -> Measured {
     let mut guards = vec![];
     let mut ports = vec![];
     for r in 0..relays {
-        let port = free_port();
-        let id = format!("relay-{r}");
         let share = (relays > 1).then_some("bench");
-        let config = bench.relay_config(&id, share, port, "");
-        let log = bench.dir.path().join(format!("{id}.log"));
-        let mut g = bench.spawn_relay(&config, &log);
-        wait_relay_ready(port, &mut g, &log).await;
-        guards.push(g);
-        ports.push(port);
+        let relay = bench.start_relay(&format!("relay-{r}"), share).await;
+        guards.push(relay.process);
+        ports.push(relay.port);
     }
     let agent = Agent::connect(&bench.broker, "agent-sim").await;
     let relay_pids: Vec<u32> = guards.iter().map(|g| g.id()).collect();

@@ -31,21 +31,16 @@ async fn wait_receipts(agent: &Agent, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn a_relay_sigkilled_three_times_mid_stream_loses_and_duplicates_nothing() {
     let bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
-    let port = free_port();
-    let config = bench.relay_config("relay-1", None, port, "");
-    let log = bench.dir.path().join("relay-1.log");
-    let mut relay = bench.spawn_relay(&config, &log);
-    wait_relay_ready(port, &mut relay, &log).await;
+    let RunningRelay {
+        process: mut relay,
+        config,
+        log,
+        ..
+    } = bench.start_relay("relay-1", None).await;
     let agent = std::sync::Arc::new(Agent::connect(&bench.broker, "agent-sim").await);
     let events = events(200, 2);
-    let delivery = {
-        let (agent, events) = (agent.clone(), events.clone());
-        tokio::spawn(async move {
-            agent
-                .deliver(&events, Duration::from_secs(8), Duration::from_secs(180))
-                .await
-        })
-    };
+    let delivery =
+        agent.deliver_in_background(&events, Duration::from_secs(8), Duration::from_secs(180));
     for at in [30, 90, 150] {
         wait_receipts(&agent, at).await;
         relay.kill();
@@ -82,14 +77,8 @@ async fn two_relays_on_a_shared_subscription_split_the_load_and_survive_a_kill()
     wait_relay_ready(pb, &mut b, &lb).await;
     let agent = std::sync::Arc::new(Agent::connect(&bench.broker, "agent-sim").await);
     let events = events(200, 3);
-    let delivery = {
-        let (agent, events) = (agent.clone(), events.clone());
-        tokio::spawn(async move {
-            agent
-                .deliver(&events, Duration::from_secs(8), Duration::from_secs(180))
-                .await
-        })
-    };
+    let delivery =
+        agent.deliver_in_background(&events, Duration::from_secs(8), Duration::from_secs(180));
     wait_receipts(&agent, 60).await;
     let (in_a, in_b) = (
         metric(pa, "cloud_relay_events_in_total").await.unwrap_or(0),
@@ -113,25 +102,19 @@ async fn two_relays_on_a_shared_subscription_split_the_load_and_survive_a_kill()
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn s3_down_for_a_while_and_a2i_throttling_lose_nothing() {
     let mut bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
-    let port = free_port();
-    let config = bench.relay_config("relay-1", None, port, "");
-    let log = bench.dir.path().join("relay-1.log");
-    let mut relay = bench.spawn_relay(&config, &log);
-    wait_relay_ready(port, &mut relay, &log).await;
+    let RunningRelay {
+        process: mut relay,
+        port,
+        ..
+    } = bench.start_relay("relay-1", None).await;
     let agent = std::sync::Arc::new(Agent::connect(&bench.broker, "agent-sim").await);
 
     // S3 outage. moto forgets everything when it stops: only events sent during and
     // after the outage are counted.
     bench.moto.stop();
     let during = events(40, 4);
-    let delivery = {
-        let (agent, events) = (agent.clone(), during.clone());
-        tokio::spawn(async move {
-            agent
-                .deliver(&events, Duration::from_secs(30), Duration::from_secs(120))
-                .await
-        })
-    };
+    let delivery =
+        agent.deliver_in_background(&during, Duration::from_secs(30), Duration::from_secs(120));
     test_support::wait_until_async(Duration::from_secs(30), "the relay retrying S3", || async {
         metric(
             port,
@@ -215,14 +198,8 @@ async fn a_relay_away_longer_than_its_session_still_ends_with_one_row_per_event(
 
     relay.kill();
     let away = events(30, 10);
-    let delivery = {
-        let (agent, events) = (agent.clone(), away.clone());
-        tokio::spawn(async move {
-            agent
-                .deliver(&events, Duration::from_secs(6), Duration::from_secs(120))
-                .await
-        })
-    };
+    let delivery =
+        agent.deliver_in_background(&away, Duration::from_secs(6), Duration::from_secs(120));
     // Down well past the 2 s expiry: wait for the agent's first resends (6 s).
     test_support::wait_until_async(Duration::from_secs(30), "the agent resending", || async {
         agent.resends.load(std::sync::atomic::Ordering::SeqCst) > 0
@@ -248,21 +225,15 @@ async fn a_relay_away_longer_than_its_session_still_ends_with_one_row_per_event(
 async fn an_a2i_quota_error_pauses_intake_until_loops_complete_and_drops_nothing() {
     // At most 20 loops in progress: the 21st StartHumanLoop is a quota error.
     let bench = Bench::start(Mosquitto::builder().start(), 20).await;
-    let port = free_port();
-    let config = bench.relay_config("relay-1", None, port, "");
-    let log = bench.dir.path().join("relay-1.log");
-    let mut relay = bench.spawn_relay(&config, &log);
-    wait_relay_ready(port, &mut relay, &log).await;
+    let RunningRelay {
+        process: mut relay,
+        port,
+        ..
+    } = bench.start_relay("relay-1", None).await;
     let agent = std::sync::Arc::new(Agent::connect(&bench.broker, "agent-sim").await);
     let events = events(50, 11);
-    let delivery = {
-        let (agent, events) = (agent.clone(), events.clone());
-        tokio::spawn(async move {
-            agent
-                .deliver(&events, Duration::from_secs(30), Duration::from_secs(120))
-                .await
-        })
-    };
+    let delivery =
+        agent.deliver_in_background(&events, Duration::from_secs(30), Duration::from_secs(120));
     test_support::wait_until_async(
         Duration::from_secs(30),
         "intake paused by the quota",

@@ -13,11 +13,12 @@ use test_support::{free_port, Mosquitto};
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_events_become_two_hundred_images_loops_receipts_and_manifest_rows() {
     let bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
-    let port = free_port();
-    let config = bench.relay_config("relay-1", None, port, "");
-    let log = bench.dir.path().join("relay-1.log");
-    let mut relay = bench.spawn_relay(&config, &log);
-    wait_relay_ready(port, &mut relay, &log).await;
+    let RunningRelay {
+        process: mut relay,
+        port,
+        config,
+        log,
+    } = bench.start_relay("relay-1", None).await;
     let agent = Agent::connect(&bench.broker, "agent-sim").await;
 
     let events = events(200, 1);
@@ -98,11 +99,11 @@ async fn two_hundred_events_become_two_hundred_images_loops_receipts_and_manifes
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn malformed_truncated_and_forged_events_are_rejected_counted_and_never_stored() {
     let bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
-    let port = free_port();
-    let config = bench.relay_config("relay-1", None, port, "");
-    let log = bench.dir.path().join("relay-1.log");
-    let mut relay = bench.spawn_relay(&config, &log);
-    wait_relay_ready(port, &mut relay, &log).await;
+    let RunningRelay {
+        process: mut relay,
+        port,
+        ..
+    } = bench.start_relay("relay-1", None).await;
     let agent = Agent::connect(&bench.broker, "agent-sim").await;
 
     let mut bad = events(4, 7);

@@ -16,6 +16,7 @@
 
 mod certs;
 mod error;
+mod in_process;
 mod mosquitto;
 mod moto;
 mod port;
@@ -27,6 +28,7 @@ mod wait;
 
 pub use certs::{ClientCert, TestCerts};
 pub use error::{Error, Result};
+pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
 pub use moto::{MotoS3, MotoS3Builder};
 pub use port::free_port;

@@ -234,6 +234,22 @@ listen = "127.0.0.1:{metrics_port}"
         path
     }
 
+    /// Writes relay `id`'s config (on a shared subscription when `share` is set),
+    /// starts `cloud-relay run` and waits until it is ready.
+    pub async fn start_relay(&self, id: &str, share: Option<&str>) -> RunningRelay {
+        let port = test_support::free_port();
+        let config = self.relay_config(id, share, port, "");
+        let log = self.dir.path().join(format!("{id}.log"));
+        let mut process = self.spawn_relay(&config, &log);
+        wait_relay_ready(port, &mut process, &log).await;
+        RunningRelay {
+            process,
+            port,
+            config,
+            log,
+        }
+    }
+
     pub fn spawn_relay(&self, config: &Path, log: &Path) -> ChildGuard {
         spawn_with_log(
             Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
@@ -427,7 +443,29 @@ pub struct Agent {
     _task: tokio::task::JoinHandle<()>,
 }
 
+/// A relay started by [`Bench::start_relay`], with what a test needs to restart,
+/// query or read it.
+pub struct RunningRelay {
+    pub process: ChildGuard,
+    /// Its metrics port.
+    pub port: u16,
+    pub config: PathBuf,
+    pub log: PathBuf,
+}
+
 impl Agent {
+    /// [`Agent::deliver`] on a task of its own, so the test can disturb the relay
+    /// meanwhile.
+    pub fn deliver_in_background(
+        self: &Arc<Self>,
+        events: &[TestEvent],
+        resend_after: Duration,
+        deadline: Duration,
+    ) -> tokio::task::JoinHandle<()> {
+        let (agent, events) = (self.clone(), events.to_vec());
+        tokio::spawn(async move { agent.deliver(&events, resend_after, deadline).await })
+    }
+
     pub async fn connect(broker: &Mosquitto, id: &str) -> Agent {
         let thing = broker.certs().client(id);
         let mut o = MqttOptions::new(id, broker.host(), broker.port());
