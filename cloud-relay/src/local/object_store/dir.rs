@@ -271,18 +271,26 @@ impl DirStore {
         file.sync_all().map_err(io_at(&tmp.path))?;
         drop(file);
         let parent = dest.parent().expect("objects live inside their bucket");
-        // A concurrent delete may prune a directory this write just created: retry.
+        // A concurrent delete prunes directories that became empty, possibly one this
+        // write is making or has just made: start again from the top, a few times.
         let mut attempts = 0;
         loop {
             attempts += 1;
-            self.make_dirs(&bucket_dir, parent, bucket, key)?;
+            match self.make_dirs(&bucket_dir, parent, bucket, key) {
+                Err(StoreError::Io { source, .. })
+                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 =>
+                {
+                    continue
+                }
+                made => made?,
+            }
             let placed = match mode {
                 PutMode::Overwrite => fs::rename(&tmp.path, &dest),
                 PutMode::IfAbsent => fs::hard_link(&tmp.path, &dest),
             };
             match placed {
                 Ok(()) => break,
-                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 3 => continue,
+                Err(e) if e.kind() == io::ErrorKind::NotFound && attempts < 5 => continue,
                 Err(e) if e.kind() == io::ErrorKind::AlreadyExists && mode == PutMode::IfAbsent => {
                     return Err(if dest.is_dir() {
                         conflict(bucket, key, "it is a prefix of other keys")
@@ -304,27 +312,9 @@ impl DirStore {
     }
 
     /// Creates the directories between the bucket and `dir`, fsyncing each new entry.
+    /// A directory pruned by a concurrent delete meanwhile is a `NotFound` I/O error,
+    /// which `commit` answers by starting over.
     fn make_dirs(
-        &self,
-        bucket_dir: &Path,
-        dir: &Path,
-        bucket: &str,
-        key: &str,
-    ) -> Result<(), StoreError> {
-        // A concurrent delete prunes directories that became empty, possibly one this
-        // put has just made: start again from the top, a few times.
-        let mut attempts = 0;
-        loop {
-            attempts += 1;
-            match self.try_make_dirs(bucket_dir, dir, bucket, key) {
-                Err(StoreError::Io { source, .. })
-                    if source.kind() == io::ErrorKind::NotFound && attempts < 5 => {}
-                other => return other,
-            }
-        }
-    }
-
-    fn try_make_dirs(
         &self,
         bucket_dir: &Path,
         dir: &Path,
