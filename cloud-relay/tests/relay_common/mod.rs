@@ -7,6 +7,12 @@
 //! and resends what was not receipted, the way edge-agent does.
 #![allow(dead_code)]
 
+// The unit tests' builders (crate-private in the library), compiled in here too, so
+// both kinds of tests make the same deterministic images.
+#[path = "../../src/relay/testing.rs"]
+mod unit_builders;
+pub use unit_builders::image;
+
 use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -369,19 +375,6 @@ pub async fn metric(port: u16, name: &str) -> Option<u64> {
     let mut text = String::new();
     s.read_to_string(&mut text).await.ok()?;
     cloud_relay::relay::metrics::sample(&text, name)
-}
-
-/// A deterministic test image of `size` bytes.
-pub fn image(n: u64, size: usize) -> Vec<u8> {
-    let mut x = n.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1;
-    (0..size)
-        .map(|_| {
-            x ^= x << 13;
-            x ^= x >> 7;
-            x ^= x << 17;
-            x as u8
-        })
-        .collect()
 }
 
 #[derive(Clone)]
