@@ -36,7 +36,7 @@ pub use envelope::{
 pub use event::{human_loop_name, ContentType, EventId, EventMeta, ImageInfo, ModelInfo, TopK};
 pub use json::{sha256_hex, MessageError};
 pub use reason::ReviewReason;
-pub use receipt::{Receipt, ReceiptStatus};
+pub use receipt::{Receipt, ReceiptStatus, RejectCode};
 pub use review::ReviewResult;
 pub use status::Status;
 pub use topics::{DeviceId, TopicKind, Topics};

@@ -1,15 +1,18 @@
 //! The receipt the relay publishes on `{prefix}/{device}/receipts` once it has dealt
 //! with an event: `stored` means the image is in S3 and the human loop exists, so the
 //! agent may drop the event from its outbox; `rejected` means the relay will never
-//! accept it (a forged checksum, an invalid meta), so the agent drops it too and
-//! counts it. No receipt means "not yet": the agent resends after its timeout.
+//! accept it as it is (a forged checksum, an invalid meta, another device's name, an
+//! id already stored with other content). A rejection is never a reason to destroy the
+//! frame: the agent keeps a rejected event aside, counts it by `code`, and tells the
+//! operator (DESIGN.md, "Guarantees"). No receipt means "not yet": the agent resends
+//! after its timeout.
 //!
 //! ```json
 //! {"v":1,"event_id":"01936f0e-7c4a-7b1e-9f3a-2d4c5b6a7e8f","status":"stored",
 //!  "image_uri":"s3://bucket/events/pi-kitchen/01936f0e-....jpg",
 //!  "human_loop_name":"ea2i-01936f0e-7c4a-7b1e-9f3a-2d4c5b6a7e8f"}
 //! {"v":1,"event_id":"01936f0e-7c4a-7b1e-9f3a-2d4c5b6a7e8f","status":"rejected",
-//!  "reason":"image sha256 is ..., not the ... its sender declared"}
+//!  "code":"invalid","reason":"image sha256 is ..., not the ... its sender declared"}
 //! ```
 
 use serde::{Deserialize, Serialize};
@@ -39,8 +42,42 @@ pub enum ReceiptStatus {
         image_uri: String,
         human_loop_name: String,
     },
-    /// The relay will never accept this event; `reason` says why, for people.
-    Rejected { reason: String },
+    /// The relay will not accept this event as it is; `reason` says why, for people,
+    /// and `code` for programs (absent in receipts from relays that predate it).
+    Rejected {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        code: Option<RejectCode>,
+        reason: String,
+    },
+}
+
+/// Why the relay rejected an event, as a machine-readable class.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RejectCode {
+    /// The event is malformed or its image fails its own checks (sha256, size, bounds).
+    Invalid,
+    /// The event names a device other than the one whose topic it came on (e.g. the
+    /// agent's `device.id` was changed while events were queued).
+    DeviceMismatch,
+    /// An event with this id is already stored with different content; the first one
+    /// stored wins.
+    Conflict,
+    /// A code this build does not know (sent by a newer relay).
+    #[serde(other)]
+    Other,
+}
+
+impl RejectCode {
+    /// The code as it appears on the wire and in metric labels.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RejectCode::Invalid => "invalid",
+            RejectCode::DeviceMismatch => "device_mismatch",
+            RejectCode::Conflict => "conflict",
+            RejectCode::Other => "other",
+        }
+    }
 }
 
 impl Receipt {
@@ -56,11 +93,13 @@ impl Receipt {
         }
     }
 
-    pub fn rejected(event_id: EventId, reason: impl Into<String>) -> Self {
+    /// A `rejected` receipt of class `code`; `reason` is for people.
+    pub fn rejected(event_id: EventId, code: RejectCode, reason: impl Into<String>) -> Self {
         Receipt {
             v: RECEIPT_VERSION,
             event_id,
             status: ReceiptStatus::Rejected {
+                code: Some(code),
                 reason: reason.into(),
             },
         }
@@ -124,14 +163,38 @@ mod tests {
 
     #[test]
     fn a_rejected_receipt_carries_its_reason() {
-        let r = Receipt::rejected(id(), "image sha256 mismatch");
+        let r = Receipt::rejected(id(), RejectCode::Invalid, "image sha256 mismatch");
         let json: serde_json::Value = serde_json::from_slice(&r.to_json()).unwrap();
         assert_eq!(
             json,
-            json!({"v": 1, "event_id": ID, "status": "rejected", "reason": "image sha256 mismatch"})
+            json!({"v": 1, "event_id": ID, "status": "rejected", "code": "invalid",
+                   "reason": "image sha256 mismatch"})
         );
         assert_eq!(Receipt::from_json(&r.to_json()).unwrap(), r);
         assert!(!r.is_stored());
+    }
+
+    #[test]
+    fn a_rejection_without_a_code_or_with_an_unknown_one_still_parses() {
+        let old = json!({"v": 1, "event_id": ID, "status": "rejected", "reason": "x"});
+        let r = Receipt::from_json(old.to_string().as_bytes()).unwrap();
+        assert_eq!(
+            r.status,
+            ReceiptStatus::Rejected {
+                code: None,
+                reason: "x".into()
+            }
+        );
+        let newer = json!({"v": 1, "event_id": ID, "status": "rejected", "code": "quota",
+                           "reason": "x"});
+        let r = Receipt::from_json(newer.to_string().as_bytes()).unwrap();
+        assert!(matches!(
+            r.status,
+            ReceiptStatus::Rejected {
+                code: Some(RejectCode::Other),
+                ..
+            }
+        ));
     }
 
     #[test]

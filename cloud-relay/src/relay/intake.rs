@@ -15,7 +15,7 @@ use std::collections::{HashMap, HashSet, VecDeque};
 use protocol::envelope::Chunk;
 use protocol::{
     decode, AssemblerLimits, AssemblyError, ChunkAssembler, CompleteEvent, DecodeError, DeviceId,
-    EventId, Message, MessageError, Receipt, TopicKind, Topics,
+    EventId, Message, MessageError, Receipt, RejectCode, TopicKind, Topics,
 };
 
 /// Receipts of recently finished events kept to answer resends without redoing work.
@@ -186,6 +186,7 @@ impl<A> Intake<A> {
                 device: device.clone(),
                 receipt: Receipt::rejected(
                     event_id,
+                    RejectCode::DeviceMismatch,
                     format!("event names device {claimed} but was published by {device}"),
                 ),
             });
@@ -240,7 +241,7 @@ impl<A> Intake<A> {
                     }
                     out.push(Action::Receipt {
                         device,
-                        receipt: Receipt::rejected(event_id, e.to_string()),
+                        receipt: Receipt::rejected(event_id, RejectCode::Invalid, e.to_string()),
                     });
                 }
                 self.reject(out, ack, assembly_reason(&e), e.to_string());
