@@ -118,6 +118,18 @@ pub struct MqttSection {
     pub max_in_flight: usize,
 }
 
+/// The largest packet MQTT can express: a 4-byte Remaining Length varint (MQTT 5 spec
+/// 1.5.5 and 2.1.4) plus the fixed header.
+pub const MQTT_MAX_PACKET_BYTES: usize = 268_435_455;
+
+/// Whether `host` is an AWS IoT Core data endpoint (`<prefix>-ats.iot.<region>.amazonaws.com`,
+/// or the China regions' `.amazonaws.com.cn`), whose message size limit is 128 KiB.
+pub fn is_iot_core_endpoint(host: &str) -> bool {
+    let host = host.trim_end_matches('.').to_ascii_lowercase();
+    host.contains(".iot.")
+        && (host.ends_with(".amazonaws.com") || host.ends_with(".amazonaws.com.cn"))
+}
+
 fn default_port() -> u16 {
     8883
 }
@@ -280,6 +292,26 @@ impl AgentConfig {
                 self.mqtt.max_message_bytes
             ));
         }
+        if self.mqtt.max_message_bytes > MQTT_MAX_PACKET_BYTES {
+            return Err(format!(
+                "mqtt.max_message_bytes {} is more than MQTT allows in one packet \
+                 ({MQTT_MAX_PACKET_BYTES} bytes, MQTT 5 spec 1.5.5)",
+                self.mqtt.max_message_bytes
+            ));
+        }
+        if is_iot_core_endpoint(&self.mqtt.host)
+            && self.mqtt.max_message_bytes > protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES
+        {
+            return Err(format!(
+                "mqtt.max_message_bytes {} is more than AWS IoT Core accepts ({} bytes per \
+                 message, AWS IoT Core quotas: \"Maximum size of a message payload\"); \
+                 {} is an IoT Core endpoint: use at most {}",
+                self.mqtt.max_message_bytes,
+                protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES,
+                self.mqtt.host,
+                protocol::envelope::DEFAULT_MAX_MESSAGE_BYTES
+            ));
+        }
         if self.mqtt.reconnect_min.is_zero() || self.mqtt.reconnect_min > self.mqtt.reconnect_max {
             return Err("mqtt.reconnect_min must be > 0 and <= mqtt.reconnect_max".into());
         }
@@ -380,5 +412,35 @@ mod tests {
         );
         let text = DEFAULT_CONFIG.replace("keep_alive = \"30s\"", "keep_alive = \"soon\"");
         assert!(parse(&text).unwrap_err().to_string().contains("keep_alive"));
+    }
+
+    #[test]
+    fn a_message_size_iot_core_cannot_take_is_refused_for_an_iot_core_endpoint() {
+        let text = DEFAULT_CONFIG.replace("max_message_bytes = 131072", "max_message_bytes = 200000");
+        assert_ne!(text, DEFAULT_CONFIG);
+        let err = parse(&text).unwrap_err().to_string();
+        assert!(
+            err.contains("mqtt.max_message_bytes 200000 is more than AWS IoT Core accepts (131072"),
+            "{err}"
+        );
+        // The same size against another broker is that broker's business (the agent
+        // learns its limit from CONNACK); beyond what MQTT can express it is not.
+        let local = text.replace(
+            "host = \"abcdefghij1234-ats.iot.us-east-1.amazonaws.com\"",
+            "host = \"broker.example\"",
+        );
+        assert_eq!(parse(&local).unwrap().mqtt.max_message_bytes, 200_000);
+        let huge = local.replace("max_message_bytes = 200000", "max_message_bytes = 300000000");
+        let err = parse(&huge).unwrap_err().to_string();
+        assert!(err.contains("more than MQTT allows in one packet"), "{err}");
+    }
+
+    #[test]
+    fn iot_core_endpoints_are_recognised_by_their_host_name() {
+        assert!(is_iot_core_endpoint("abcdefghij1234-ats.iot.us-east-1.amazonaws.com"));
+        assert!(is_iot_core_endpoint("a1b2-ats.iot.cn-north-1.amazonaws.com.cn"));
+        assert!(is_iot_core_endpoint("ABC-ATS.IOT.EU-WEST-1.AMAZONAWS.COM."));
+        assert!(!is_iot_core_endpoint("127.0.0.1"));
+        assert!(!is_iot_core_endpoint("s3.us-east-1.amazonaws.com"));
     }
 }

@@ -14,6 +14,7 @@
 //! | [`a2i`] | A2I `InputContent`, `output.json`, answer consolidation |
 //! | [`manifest`] | Ground Truth augmented-manifest rows |
 //! | [`reason`] | why a frame was sent for review |
+//! | [`reencode`] | stored payloads re-encoded for another device id or size limit (agent side) |
 //! | [`timestamp`], [`json`] | shared conventions: timestamps, JSON checks |
 
 pub mod a2i;
@@ -23,6 +24,7 @@ pub mod event;
 pub mod json;
 pub mod manifest;
 pub mod reason;
+pub mod reencode;
 pub mod receipt;
 pub mod review;
 pub mod status;

@@ -12,10 +12,12 @@
 
 mod frames;
 mod mqtt;
+mod prepare;
 mod sources;
 mod tracker;
 
 pub use frames::{event_id_for, FrameProcessor, Outcome, ProcessError};
+pub use prepare::{prepare, Prepared};
 pub use tracker::DeliveryTracker;
 
 use std::future::Future;
@@ -50,6 +52,8 @@ pub struct Stats {
     pub resent: AtomicU64,
     pub receipted: AtomicU64,
     pub rejected: AtomicU64,
+    /// Events taken out of delivery and kept aside (rejected, refused, unsendable).
+    pub set_aside: AtomicU64,
     pub errors: AtomicU64,
 }
 

@@ -1,30 +1,61 @@
 //! The MQTT side of the daemon: publishes due outbox events (QoS 1), moves them to
 //! "awaiting receipt" when the broker has acknowledged every message, removes them
-//! when the relay's receipt arrives, and keeps a retained status (with an `offline`
-//! last will). Reconnects with exponential backoff and jitter. The frame pipeline
-//! never waits on any of this: it only writes to the outbox and pokes `wake`.
+//! when the relay's receipt says `stored`, and keeps a retained status (with an
+//! `offline` last will). Reconnects with exponential backoff and jitter. The frame
+//! pipeline never waits on any of this: it only writes to the outbox and pokes `wake`.
 //!
-//! Each connection gets a fresh client and clean session: the outbox, not the broker,
-//! is the record of what is undelivered, so nothing is carried over (a receipt missed
+//! MQTT 5 (AWS IoT Core and Mosquitto speak it), for three things MQTT 3.1.1 cannot say:
+//! - the broker's Maximum Packet Size in CONNACK (spec 3.2.2.3.6): events whose
+//!   messages would exceed it are re-chunked before they go out ([`super::prepare`]);
+//!   sending one would get the connection closed, again at every reconnect;
+//! - our own Maximum Packet Size in CONNECT (3.1.2.11.4): the broker discards larger
+//!   messages for us instead of sending them, so no incoming message, whatever its size,
+//!   can break the connection; receipts are subscribed without retained messages
+//!   (Retain Handling 2, 3.8.3.1), and a receipt that does not parse is ignored;
+//! - PUBACK reason codes (3.4.2.1): a message the broker refuses (not authorised,
+//!   invalid payload, ...) sets its event aside instead of being resent forever.
+//!
+//! No event can block the others: an event that cannot be sent, is refused, or is in
+//! flight every time the connection drops ([`STRIKES_TO_SET_ASIDE`] times in a row) is
+//! set aside in the outbox, kept on disk and counted, and the rest keep flowing. A
+//! `rejected` receipt sets the event aside too (DESIGN.md: a rejection never destroys a
+//! frame). Timeouts run on the monotonic clock, so a stepped wall clock changes nothing.
+//!
+//! Each connection gets a fresh client and clean start: the outbox, not the broker, is
+//! the record of what is undelivered, so nothing is carried over (a receipt missed
 //! while offline just means the event is sent again later, which the relay ignores).
 
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use protocol::{DeviceId, Receipt, Status, Topics};
-use rumqttc::{
-    AsyncClient, Event, EventLoop, LastWill, MqttOptions, Outgoing, Packet, QoS, TlsConfiguration,
-    Transport,
-};
+use protocol::envelope::Limits;
+use protocol::{DeviceId, Receipt, ReceiptStatus, Status, Topics};
+use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, PubAck, PubAckReason, RetainForwardRule};
+use rumqttc::v5::mqttbytes::QoS;
+use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
+use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{watch, Notify};
 
+use super::prepare::{prepare, Prepared};
 use super::tracker::{DeliveryTracker, Sent};
 use super::{now_ms, Stats};
 use crate::config::{MqttSection, TlsSection};
-use crate::outbox::Outbox;
+use crate::outbox::{Entry, Outbox};
 
 /// An event still unacknowledged after this long is left to the outbox's resend.
 const PUBACK_TIMEOUT_MS: u64 = 30_000;
+/// Largest packet this client takes (told to the broker in CONNECT). Receipts and
+/// status are a few hundred bytes; the broker discards anything larger for us.
+pub const MAX_INCOMING_PACKET_BYTES: u32 = 64 * 1024;
+/// Connections in a row that dropped while the same event was the oldest in flight
+/// before that event is set aside as the likely cause.
+pub const STRIKES_TO_SET_ASIDE: u32 = 5;
+
+/// Set-aside code: the broker answered the event's PUBLISH with an error reason code.
+pub const CODE_REFUSED_BY_BROKER: &str = "refused_by_broker";
+/// Set-aside code: the connection dropped each time the event was being published.
+pub const CODE_CONNECTION_DROPS: &str = "connection_drops";
 
 #[derive(Debug, thiserror::Error)]
 pub enum MqttSetupError {
@@ -67,20 +98,39 @@ pub fn tls_configuration(tls: &TlsSection) -> Result<TlsConfiguration, MqttSetup
     })
 }
 
+/// What one connection learnt and keeps: the largest PUBLISH the broker takes.
+struct Session {
+    /// `mqtt.max_message_bytes`, lowered to the broker's CONNACK Maximum Packet Size.
+    limits: Limits,
+    connected: bool,
+}
+
+/// Per-driver memory across connections.
+#[derive(Default)]
+struct Memory {
+    /// Connections in a row that dropped while this event was the oldest in flight.
+    strikes: HashMap<String, u32>,
+    /// The broker limit last warned about, so a reconnect does not repeat it.
+    warned_limit: Option<u32>,
+}
+
 impl MqttDriver {
     fn options(&self, tls: &Option<TlsConfiguration>) -> MqttOptions {
         let c = &self.config;
         let mut o = MqttOptions::new(self.device.as_str(), &c.host, c.port);
+        let will = LastWill::new(
+            self.topics.status(&self.device),
+            Status::offline_will(self.device.clone()).to_json(),
+            QoS::AtLeastOnce,
+            true,
+            None,
+        );
         o.set_keep_alive(c.keep_alive)
-            .set_clean_session(true)
-            .set_max_packet_size(256 * 1024, c.max_message_bytes)
-            .set_inflight(100)
-            .set_last_will(LastWill::new(
-                self.topics.status(&self.device),
-                Status::offline_will(self.device.clone()).to_json(),
-                QoS::AtLeastOnce,
-                true,
-            ));
+            .set_clean_start(true)
+            .set_max_packet_size(Some(MAX_INCOMING_PACKET_BYTES))
+            .set_outgoing_inflight_upper_limit(100)
+            .set_connection_timeout(10)
+            .set_last_will(will);
         if let Some(tls) = tls {
             o.set_transport(Transport::Tls(tls.clone()));
         }
@@ -95,6 +145,8 @@ impl MqttDriver {
         };
         let mut backoff = self.config.reconnect_min;
         let mut tracker = DeliveryTracker::new();
+        let mut memory = Memory::default();
+        let clock = Instant::now();
         loop {
             let (client, eventloop) = AsyncClient::new(self.options(&tls), 256);
             let connected = self
@@ -102,17 +154,20 @@ impl MqttDriver {
                     &client,
                     eventloop,
                     &mut tracker,
+                    &mut memory,
+                    &clock,
                     &mut shutdown,
                     &mut backoff,
                 )
                 .await;
-            tracker.reset();
             if *shutdown.borrow() {
                 return Ok(());
             }
             if connected {
                 backoff = self.config.reconnect_min;
+                self.strike(&mut tracker, &mut memory).await;
             }
+            tracker.reset();
             // Full jitter: wait a random time up to the current backoff.
             let wait = backoff.mul_f64(0.5 + 0.5 * jitter());
             tracing::info!(retry_in_ms = wait.as_millis() as u64, "mqtt: reconnecting");
@@ -124,62 +179,120 @@ impl MqttDriver {
         }
     }
 
+    /// A connection dropped: count a strike against the oldest event in flight, and set
+    /// it aside once it has been in flight at [`STRIKES_TO_SET_ASIDE`] drops in a row.
+    async fn strike(&self, tracker: &mut DeliveryTracker, memory: &mut Memory) {
+        let Some(id) = tracker.oldest_event() else {
+            return;
+        };
+        let strikes = memory.strikes.entry(id.clone()).or_insert(0);
+        *strikes += 1;
+        if *strikes >= STRIKES_TO_SET_ASIDE {
+            memory.strikes.remove(&id);
+            let reason = format!(
+                "the broker connection dropped {STRIKES_TO_SET_ASIDE} times in a row while \
+                 this event was being published"
+            );
+            self.set_aside(id, CODE_CONNECTION_DROPS, reason).await;
+        }
+    }
+
     /// One connection, from connect to error or shutdown. Returns whether it connected.
+    #[allow(clippy::too_many_arguments)]
     async fn session(
         &self,
         client: &AsyncClient,
         mut eventloop: EventLoop,
         tracker: &mut DeliveryTracker,
+        memory: &mut Memory,
+        clock: &Instant,
         shutdown: &mut watch::Receiver<bool>,
         backoff: &mut Duration,
     ) -> bool {
         let receipts = self.topics.receipts(&self.device);
         let status_topic = self.topics.status(&self.device);
         let events_topic = self.topics.events(&self.device);
-        let mut connected = false;
+        let mono = || clock.elapsed().as_millis() as u64;
+        let mut session = Session {
+            limits: Limits {
+                max_message_bytes: self.config.max_message_bytes,
+                ..Limits::default()
+            },
+            connected: false,
+        };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut status_tick = tokio::time::interval(self.status_interval);
         loop {
             tokio::select! {
                 polled = eventloop.poll() => match polled {
-                    Ok(Event::Incoming(Packet::ConnAck(_))) => {
-                        connected = true;
+                    Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                        session.connected = true;
                         *backoff = self.config.reconnect_min;
-                        tracing::info!(host = %self.config.host, "mqtt: connected");
-                        let _ = client.try_subscribe(receipts.clone(), QoS::AtLeastOnce);
+                        let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
+                        session.limits.max_message_bytes =
+                            self.effective_max(broker_max, &mut memory.warned_limit);
+                        tracing::info!(host = %self.config.host, max_message_bytes = session.limits.max_message_bytes, "mqtt: connected");
+                        let filter = Filter {
+                            retain_forward_rule: RetainForwardRule::Never,
+                            ..Filter::new(receipts.clone(), QoS::AtLeastOnce)
+                        };
+                        let _ = client.try_subscribe_many([filter]);
                         self.publish_status(client, tracker, &status_topic);
-                        self.fill(client, tracker, &events_topic).await;
+                        self.fill(client, tracker, &session, &events_topic, mono()).await;
                     }
-                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == receipts => {
+                    Ok(Event::Incoming(Packet::Publish(p))) if p.topic == receipts.as_bytes() => {
                         self.on_receipt(&p.payload).await;
-                        self.fill(client, tracker, &events_topic).await;
+                        self.fill(client, tracker, &session, &events_topic, mono()).await;
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
-                        if let Some(event_id) = tracker.acked(ack.pkid) {
-                            self.on_published(event_id).await;
-                        }
-                        self.fill(client, tracker, &events_topic).await;
+                        self.on_puback(tracker, memory, &ack).await;
+                        self.fill(client, tracker, &session, &events_topic, mono()).await;
                     }
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.outgoing(pkid),
                     Ok(_) => {}
                     Err(e) => {
                         tracing::warn!(error = %e, "mqtt: connection lost or refused");
-                        return connected;
+                        return session.connected;
                     }
                 },
-                _ = self.wake.notified(), if connected => self.fill(client, tracker, &events_topic).await,
-                _ = tick.tick(), if connected => {
-                    tracker.expire(now_ms(), PUBACK_TIMEOUT_MS);
-                    self.fill(client, tracker, &events_topic).await;
+                _ = self.wake.notified(), if session.connected => {
+                    self.fill(client, tracker, &session, &events_topic, mono()).await
                 }
-                _ = status_tick.tick(), if connected => self.publish_status(client, tracker, &status_topic),
+                _ = tick.tick(), if session.connected => {
+                    tracker.expire(mono(), PUBACK_TIMEOUT_MS);
+                    self.fill(client, tracker, &session, &events_topic, mono()).await;
+                }
+                _ = status_tick.tick(), if session.connected => self.publish_status(client, tracker, &status_topic),
                 _ = shutdown.changed() => {
-                    if connected {
+                    if session.connected {
                         self.say_goodbye(client, &mut eventloop, &status_topic).await;
                     }
-                    return connected;
+                    return session.connected;
                 }
             }
+        }
+    }
+
+    /// The largest PUBLISH to send: the configured `max_message_bytes`, or less when
+    /// the broker's CONNACK Maximum Packet Size says so (warned about once).
+    fn effective_max(&self, broker_max: Option<u32>, warned: &mut Option<u32>) -> usize {
+        let configured = self.config.max_message_bytes;
+        let usable = broker_max.map(broker_usable_packet_bytes);
+        match (broker_max, usable) {
+            (Some(b), Some(u)) if u < configured => {
+                if *warned != Some(b) {
+                    *warned = Some(b);
+                    tracing::warn!(
+                        broker_max_packet_size = b,
+                        max_message_bytes = configured,
+                        using = u,
+                        "mqtt: the broker takes smaller packets than mqtt.max_message_bytes; \
+                         events are re-chunked to fit (lower max_message_bytes to match)"
+                    );
+                }
+                u
+            }
+            _ => configured,
         }
     }
 
@@ -193,52 +306,130 @@ impl MqttDriver {
         }
     }
 
-    /// Publishes due events until `max_in_flight` events are unacknowledged.
-    async fn fill(&self, client: &AsyncClient, tracker: &mut DeliveryTracker, topic: &str) {
-        let room = self
-            .config
-            .max_in_flight
-            .saturating_sub(tracker.events_in_progress());
-        if room == 0 {
-            return;
-        }
-        let outbox = self.outbox.clone();
-        let limit = room + tracker.events_in_progress();
-        let due = tokio::task::spawn_blocking(move || outbox.lock().unwrap().due(now_ms(), limit))
-            .await
-            .expect("outbox task");
-        let due = match due {
-            Ok(due) => due,
-            Err(e) => {
-                tracing::error!(error = %e, "outbox: cannot read due events");
+    /// Publishes due events until `max_in_flight` events are unacknowledged. Events
+    /// that cannot go out as stored are re-encoded or set aside ([`prepare`]) first.
+    async fn fill(
+        &self,
+        client: &AsyncClient,
+        tracker: &mut DeliveryTracker,
+        session: &Session,
+        topic: &str,
+        mono_ms: u64,
+    ) {
+        loop {
+            let room = self
+                .config
+                .max_in_flight
+                .saturating_sub(tracker.events_in_progress());
+            if room == 0 {
                 return;
             }
-        };
-        let now = now_ms();
-        let fresh: Vec<_> = due
-            .into_iter()
-            .filter(|e| !tracker.is_in_progress(&e.event_id))
-            .take(room)
-            .collect();
-        for entry in fresh {
-            tracker.start_event(&entry.event_id, entry.payloads.len(), now);
-            for (index, payload) in entry.payloads.into_iter().enumerate() {
-                if client
-                    .try_publish(topic, QoS::AtLeastOnce, false, payload)
-                    .is_err()
-                {
-                    tracker.abandon_event(&entry.event_id);
+            let outbox = self.outbox.clone();
+            let limit = room + tracker.events_in_progress();
+            let due =
+                tokio::task::spawn_blocking(move || outbox.lock().unwrap().due(now_ms(), limit))
+                    .await
+                    .expect("outbox task");
+            let due = match due {
+                Ok(due) => due,
+                Err(e) => {
+                    tracing::error!(error = %e, "outbox: cannot read due events");
+                    return;
+                }
+            };
+            let fresh: Vec<Entry> = due
+                .into_iter()
+                .filter(|e| !tracker.is_in_progress(&e.event_id))
+                .take(room)
+                .collect();
+            if fresh.is_empty() {
+                return;
+            }
+            let mut set_aside_any = false;
+            for entry in fresh {
+                let payloads = match prepare(&entry.payloads, &self.device, topic.len(), &session.limits) {
+                    Prepared::AsStored => entry.payloads,
+                    Prepared::Reencoded { payloads, why } => {
+                        tracing::info!(event_id = %entry.event_id, messages = payloads.len(), "re-encoding a stored event: {why}");
+                        payloads
+                    }
+                    Prepared::SetAside { code, reason } => {
+                        self.set_aside(entry.event_id, code, reason).await;
+                        set_aside_any = true;
+                        continue;
+                    }
+                };
+                if !self.publish_event(client, tracker, topic, &entry.event_id, payloads, mono_ms) {
                     return; // client queue full: the rest waits for the next round
                 }
-                tracker.requested(Sent::Event {
-                    event_id: entry.event_id.clone(),
-                    index,
-                });
+                if entry.attempts == 0 {
+                    Stats::inc(&self.stats.sent);
+                } else {
+                    Stats::inc(&self.stats.resent);
+                }
             }
-            if entry.attempts == 0 {
-                Stats::inc(&self.stats.sent);
-            } else {
-                Stats::inc(&self.stats.resent);
+            // Entries set aside made room: look again so they do not cost a round.
+            if !set_aside_any {
+                return;
+            }
+        }
+    }
+
+    /// Hands an event's messages to the client; false if its queue is full.
+    fn publish_event(
+        &self,
+        client: &AsyncClient,
+        tracker: &mut DeliveryTracker,
+        topic: &str,
+        event_id: &str,
+        payloads: Vec<Vec<u8>>,
+        mono_ms: u64,
+    ) -> bool {
+        tracker.start_event(event_id, payloads.len(), mono_ms);
+        for (index, payload) in payloads.into_iter().enumerate() {
+            if client
+                .try_publish(topic, QoS::AtLeastOnce, false, payload)
+                .is_err()
+            {
+                tracker.abandon_event(event_id);
+                return false;
+            }
+            tracker.requested(Sent::Event {
+                event_id: event_id.to_string(),
+                index,
+            });
+        }
+        true
+    }
+
+    /// A PUBACK: success completes the message (and maybe its event); an error reason
+    /// code refuses the event, which is set aside, except "quota exceeded", which only
+    /// means "later" (the event stays due).
+    async fn on_puback(&self, tracker: &mut DeliveryTracker, memory: &mut Memory, ack: &PubAck) {
+        match ack.reason {
+            PubAckReason::Success | PubAckReason::NoMatchingSubscribers => {
+                if let Some(event_id) = tracker.acked(ack.pkid) {
+                    memory.strikes.remove(&event_id);
+                    self.on_published(event_id).await;
+                }
+            }
+            PubAckReason::QuotaExceeded => {
+                if let Some(event_id) = tracker.refused(ack.pkid) {
+                    tracing::warn!(%event_id, "mqtt: broker quota exceeded; the event is sent again later");
+                }
+            }
+            reason => {
+                if let Some(event_id) = tracker.refused(ack.pkid) {
+                    memory.strikes.remove(&event_id);
+                    let text = ack
+                        .properties
+                        .as_ref()
+                        .and_then(|p| p.reason_string.clone())
+                        .map(|r| format!(": {r}"))
+                        .unwrap_or_default();
+                    let why = format!("the broker refused its PUBLISH with reason {reason:?}{text}");
+                    self.set_aside(event_id, CODE_REFUSED_BY_BROKER, why).await;
+                }
             }
         }
     }
@@ -259,6 +450,24 @@ impl MqttDriver {
         }
     }
 
+    /// Takes `event_id` out of delivery, keeping it on disk, and says so at warn.
+    async fn set_aside(&self, event_id: String, code: &'static str, reason: String) {
+        tracing::warn!(%event_id, code, %reason, "event set aside (kept in the outbox; `edge-agent outbox list-set-aside` shows it)");
+        Stats::inc(&self.stats.set_aside);
+        let outbox = self.outbox.clone();
+        let result = tokio::task::spawn_blocking(move || {
+            outbox
+                .lock()
+                .unwrap()
+                .set_aside(&event_id, code, &reason, now_ms())
+        })
+        .await
+        .expect("outbox task");
+        if let Err(e) = result {
+            tracing::error!(error = %e, "outbox: cannot set an event aside");
+        }
+    }
+
     async fn on_receipt(&self, payload: &[u8]) {
         let receipt = match Receipt::from_json(payload) {
             Ok(r) => r,
@@ -267,11 +476,14 @@ impl MqttDriver {
                 return;
             }
         };
-        if !receipt.is_stored() {
-            tracing::warn!(event_id = %receipt.event_id, status = ?receipt.status, "relay rejected an event; dropping it");
-            Stats::inc(&self.stats.rejected);
-        }
         let id = receipt.event_id.to_string();
+        if let ReceiptStatus::Rejected { code, reason } = receipt.status {
+            Stats::inc(&self.stats.rejected);
+            let code = code.map_or("rejected", |c| c.as_str());
+            let why = format!("the relay rejected it: {reason}");
+            self.set_aside(id, code, why).await;
+            return;
+        }
         let outbox = self.outbox.clone();
         let removed = tokio::task::spawn_blocking(move || outbox.lock().unwrap().receipt(&id))
             .await
@@ -301,6 +513,18 @@ impl MqttDriver {
             }
         }
     }
+}
+
+/// Bytes kept free below a broker's advertised Maximum Packet Size. Brokers enforce a
+/// payload limit a little under their packet limit (Mosquitto's `message_size_limit`
+/// next to `max_packet_size`; IoT Core's 128 KiB payload quota under its larger packet
+/// size), and answer a payload over it with a refusal some clients cannot even parse.
+/// One KiB off a chunk costs under 1% of throughput.
+pub const BROKER_LIMIT_MARGIN: u32 = 1024;
+
+/// The largest PUBLISH packet to send to a broker that advertised `broker_max`.
+pub fn broker_usable_packet_bytes(broker_max: u32) -> usize {
+    broker_max.saturating_sub(BROKER_LIMIT_MARGIN).max(4096) as usize
 }
 
 /// A uniform random number in [0, 1).

@@ -96,6 +96,28 @@ impl DeliveryTracker {
         None
     }
 
+    /// The broker refused a PUBLISH (a PUBACK with an error reason code, MQTT 5 spec
+    /// 3.4.2.1): the event it belongs to is no longer in progress. Returns its id, or
+    /// `None` for a message that was not part of an event.
+    pub fn refused(&mut self, pkid: u16) -> Option<String> {
+        let Sent::Event { event_id, .. } = self.in_flight.remove(&pkid)? else {
+            return None;
+        };
+        self.events.remove(&event_id)?;
+        self.in_flight
+            .retain(|_, s| !matches!(s, Sent::Event { event_id: id, .. } if *id == event_id));
+        Some(event_id)
+    }
+
+    /// The event in progress that started first: when a connection drops, the one
+    /// most likely to have caused it.
+    pub fn oldest_event(&self) -> Option<String> {
+        self.events
+            .iter()
+            .min_by_key(|(id, p)| (p.started_ms, (*id).clone()))
+            .map(|(id, _)| id.clone())
+    }
+
     /// Events started longer ago than `timeout_ms` without all their PUBACKs are
     /// forgotten (they stay due in the outbox); returns how many.
     pub fn expire(&mut self, now_ms: u64, timeout_ms: u64) -> usize {
@@ -194,6 +216,30 @@ mod tests {
             None,
             "a late PUBACK of the expired attempt is ignored"
         );
+    }
+
+    #[test]
+    fn a_refused_chunk_ends_its_whole_event_and_later_pubacks_of_it_are_ignored() {
+        let mut t = DeliveryTracker::new();
+        t.start_event("a", 2, 0);
+        t.requested(ev("a", 0));
+        t.requested(ev("a", 1));
+        t.outgoing(1);
+        t.outgoing(2);
+        assert_eq!(t.refused(1), Some("a".into()));
+        assert!(!t.is_in_progress("a"));
+        assert_eq!(t.acked(2), None);
+        assert_eq!(t.refused(9), None);
+    }
+
+    #[test]
+    fn the_oldest_event_in_progress_is_the_first_started() {
+        let mut t = DeliveryTracker::new();
+        assert_eq!(t.oldest_event(), None);
+        t.start_event("b", 1, 20);
+        t.start_event("a", 1, 10);
+        t.start_event("c", 1, 30);
+        assert_eq!(t.oldest_event(), Some("a".into()));
     }
 
     #[test]

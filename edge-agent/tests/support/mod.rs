@@ -47,13 +47,26 @@ pub struct Agent {
 impl Agent {
     /// Config for a broker at `port`, with `extra` TOML appended to `[outbox]`.
     pub fn new(dir: &Path, broker: &Mosquitto, outbox_extra: &str) -> Agent {
+        Agent::configure(dir, broker, DEVICE, "", outbox_extra)
+    }
+
+    /// Config as device `device` (its client certificate names it), with `mqtt_extra`
+    /// appended to `[mqtt]` and `outbox_extra` to `[outbox]`. Writing it again over
+    /// an earlier agent's directory keeps its state (outbox) and inbox.
+    pub fn configure(
+        dir: &Path,
+        broker: &Mosquitto,
+        device: &str,
+        mqtt_extra: &str,
+        outbox_extra: &str,
+    ) -> Agent {
         let inbox = dir.join("inbox");
         std::fs::create_dir_all(&inbox).unwrap();
-        let client = broker.certs().client(DEVICE);
+        let client = broker.certs().client(device);
         let config = format!(
             r#"
 [device]
-id = "{DEVICE}"
+id = "{device}"
 state_dir = "{state}"
 status_interval = "1s"
 
@@ -63,6 +76,7 @@ port = {port}
 keep_alive = "5s"
 reconnect_min = "100ms"
 reconnect_max = "1s"
+{mqtt_extra}
 
 [mqtt.tls]
 ca = "{ca}"
@@ -164,11 +178,25 @@ pub struct Received {
     /// Event messages received in all (duplicates and resends included).
     pub messages: usize,
     pub last_status: Option<Status>,
+    /// Rejections sent (events answered `rejected`, resends included).
+    pub rejected: usize,
+}
+
+/// How the receiver answers a verified event.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Answer {
+    /// Like the relay: `stored`, unless the meta names another device than the topic
+    /// (`rejected`, `device_mismatch`).
+    Relay,
+    /// `rejected` with this code, whatever the event.
+    Reject(protocol::RejectCode),
 }
 
 /// Plays the relay: subscribes to events and status, verifies, stores, receipts.
 pub struct Receiver {
     pub received: Arc<Mutex<Received>>,
+    /// How events are answered from now on.
+    pub answer: Arc<Mutex<Answer>>,
     runtime: tokio::runtime::Runtime,
     task: Option<tokio::task::JoinHandle<()>>,
     name: String,
@@ -183,6 +211,7 @@ impl Receiver {
             .unwrap();
         let mut r = Receiver {
             received: Arc::new(Mutex::new(Received::default())),
+            answer: Arc::new(Mutex::new(Answer::Relay)),
             runtime,
             task: None,
             name: name.to_string(),
@@ -207,6 +236,7 @@ impl Receiver {
                 )),
             }));
         let received = self.received.clone();
+        let answer = self.answer.clone();
         let topics = Topics::default();
         self.task = Some(self.runtime.spawn(async move {
             let (client, mut eventloop) = AsyncClient::new(options, 64);
@@ -238,12 +268,23 @@ impl Receiver {
                         let message = decode(&p.payload).expect("the agent sends valid envelopes");
                         if let Some(done) = assembler.offer_message(message, 0).expect("verifies") {
                             let id = done.meta.event_id;
-                            received
-                                .lock()
-                                .unwrap()
-                                .events
-                                .insert(id.to_string(), (done.meta.clone(), done.image.clone()));
-                            let receipt = Receipt::stored(id, "s3://test/image");
+                            let answer = *answer.lock().unwrap();
+                            let receipt = match answer {
+                                Answer::Relay if done.meta.device_id != device => {
+                                    Receipt::rejected(id, protocol::RejectCode::DeviceMismatch,
+                                        format!("event names device {} but was published by {device}",
+                                            done.meta.device_id))
+                                }
+                                Answer::Relay => {
+                                    received.lock().unwrap().events.insert(
+                                        id.to_string(), (done.meta.clone(), done.image.clone()));
+                                    Receipt::stored(id, "s3://test/image")
+                                }
+                                Answer::Reject(code) => {
+                                    received.lock().unwrap().rejected += 1;
+                                    Receipt::rejected(id, code, "rejected by the test")
+                                }
+                            };
                             client
                                 .publish(
                                     topics.receipts(&device),
