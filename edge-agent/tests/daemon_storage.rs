@@ -72,20 +72,28 @@ fn a_corrupt_outbox_is_moved_aside_its_readable_events_delivered_and_counted() {
 
     broker.start();
     agent.start();
-    wait_until(LONG, "the recovery in the status and an empty outbox", || {
-        receiver.status().is_some_and(|s| {
-            s.outbox.salvaged + s.outbox.lost == n as u64
-                && s.outbox.to_send == 0
-                && s.outbox.awaiting_receipt == 0
-        })
-    });
+    wait_until(
+        LONG,
+        "the recovery in the status and an empty outbox",
+        || {
+            receiver.status().is_some_and(|s| {
+                s.outbox.salvaged + s.outbox.lost == n as u64
+                    && s.outbox.to_send == 0
+                    && s.outbox.awaiting_receipt == 0
+            })
+        },
+    );
     let status = receiver.status().unwrap();
     assert!(status.outbox.lost > 0, "{:?}", status.outbox);
     wait_until(LONG, "every salvaged event delivered", || {
         names(&receiver).len() as u64 == status.outbox.salvaged
     });
     assert!(names(&receiver).is_subset(&stored));
-    assert_eq!(quarantined_files(&state).len(), 1, "the corrupt file kept aside");
+    assert_eq!(
+        quarantined_files(&state).len(),
+        1,
+        "the corrupt file kept aside"
+    );
     assert!(
         agent.log().contains("outbox was corrupt"),
         "{}",
@@ -160,7 +168,9 @@ fn a_full_disk_holds_frames_until_space_is_freed_then_everything_arrives() {
     let receiver = Receiver::start(&broker, "relay");
     let mut agent = Agent::new(dir.path(), &broker, "");
     agent.start();
-    wait_until(LONG, "the agent online", || storage_is(&receiver, StorageState::Ok));
+    wait_until(LONG, "the agent online", || {
+        storage_is(&receiver, StorageState::Ok)
+    });
 
     disk.fill();
     let expected = drop_frames(&agent, "a");
@@ -170,17 +180,27 @@ fn a_full_disk_holds_frames_until_space_is_freed_then_everything_arrives() {
     let status = receiver.status().unwrap();
     assert!(status.storage.since.is_some());
     assert!(
-        status.storage.detail.as_deref().unwrap_or("").contains("disk is full"),
+        status
+            .storage
+            .detail
+            .as_deref()
+            .unwrap_or("")
+            .contains("disk is full"),
         "{:?}",
         status.storage
     );
-    assert!(!agent.inbox_is_empty(), "the held frame's file is still there");
+    assert!(
+        !agent.inbox_is_empty(),
+        "the held frame's file is still there"
+    );
 
     disk.free();
     wait_until(LONG, "every selected frame, without a restart", || {
         names(&receiver) == expected
     });
-    wait_until(LONG, "storage ok again", || storage_is(&receiver, StorageState::Ok));
+    wait_until(LONG, "storage ok again", || {
+        storage_is(&receiver, StorageState::Ok)
+    });
     wait_until(LONG, "the inbox emptied", || agent.inbox_is_empty());
     let log = agent.log();
     assert_eq!(log.matches("holding it and retrying").count(), 1, "{log}");

@@ -21,8 +21,10 @@ fn setup() -> Setup {
     std::fs::write(
         &config,
         format!(
-            "[device]\nid = \"pi-test\"\nstate_dir = \"{}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\n",
-            state.display()
+            "[device]\nid = \"pi-test\"\nstate_dir = \"{}\"\n\n[mqtt]\nhost = \"127.0.0.1\"\n\n\
+             [[source]]\nkind = \"folder\"\npath = \"{}\"\n",
+            state.display(),
+            dir.path().display()
         ),
     )
     .unwrap();
@@ -31,10 +33,20 @@ fn setup() -> Setup {
     for id in ["ev-a", "ev-b", "ev-c"] {
         ob.put(id, &[vec![7; 100]], 1_795_597_200_000).unwrap();
     }
-    ob.set_aside("ev-a", "device_mismatch", "event of pi-2 sent by pi-test", 1_795_597_260_000)
-        .unwrap();
-    ob.set_aside("ev-c", "too_large_for_broker", "150000 > 131072 bytes", 1_795_597_320_000)
-        .unwrap();
+    ob.set_aside(
+        "ev-a",
+        "device_mismatch",
+        "event of pi-2 sent by pi-test",
+        1_795_597_260_000,
+    )
+    .unwrap();
+    ob.set_aside(
+        "ev-c",
+        "too_large_for_broker",
+        "150000 > 131072 bytes",
+        1_795_597_320_000,
+    )
+    .unwrap();
     Setup {
         _dir: dir,
         config,
@@ -80,7 +92,10 @@ fn requeue_by_id_and_all_puts_events_back_to_send() {
     assert!(out.status.success(), "{}", text(&out.stderr));
     assert_eq!(text(&out.stdout), "ev-a\trequeued\n");
     let listed = text(&agent(&s.config, &["list-set-aside"]).stdout);
-    assert!(listed.starts_with("ev-c\t") && !listed.contains("ev-a"), "{listed}");
+    assert!(
+        listed.starts_with("ev-c\t") && !listed.contains("ev-a"),
+        "{listed}"
+    );
 
     let out = agent(&s.config, &["requeue", "ev-b", "nope"]);
     assert_eq!(out.status.code(), Some(1), "not set aside: exit 1");
@@ -126,6 +141,10 @@ fn a_missing_outbox_is_reported_not_created() {
     std::fs::remove_file(&s.outbox).unwrap();
     let out = agent(&s.config, &["list-set-aside"]);
     assert_eq!(out.status.code(), Some(2));
-    assert!(text(&out.stderr).contains("no outbox at"), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("no outbox at"),
+        "{}",
+        text(&out.stderr)
+    );
     assert!(!s.outbox.exists());
 }

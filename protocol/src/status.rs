@@ -241,7 +241,10 @@ mod tests {
             "since":"2026-11-25T09:00:00.000Z"}"#;
         let s = Status::from_json(old).unwrap();
         assert_eq!(s.outbox.dropped, 1);
-        assert_eq!((s.outbox.set_aside, s.outbox.salvaged, s.outbox.lost), (0, 0, 0));
+        assert_eq!(
+            (s.outbox.set_aside, s.outbox.salvaged, s.outbox.lost),
+            (0, 0, 0)
+        );
         assert_eq!(s.storage, Storage::default());
     }
 

@@ -71,7 +71,11 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<i32> {
                     e.reason
                 );
             }
-            eprintln!("{} event(s) set aside in {}", entries.len(), outbox.path().display());
+            eprintln!(
+                "{} event(s) set aside in {}",
+                entries.len(),
+                outbox.path().display()
+            );
             Ok(0)
         }
         OutboxCommand::Requeue { config, all, ids } => {
@@ -87,7 +91,10 @@ pub fn run(args: OutboxArgs) -> anyhow::Result<i32> {
             };
             let mut missing = 0;
             for id in &ids {
-                if outbox.requeue(id).with_context(|| format!("requeue {id}"))? {
+                if outbox
+                    .requeue(id)
+                    .with_context(|| format!("requeue {id}"))?
+                {
                     println!("{id}\trequeued");
                 } else {
                     eprintln!("{id}: not a set-aside event in {}", outbox.path().display());

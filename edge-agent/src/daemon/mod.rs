@@ -31,8 +31,8 @@ use std::time::Duration;
 
 use anyhow::Context;
 use protocol::status::{AgentCounters, OutboxStats};
-use store::{store_event, StorageHealth, Stored};
 use protocol::{DeviceId, ModelInfo, Status, Topics};
+use store::{store_event, StorageHealth, Stored};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;

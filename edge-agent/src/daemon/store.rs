@@ -90,8 +90,12 @@ pub fn store_event(
             Ok(outcome) => {
                 if failures > 0 {
                     health.set_ok();
-                    tracing::info!(frame, event_id, tries = failures + 1,
-                        "outbox writable again: event stored, taking frames again");
+                    tracing::info!(
+                        frame,
+                        event_id,
+                        tries = failures + 1,
+                        "outbox writable again: event stored, taking frames again"
+                    );
                 }
                 return Stored::Yes(outcome);
             }

@@ -338,7 +338,10 @@ const PAGE_SIZE: u64 = 4096;
 /// outboxes always have, if the magic string is gone. Ok(false): left alone (the
 /// header looks fine, or the file cannot be an outbox: not whole pages).
 fn rebuild_header(file: &Path) -> std::io::Result<bool> {
-    let mut f = std::fs::OpenOptions::new().read(true).write(true).open(file)?;
+    let mut f = std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(file)?;
     let len = f.metadata()?.len();
     let mut header = [0u8; 100];
     f.read_exact(&mut header)?;
@@ -357,7 +360,7 @@ fn rebuild_header(file: &Path) -> std::io::Result<bool> {
     h[23] = 32; // leaf payload fraction (fixed)
     h[24..28].copy_from_slice(&1u32.to_be_bytes()); // file change counter
     h[28..32].copy_from_slice(&((len / PAGE_SIZE) as u32).to_be_bytes()); // pages
-    // 32..40: no freelist (its pages are simply not reused by the read-only salvage)
+                                                                          // 32..40: no freelist (its pages are simply not reused by the read-only salvage)
     h[40..44].copy_from_slice(&1u32.to_be_bytes()); // schema cookie
     h[44..48].copy_from_slice(&4u32.to_be_bytes()); // schema format 4
     h[56..60].copy_from_slice(&1u32.to_be_bytes()); // UTF-8

@@ -281,8 +281,16 @@ mod tests {
         let State::AwaitingReceipt { next_attempt_at } = d.state else {
             panic!()
         };
-        assert!(!resend_is_due(next_attempt_at, next_attempt_at - 3_600_000, HOUR));
-        assert!(resend_is_due(next_attempt_at, next_attempt_at - 3_600_001, HOUR));
+        assert!(!resend_is_due(
+            next_attempt_at,
+            next_attempt_at - 3_600_000,
+            HOUR
+        ));
+        assert!(resend_is_due(
+            next_attempt_at,
+            next_attempt_at - 3_600_001,
+            HOUR
+        ));
         assert!(!resend_is_due(u64::MAX, u64::MAX - 1, HOUR));
         assert_eq!(latest_plausible_resend(u64::MAX - 5, HOUR), u64::MAX);
     }

@@ -10,8 +10,7 @@ use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, Tran
 
 use super::lock::OutboxLock;
 use super::rows::{
-    add_counter, counter, drop_oldest, load_payloads, remove, select_entries, state_columns,
-    to_i64,
+    add_counter, counter, drop_oldest, load_payloads, remove, select_entries, state_columns, to_i64,
 };
 use super::schedule::{bytes_to_free, latest_plausible_resend, Delivery, State, UnixMillis};
 use super::schema::{upgrade, SCHEMA_VERSION};

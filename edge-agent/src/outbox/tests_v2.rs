@@ -43,7 +43,9 @@ fn a_set_aside_entry_is_never_due_keeps_its_payloads_and_is_listed_with_its_caus
     ob.put("a", &[vec![1; 10], vec![2; 5]], 100).unwrap();
     ob.put("b", &[vec![3; 7]], 200).unwrap();
     ob.published("b", 300, 0.0).unwrap();
-    assert!(ob.set_aside("a", "device_mismatch", "sent by pi-2", 400).unwrap());
+    assert!(ob
+        .set_aside("a", "device_mismatch", "sent by pi-2", 400)
+        .unwrap());
     assert!(ob.set_aside("b", "conflict", "other bytes", 500).unwrap());
     assert!(!ob.set_aside("nope", "invalid", "x", 500).unwrap());
     assert!(due_ids(&ob, u64::MAX).is_empty(), "never due");
@@ -77,7 +79,10 @@ fn a_set_aside_entry_is_never_due_keeps_its_payloads_and_is_listed_with_its_caus
         ]
     );
     let d = ob.depths().unwrap();
-    assert_eq!((d.to_send, d.awaiting_receipt, d.set_aside, d.bytes), (0, 0, 2, 22));
+    assert_eq!(
+        (d.to_send, d.awaiting_receipt, d.set_aside, d.bytes),
+        (0, 0, 2, 22)
+    );
     ob.check_integrity().unwrap();
     // A receipt still removes it (the relay may have stored it after all).
     assert!(ob.receipt("b").unwrap());
@@ -129,7 +134,10 @@ fn set_aside_entries_and_their_causes_survive_a_reopen() {
     }
     let ob = Outbox::open(&path, config(1000)).unwrap();
     let listed = ob.set_aside_entries().unwrap();
-    assert_eq!((listed[0].code.as_str(), listed[0].set_aside_at), ("invalid", 9));
+    assert_eq!(
+        (listed[0].code.as_str(), listed[0].set_aside_at),
+        ("invalid", 9)
+    );
     assert_eq!(
         ob.get("a").unwrap().unwrap().state,
         State::SetAside { set_aside_at: 9 }
@@ -165,8 +173,16 @@ fn a_version_1_outbox_is_migrated_in_place_and_keeps_every_entry() {
     assert_eq!(version, 2);
     ob.check_integrity().unwrap();
     let sent = ob.get("sent").unwrap().unwrap();
-    assert_eq!(sent.state, State::AwaitingReceipt { next_attempt_at: 5000 });
-    assert_eq!((sent.attempts, sent.payloads.clone()), (2, vec![vec![1, 2, 3]]));
+    assert_eq!(
+        sent.state,
+        State::AwaitingReceipt {
+            next_attempt_at: 5000
+        }
+    );
+    assert_eq!(
+        (sent.attempts, sent.payloads.clone()),
+        (2, vec![vec![1, 2, 3]])
+    );
     let new = ob.get("new").unwrap().unwrap();
     assert_eq!(new.payloads, [vec![0x0a, 0x0b], vec![0x0c, 0x0d]]);
     assert_eq!(
@@ -258,7 +274,11 @@ const N: u64 = 40;
 
 fn payloads_for(n: u64) -> Vec<Vec<u8>> {
     (0..2)
-        .map(|c| (0..5000 + n as usize * 13).map(|i| (i as u64 * 31 + n + c) as u8).collect())
+        .map(|c| {
+            (0..5000 + n as usize * 13)
+                .map(|i| (i as u64 * 31 + n + c) as u8)
+                .collect()
+        })
         .collect()
 }
 
@@ -272,11 +292,15 @@ fn build_outbox(path: &Path) -> u64 {
             ob.published(&format!("ev-{n:03}"), n, 0.0).unwrap();
         }
         if n % 7 == 0 {
-            ob.set_aside(&format!("ev-{n:03}"), "conflict", "why", n).unwrap();
+            ob.set_aside(&format!("ev-{n:03}"), "conflict", "why", n)
+                .unwrap();
         }
     }
     drop(ob);
-    assert!(!Path::new(&format!("{}-wal", path.display())).exists(), "checkpointed");
+    assert!(
+        !Path::new(&format!("{}-wal", path.display())).exists(),
+        "checkpointed"
+    );
     std::fs::metadata(path).unwrap().len() / 4096
 }
 
@@ -309,7 +333,10 @@ fn check_recovered(path: &Path, opened: &Opened) -> HashMap<String, Entry> {
             assert_eq!(e.payloads, payloads_for(n), "{id}");
             assert_eq!(e.created_at, n);
             if n % 7 == 0 {
-                assert!(matches!(e.state, State::SetAside { .. }), "{id} stays aside");
+                assert!(
+                    matches!(e.state, State::SetAside { .. }),
+                    "{id} stays aside"
+                );
             }
             found.insert(id, e);
         }
@@ -329,8 +356,8 @@ fn a_corrupt_page_in_the_middle_costs_only_the_entries_on_it() {
         Outbox::open(&path, config(100_000_000)).and_then(|o| o.check_integrity()),
         Err(OutboxError::Inconsistent { .. } | OutboxError::Corrupt { .. })
     ));
-    let mut opened = Outbox::open_or_recover(&path, config(100_000_000), 1_800_000_000_123)
-        .unwrap();
+    let mut opened =
+        Outbox::open_or_recover(&path, config(100_000_000), 1_800_000_000_123).unwrap();
     let found = check_recovered(&path, &opened);
     let rec = opened.recovery.clone().unwrap();
     assert!(rec.lost > 0 && rec.salvaged > 0, "{rec:?}");
@@ -344,7 +371,11 @@ fn a_corrupt_page_in_the_middle_costs_only_the_entries_on_it() {
     // The next start finds a healthy file and recovers nothing more.
     let again = Outbox::open_or_recover(&path, config(100_000_000), 1_800_000_001_000).unwrap();
     assert!(again.recovery.is_none());
-    assert_eq!(again.outbox.depths().unwrap().lost, rec.lost, "persistent count");
+    assert_eq!(
+        again.outbox.depths().unwrap().lost,
+        rec.lost,
+        "persistent count"
+    );
 }
 
 #[test]
@@ -381,7 +412,8 @@ fn a_file_that_is_not_an_outbox_at_all_is_moved_aside_and_nothing_is_salvaged() 
 fn another_programs_database_or_a_newer_schema_is_refused_and_left_untouched() {
     let (dir, path) = fixture();
     let raw = rusqlite::Connection::open(&path).unwrap();
-    raw.execute_batch("CREATE TABLE things (x INTEGER);").unwrap();
+    raw.execute_batch("CREATE TABLE things (x INTEGER);")
+        .unwrap();
     drop(raw);
     let before = std::fs::read(&path).unwrap();
     let err = Outbox::open_or_recover(&path, config(1000), 0).unwrap_err();
@@ -391,15 +423,25 @@ fn another_programs_database_or_a_newer_schema_is_refused_and_left_untouched() {
     let newer = dir.path().join("newer.sqlite");
     drop(Outbox::open(&newer, config(1000)).unwrap());
     let raw = rusqlite::Connection::open(&newer).unwrap();
-    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1).unwrap();
+    raw.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+        .unwrap();
     drop(raw);
     let before = std::fs::read(&newer).unwrap();
     let err = Outbox::open_or_recover(&newer, config(1000), 0).unwrap_err();
-    assert!(matches!(err, OutboxError::UnsupportedVersion { .. }), "{err:?}");
+    assert!(
+        matches!(err, OutboxError::UnsupportedVersion { .. }),
+        "{err:?}"
+    );
     assert_eq!(std::fs::read(&newer).unwrap(), before);
     let quarantined = std::fs::read_dir(dir.path())
         .unwrap()
-        .filter(|e| e.as_ref().unwrap().file_name().to_string_lossy().contains("corrupt"))
+        .filter(|e| {
+            e.as_ref()
+                .unwrap()
+                .file_name()
+                .to_string_lossy()
+                .contains("corrupt")
+        })
         .count();
     assert_eq!(quarantined, 0);
 }
