@@ -3,7 +3,7 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{bench, classify, daemon, Cli, Command};
+use edge_agent::cli::{bench, classify, daemon, outbox, Cli, Command};
 
 fn main() {
     tune_malloc();
@@ -14,6 +14,7 @@ fn main() {
         Command::Run(args) => daemon::run(args),
         Command::CheckConfig(args) => daemon::check_config(args),
         Command::PrintDefaultConfig => daemon::print_default_config(),
+        Command::Outbox(args) => outbox::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -208,6 +208,7 @@ fn sigkilled_writer_loses_no_acknowledged_outbox_event() {
                     assert_eq!(entry.created_at, n);
                     match want {
                         State::ToSend => {} // published or not: both were possible
+                        State::SetAside { .. } => unreachable!("the writer never sets aside"),
                         State::AwaitingReceipt { .. } => {
                             assert!(
                                 matches!(entry.state, State::AwaitingReceipt { .. }),

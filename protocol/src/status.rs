@@ -7,10 +7,16 @@
 //! {"v":1,"device_id":"pi-kitchen","state":"online",
 //!  "model":{"name":"dogs-mobilenetv2","version":"3","sha256":"<64 hex>"},
 //!  "backend":"litert",
-//!  "outbox":{"to_send":2,"awaiting_receipt":5,"bytes":412345,"dropped":0},
+//!  "outbox":{"to_send":2,"awaiting_receipt":5,"bytes":412345,"dropped":0,"set_aside":1,
+//!            "salvaged":0,"lost":0},
+//!  "storage":{"state":"ok"},
 //!  "counters":{"frames":18234,"selected":412,"suppressed":37,"sent":410,"receipted":405,"errors":1},
 //!  "since":"2026-11-25T09:00:00.000Z"}
 //! ```
+//!
+//! Fields added after version 1 was first published (`outbox.set_aside`,
+//! `outbox.salvaged`, `outbox.lost`, `storage`) default when absent, so statuses of
+//! older agents still parse.
 //!
 //! `model`, `backend` and `since` are absent in the last will: it is registered at
 //! connect time and published later by the broker, when nobody knows the time.
@@ -43,6 +49,41 @@ pub struct OutboxStats {
     pub bytes: u64,
     /// Events dropped because the outbox was full (oldest first).
     pub dropped: u64,
+    /// Events kept aside (rejected for good, or too large for the broker): never
+    /// sent again until an operator requeues them.
+    #[serde(default)]
+    pub set_aside: u64,
+    /// Events carried over from a corrupt outbox file into a fresh one.
+    #[serde(default)]
+    pub salvaged: u64,
+    /// Events of a corrupt outbox file that could not be read back (lost).
+    #[serde(default)]
+    pub lost: u64,
+}
+
+/// Whether the agent can write its outbox.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StorageState {
+    #[default]
+    Ok,
+    /// The file system holding the outbox is full: new frames wait (capture slows
+    /// down) until space is freed; nothing selected is dropped meanwhile.
+    DiskFull,
+    /// Writing the outbox fails for another reason (I/O error); retried likewise.
+    Failing,
+}
+
+/// The outbox's storage health.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Storage {
+    pub state: StorageState,
+    /// Since when `state` holds (absent when `ok`), RFC 3339 UTC.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<String>,
+    /// The last error, when not `ok`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 /// Totals since the agent started.
@@ -76,6 +117,9 @@ pub struct Status {
     pub outbox: OutboxStats,
     #[serde(default)]
     pub counters: AgentCounters,
+    /// Whether the outbox can be written (e.g. `disk_full`, and since when).
+    #[serde(default)]
+    pub storage: Storage,
     /// Since when the agent has been in `state`, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
@@ -97,6 +141,7 @@ impl Status {
             backend: Some(backend.into()),
             outbox: OutboxStats::default(),
             counters: AgentCounters::default(),
+            storage: Storage::default(),
             since: Some(since.into()),
         }
     }
@@ -111,6 +156,7 @@ impl Status {
             backend: None,
             outbox: OutboxStats::default(),
             counters: AgentCounters::default(),
+            storage: Storage::default(),
             since: None,
         }
     }
@@ -132,6 +178,9 @@ impl Status {
         }
         if let Some(since) = &self.since {
             check_rfc3339(MESSAGE, "since", since)?;
+        }
+        if let Some(since) = &self.storage.since {
+            check_rfc3339(MESSAGE, "storage.since", since)?;
         }
         Ok(())
     }
@@ -165,8 +214,10 @@ mod tests {
         assert_eq!(json["model"]["version"], "3");
         assert_eq!(
             json["outbox"],
-            json!({"to_send": 0, "awaiting_receipt": 5, "bytes": 0, "dropped": 0})
+            json!({"to_send": 0, "awaiting_receipt": 5, "bytes": 0, "dropped": 0,
+                   "set_aside": 0, "salvaged": 0, "lost": 0})
         );
+        assert_eq!(json["storage"], json!({"state": "ok"}));
         assert_eq!(json["counters"]["frames"], 18234);
         assert_eq!(Status::from_json(&s.to_json()).unwrap(), s);
     }
@@ -181,6 +232,37 @@ mod tests {
         assert_eq!(Status::from_json(&will.to_json()).unwrap(), will);
         let minimal = br#"{"v":1,"device_id":"pi-kitchen","state":"offline"}"#;
         assert_eq!(Status::from_json(minimal).unwrap(), will);
+    }
+
+    #[test]
+    fn a_status_of_an_older_agent_without_the_newer_fields_still_parses() {
+        let old = br#"{"v":1,"device_id":"pi-kitchen","state":"online",
+            "outbox":{"to_send":2,"awaiting_receipt":5,"bytes":412345,"dropped":1},
+            "since":"2026-11-25T09:00:00.000Z"}"#;
+        let s = Status::from_json(old).unwrap();
+        assert_eq!(s.outbox.dropped, 1);
+        assert_eq!(
+            (s.outbox.set_aside, s.outbox.salvaged, s.outbox.lost),
+            (0, 0, 0)
+        );
+        assert_eq!(s.storage, Storage::default());
+    }
+
+    #[test]
+    fn a_full_disk_is_reported_with_since_and_detail() {
+        let mut s = Status::online(device(), model(), "tflite", "2026-11-25T09:00:00.000Z");
+        s.outbox.set_aside = 2;
+        s.storage = Storage {
+            state: StorageState::DiskFull,
+            since: Some("2026-11-25T10:00:00.000Z".into()),
+            detail: Some("outbox /var/lib/edge-agent/outbox.sqlite: the disk is full".into()),
+        };
+        let json: serde_json::Value = serde_json::from_slice(&s.to_json()).unwrap();
+        assert_eq!(json["storage"]["state"], "disk_full");
+        assert_eq!(json["outbox"]["set_aside"], 2);
+        assert_eq!(Status::from_json(&s.to_json()).unwrap(), s);
+        s.storage.since = Some("later".into());
+        assert!(Status::from_json(&s.to_json()).is_err());
     }
 
     #[test]

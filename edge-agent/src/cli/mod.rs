@@ -3,6 +3,7 @@
 pub mod bench;
 pub mod classify;
 pub mod daemon;
+pub mod outbox;
 
 use std::path::PathBuf;
 
@@ -35,6 +36,8 @@ pub enum Command {
     CheckConfig(daemon::ConfigArgs),
     /// Print an annotated example config.
     PrintDefaultConfig,
+    /// Inspect and repair the outbox (the daemon must be stopped).
+    Outbox(outbox::OutboxArgs),
 }
 
 /// Options shared by every command that loads a model.

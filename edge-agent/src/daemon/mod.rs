@@ -9,11 +9,17 @@
 //! outbox, which absorbs any outage, and pokes the MQTT driver. `run` takes a shutdown
 //! future (STYLE.md): on it, intake stops, frames already taken are finished and
 //! stored, the status goes `offline`, and the function returns.
+//!
+//! A corrupt outbox is moved aside and what still reads is salvaged at start-up
+//! ([`Outbox::open_or_recover`]). When the outbox cannot be written (disk full, I/O
+//! error), the frame thread holds the encoded event and retries (`store.rs`), which
+//! stops intake through the bounded channel instead of losing frames.
 
 mod frames;
 mod mqtt;
 mod prepare;
 mod sources;
+mod store;
 mod tracker;
 
 pub use frames::{event_id_for, FrameProcessor, Outcome, ProcessError};
@@ -28,6 +34,7 @@ use std::time::Duration;
 use anyhow::Context;
 use protocol::status::{AgentCounters, OutboxStats};
 use protocol::{DeviceId, ModelInfo, Status, Topics};
+use store::{store_event, StorageHealth, Stored};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
@@ -135,12 +142,25 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             config.device.state_dir.display()
         )
     })?;
-    let outbox = Outbox::open(config.outbox_path(), config.outbox_config())?;
+    let opened = Outbox::open_or_recover(config.outbox_path(), config.outbox_config(), now_ms())?;
+    if let Some(r) = &opened.recovery {
+        tracing::error!(
+            path = %config.outbox_path().display(),
+            quarantined = %r.quarantined.display(),
+            cause = %r.cause,
+            salvaged = r.salvaged,
+            lost = r.lost,
+            header_rebuilt = r.header_rebuilt,
+            "outbox was corrupt: moved it aside and started a new one with the events that still read"
+        );
+    }
+    let outbox = opened.outbox;
     let depths = outbox.depths()?;
     tracing::info!(
         path = %config.outbox_path().display(),
         to_send = depths.to_send,
         awaiting_receipt = depths.awaiting_receipt,
+        set_aside = depths.set_aside,
         "outbox opened"
     );
     let outbox = Arc::new(Mutex::new(outbox));
@@ -151,27 +171,41 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let (frame_tx, frame_rx) = mpsc::sync_channel::<SourceFrame>(4);
     let sources = sources::start(&config.sources, frame_tx).context("cannot start sources")?;
 
+    let health = Arc::new(StorageHealth::default());
+    // Dropped at shutdown: ends a frame thread that waits for disk space.
+    let (halt_tx, halt_rx) = mpsc::channel::<()>();
     let frame_thread = {
-        let (outbox, stats, wake) = (outbox.clone(), stats.clone(), wake.clone());
+        let store = FrameStore {
+            outbox: outbox.clone(),
+            stats: stats.clone(),
+            wake: wake.clone(),
+            health: health.clone(),
+            halt: halt_rx,
+        };
         let sources_cfg = config.sources.clone();
         std::thread::Builder::new()
             .name("frames".into())
-            .spawn(move || frame_loop(processor, frame_rx, outbox, stats, wake, sources_cfg))?
+            .spawn(move || frame_loop(processor, frame_rx, store, sources_cfg))?
     };
 
     let started = protocol::timestamp::format_rfc3339_utc(now_ms() as i64);
     let status: Arc<dyn Fn() -> Status + Send + Sync> = {
         let (outbox, stats, device, model) = (outbox.clone(), stats.clone(), device.clone(), model);
+        let health = health.clone();
         Arc::new(move || {
             let mut s =
                 Status::online(device.clone(), model.clone(), backend_name, started.clone());
             s.counters = stats.counters();
+            s.storage = health.get();
             if let Ok(d) = outbox.lock().unwrap().depths() {
                 s.outbox = OutboxStats {
                     to_send: d.to_send,
                     awaiting_receipt: d.awaiting_receipt,
                     bytes: d.bytes,
                     dropped: d.dropped,
+                    set_aside: d.set_aside,
+                    salvaged: d.salvaged,
+                    lost: d.lost,
                 };
             }
             s
@@ -208,6 +242,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     tracing::info!("shutting down: stopping intake");
     let _ = systemd::notify_stopping();
     sources.stop();
+    drop(halt_tx);
     // The frame thread ends when every source's sender is gone and the channel is
     // drained: frames already captured are classified and stored, not dropped.
     tokio::task::spawn_blocking(move || frame_thread.join())
@@ -226,14 +261,29 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     Ok(())
 }
 
-fn frame_loop(
-    mut processor: FrameProcessor,
-    frames: mpsc::Receiver<SourceFrame>,
+/// What the frame thread needs to store events.
+struct FrameStore {
     outbox: Arc<Mutex<Outbox>>,
     stats: Arc<Stats>,
     wake: Arc<Notify>,
+    health: Arc<StorageHealth>,
+    /// Disconnected at shutdown.
+    halt: mpsc::Receiver<()>,
+}
+
+fn frame_loop(
+    mut processor: FrameProcessor,
+    frames: mpsc::Receiver<SourceFrame>,
+    store: FrameStore,
     sources: Vec<crate::config::SourceConfig>,
 ) {
+    let FrameStore {
+        outbox,
+        stats,
+        wake,
+        health,
+        halt,
+    } = store;
     for mut frame in frames {
         let now = now_ms();
         Stats::inc(&stats.frames);
@@ -253,8 +303,8 @@ fn frame_loop(
             Ok(Outcome::Selected { meta, messages }) => {
                 Stats::inc(&stats.selected);
                 let id = meta.event_id.to_string();
-                match outbox.lock().unwrap().put(&id, &messages, now) {
-                    Ok(PutOutcome::Stored { dropped, .. }) => {
+                match store_event(&outbox, &health, &halt, &frame.name, &id, &messages, now) {
+                    Stored::Yes(PutOutcome::Stored { dropped, .. }) => {
                         if !dropped.is_empty() {
                             tracing::warn!(
                                 count = dropped.len(),
@@ -266,12 +316,19 @@ fn frame_loop(
                         wake.notify_one();
                         true
                     }
-                    Ok(PutOutcome::AlreadyPresent) => true,
-                    Err(e) => {
-                        // Not stored: keep the source file so it is tried again later.
+                    Stored::Yes(PutOutcome::AlreadyPresent) => true,
+                    Stored::Refused(e) => {
+                        // Can never be stored as it is: keep the source file for an
+                        // operator, and go on with the next frame.
                         Stats::inc(&stats.errors);
                         tracing::error!(frame = %frame.name, error = %e, "cannot store the event");
                         false
+                    }
+                    Stored::ShuttingDown => {
+                        // Not stored: the file stays and is taken again at the next
+                        // start; frames still queued behind it likewise.
+                        tracing::warn!(frame = %frame.name, "shutting down while the outbox cannot be written; the frame stays for the next start");
+                        return;
                     }
                 }
             }

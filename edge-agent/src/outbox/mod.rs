@@ -12,6 +12,29 @@
 //! the bound drops the oldest entries (any state) in the same transaction and adds
 //! them to a persistent drop counter that [`Outbox::depths`] reports.
 //!
+//! Any state → `set_aside` (the relay rejected the event for good, or the broker
+//! can never take it) → [`State::SetAside`]: never due, payloads kept with a code and
+//! reason, still counted against (and dropped by) the bound; an operator lists them
+//! ([`Outbox::set_aside_entries`]) and puts them back with [`Outbox::requeue`]
+//! (`ToSend`, attempts 0), or a late receipt removes them. See `aside.rs`.
+//!
+//! # Time, disk, damage
+//! - The clock may step back (a device without RTC syncing late): a resend time
+//!   further ahead than the longest resend timeout counts as due
+//!   ([`resend_is_due`]), so nothing waits for days.
+//! - A full file system is [`OutboxError::DiskFull`] (SQLITE_FULL, ENOSPC, EDQUOT),
+//!   naming the directory; every operation is one transaction, so a failed put
+//!   leaves nothing behind and the same put can be retried once space is freed
+//!   ([`OutboxError::is_transient`]; the daemon does, holding the frame).
+//! - One owner per file: `open` holds an exclusive `flock` on `<file>.lock`
+//!   ([`OutboxError::Locked`] for a second one; `lock.rs`).
+//! - A corrupt file (an SD card that lied about fsync) is moved aside and what still
+//!   reads is salvaged into a fresh file by [`Outbox::open_or_recover`], with
+//!   persistent `salvaged`/`lost` counts; a foreign database or a newer schema is
+//!   still refused untouched (`recover.rs`).
+//! - The schema is versioned (`PRAGMA user_version`, [`SCHEMA_VERSION`]); older
+//!   files are migrated in place in one transaction (`schema.rs`).
+//!
 //! # Why SQLite (WAL, `synchronous=FULL`) and not a spool directory
 //! - Atomic multi-row transactions: "insert the event, drop the oldest, bump the
 //!   drop counter" and "move to AwaitingReceipt with a new deadline" are each one
@@ -39,19 +62,29 @@
 //! keeps the ids it has in flight in memory and skips them. After a crash nothing is
 //! in flight, which is exactly right: everything unreceipted is due again.
 
+mod aside;
+mod lock;
+mod recover;
 mod rows;
 mod schedule;
+mod schema;
 mod store;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_v2;
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
+pub use aside::SetAsideEntry;
+pub use lock::lock_path;
+pub use recover::{Opened, Recovery};
 pub use schedule::{
-    bytes_to_free, default_initial_resend, default_jitter, default_max_resend, Backoff, Delivery,
-    State, UnixMillis,
+    bytes_to_free, default_initial_resend, default_jitter, default_max_resend,
+    latest_plausible_resend, resend_is_due, Backoff, Delivery, State, UnixMillis,
 };
-pub use store::{Outbox, SCHEMA_VERSION};
+pub use schema::SCHEMA_VERSION;
+pub use store::Outbox;
 
 /// Default bound of the outbox's stored payload bytes: 256 MiB.
 pub fn default_max_bytes() -> u64 {
@@ -133,8 +166,15 @@ pub struct Depths {
     pub awaiting_receipt: u64,
     /// Sum of the stored payload sizes.
     pub bytes: u64,
+    /// Entries set aside ([`Outbox::set_aside`]): never sent, kept for an operator.
+    pub set_aside: u64,
     /// Entries dropped to respect the bound, since the outbox file was created.
     pub dropped: u64,
+    /// Entries carried over from corrupt files into this one
+    /// ([`Outbox::open_or_recover`]), in all recoveries since it was created.
+    pub salvaged: u64,
+    /// Entries found in corrupt files whose rows or payloads no longer read.
+    pub lost: u64,
 }
 
 /// Everything that can go wrong; each error names the file or event concerned.
@@ -189,7 +229,25 @@ pub enum OutboxError {
     /// The file system refused WAL mode (e.g. no shared memory on a network mount).
     #[error("outbox {}: cannot use WAL journal mode here (SQLite kept {mode})", .path.display())]
     NoWal { path: PathBuf, mode: String },
-    /// SQLite failed (disk full, I/O error, file locked, ...); see the source.
+    /// The file system holding the outbox has no space left (SQLITE_FULL, ENOSPC,
+    /// EDQUOT). Transient: retry once space is freed; nothing was half written.
+    #[error(
+        "outbox {}: the disk is full (no space left on the file system holding {}); \
+         free space there", .path.display(), .dir.display()
+    )]
+    DiskFull {
+        path: PathBuf,
+        /// The directory whose file system is full.
+        dir: PathBuf,
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// Another `Outbox` (the daemon, or another command) has this file open.
+    #[error(
+        "outbox {}: in use by another process (it holds {}); stop edge-agent first \
+         (systemctl stop edge-agent)", .path.display(), .lock.display()
+    )]
+    Locked { path: PathBuf, lock: PathBuf },
+    /// SQLite failed (I/O error, file locked, ...); see the source.
     #[error("outbox {}: database operation failed", .path.display())]
     Sqlite {
         path: PathBuf,
@@ -201,4 +259,47 @@ pub enum OutboxError {
         path: PathBuf,
         source: std::io::Error,
     },
+}
+
+impl OutboxError {
+    /// The file system is full: the same operation may succeed once space is freed.
+    pub fn is_disk_full(&self) -> bool {
+        matches!(self, OutboxError::DiskFull { .. })
+    }
+
+    /// Whether retrying the same operation later can succeed (disk full, I/O or
+    /// SQLite failures); false for refusals that no retry changes (bad input, wrong
+    /// or corrupt file, settings, another owner).
+    pub fn is_transient(&self) -> bool {
+        matches!(
+            self,
+            OutboxError::DiskFull { .. } | OutboxError::Sqlite { .. } | OutboxError::Io { .. }
+        )
+    }
+
+    pub(crate) fn disk_full(
+        path: &Path,
+        source: impl Into<Box<dyn std::error::Error + Send + Sync>>,
+    ) -> OutboxError {
+        let dir = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        OutboxError::DiskFull {
+            path: path.to_path_buf(),
+            dir,
+            source: source.into(),
+        }
+    }
+
+    /// An I/O error on `path`; ENOSPC and EDQUOT become [`OutboxError::DiskFull`].
+    pub(crate) fn io(path: &Path, source: std::io::Error) -> OutboxError {
+        match source.raw_os_error() {
+            Some(libc::ENOSPC | libc::EDQUOT) => OutboxError::disk_full(path, source),
+            _ => OutboxError::Io {
+                path: path.to_path_buf(),
+                source,
+            },
+        }
+    }
 }

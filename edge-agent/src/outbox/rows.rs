@@ -7,7 +7,17 @@ use super::schedule::State;
 use super::Entry;
 
 pub(super) const ENTRY_COLUMNS: &str =
-    "seq, event_id, size, created_at, awaiting, attempts, next_attempt_at";
+    "seq, event_id, size, created_at, awaiting, attempts, next_attempt_at, set_aside_at";
+
+/// The `awaiting` and `next_attempt_at` columns of a delivery state (a set-aside
+/// entry's own columns are written by `aside.rs`).
+pub(super) fn state_columns(state: State) -> (i64, Option<i64>) {
+    match state {
+        State::ToSend => (0, None),
+        State::AwaitingReceipt { next_attempt_at } => (1, Some(to_i64(next_attempt_at))),
+        State::SetAside { .. } => (2, None),
+    }
+}
 
 /// SQLite integers are i64; times and sizes beyond that saturate (never reached
 /// in practice, but `u64::MAX` is a valid "never" deadline).
@@ -74,6 +84,9 @@ pub(super) fn entry_from_row(row: &Row<'_>) -> rusqlite::Result<Entry> {
         0 => State::ToSend,
         1 => State::AwaitingReceipt {
             next_attempt_at: row.get::<_, Option<i64>>(6)?.unwrap_or(0).max(0) as u64,
+        },
+        2 => State::SetAside {
+            set_aside_at: row.get::<_, Option<i64>>(7)?.unwrap_or(0).max(0) as u64,
         },
         other => return Err(rusqlite::Error::IntegralValueOutOfRange(4, other)),
     };

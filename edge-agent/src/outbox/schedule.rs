@@ -15,8 +15,13 @@ pub enum State {
     /// Not published, or its last publish failed before the broker's PUBACK: due now.
     ToSend,
     /// The broker acknowledged a publish (PUBACK); waiting for the relay's receipt.
-    /// Due again (resent) once `next_attempt_at` has passed.
+    /// Due again (resent) once `next_attempt_at` has passed, or at once if it lies
+    /// further ahead than the longest resend timeout (see [`resend_is_due`]).
     AwaitingReceipt { next_attempt_at: UnixMillis },
+    /// Taken out of delivery (the relay rejected it for good, or the broker can
+    /// never take it): never due, payloads kept until an operator requeues it or the
+    /// byte bound drops it. Why is in the entry's code and reason.
+    SetAside { set_aside_at: UnixMillis },
 }
 
 /// An event's delivery state plus how many publishes the broker has acknowledged.
@@ -36,18 +41,27 @@ impl Delivery {
         }
     }
 
-    /// Whether the event should be published at `now`.
-    pub fn is_due(&self, now: UnixMillis) -> bool {
+    /// Whether the event should be published at `now`; `max_wait` is the longest
+    /// resend timeout ([`Backoff::max`]), see [`resend_is_due`].
+    pub fn is_due(&self, now: UnixMillis, max_wait: Duration) -> bool {
         match self.state {
             State::ToSend => true,
-            State::AwaitingReceipt { next_attempt_at } => next_attempt_at <= now,
+            State::AwaitingReceipt { next_attempt_at } => {
+                resend_is_due(next_attempt_at, now, max_wait)
+            }
+            State::SetAside { .. } => false,
         }
     }
 
     /// The broker acknowledged a publish (first send or resend) at `now`: wait for
     /// the receipt, and resend after the backoff for this attempt if none comes.
     /// `jitter_sample` is a uniform draw from `[0, 1]` (see [`Backoff::delay`]).
+    /// A set-aside event stays set aside (a PUBACK may arrive after the relay's
+    /// rejection set it aside).
     pub fn acknowledged(self, now: UnixMillis, backoff: &Backoff, jitter_sample: f64) -> Self {
+        if matches!(self.state, State::SetAside { .. }) {
+            return self;
+        }
         let attempts = self.attempts.saturating_add(1);
         let delay = backoff.delay(attempts, jitter_sample);
         let delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX);
@@ -61,8 +75,12 @@ impl Delivery {
 
     /// A publish failed before the broker acknowledged it (connection lost): the
     /// event is due again at once. Failed publishes do not count as attempts, so an
-    /// outage does not inflate the next receipt timeout.
+    /// outage does not inflate the next receipt timeout. A set-aside event stays
+    /// set aside.
     pub fn publish_failed(self) -> Self {
+        if matches!(self.state, State::SetAside { .. }) {
+            return self;
+        }
         Delivery {
             state: State::ToSend,
             attempts: self.attempts,
@@ -153,6 +171,27 @@ impl Backoff {
     }
 }
 
+/// Whether an event waiting for its receipt since a publish should be resent at
+/// `now`: its resend time `next_attempt_at` has come, or it lies more than
+/// `max_wait` (the longest resend timeout, [`Backoff::max`]) ahead of `now`.
+///
+/// The second case is the wall clock stepped back: a device without a real-time
+/// clock starts in 1970 or at its last shutdown, publishes, and syncs NTP later; or
+/// NTP corrects a clock that ran ahead. A resend time stored before the step can then
+/// lie days ahead of the new clock. No wait this outbox computes is ever longer than
+/// `max_wait` (jitter only shortens), so such a time is wrong and the entry is due at
+/// once (its next PUBACK stores a time on the corrected clock). A clock stepped
+/// forward needs no rule: everything just becomes due early.
+pub fn resend_is_due(next_attempt_at: UnixMillis, now: UnixMillis, max_wait: Duration) -> bool {
+    next_attempt_at <= now || next_attempt_at > latest_plausible_resend(now, max_wait)
+}
+
+/// The latest resend time that can have been computed at or before `now`:
+/// `now + max_wait` (saturating). The SQL form of [`resend_is_due`] uses it.
+pub fn latest_plausible_resend(now: UnixMillis, max_wait: Duration) -> UnixMillis {
+    now.saturating_add(u64::try_from(max_wait.as_millis()).unwrap_or(u64::MAX))
+}
+
 /// How many bytes must be freed (by dropping the oldest entries) before an event of
 /// `incoming` bytes fits into an outbox holding `stored` bytes with bound `max`.
 /// `None` when the event is larger than the whole bound and can never fit.
@@ -179,8 +218,10 @@ mod tests {
         let d = Delivery::new();
         assert_eq!(d.state, State::ToSend);
         assert_eq!(d.attempts, 0);
-        assert!(d.is_due(0));
+        assert!(d.is_due(0, HOUR));
     }
+
+    const HOUR: Duration = Duration::from_secs(3600);
 
     #[test]
     fn puback_moves_to_awaiting_receipt_with_the_initial_timeout() {
@@ -197,9 +238,9 @@ mod tests {
     #[test]
     fn awaiting_receipt_is_due_exactly_when_its_time_has_come() {
         let d = Delivery::new().acknowledged(1_000, &no_jitter(), 0.0);
-        assert!(!d.is_due(60_999));
-        assert!(d.is_due(61_000));
-        assert!(d.is_due(u64::MAX));
+        assert!(!d.is_due(60_999, HOUR));
+        assert!(d.is_due(61_000, HOUR));
+        assert!(d.is_due(u64::MAX, HOUR));
     }
 
     #[test]
@@ -223,8 +264,46 @@ mod tests {
         let failed = awaiting.publish_failed();
         assert_eq!(failed.state, State::ToSend);
         assert_eq!(failed.attempts, 1);
-        assert!(failed.is_due(0));
+        assert!(failed.is_due(0, HOUR));
         assert_eq!(Delivery::new().publish_failed(), Delivery::new());
+    }
+
+    #[test]
+    fn a_resend_time_further_ahead_than_the_longest_timeout_is_due_at_once() {
+        // Published at 2026-11-29 by a clock that ran ahead, then NTP stepped the
+        // clock back 30 days: the stored resend time is 30 days in the future.
+        let published_at: UnixMillis = 1_795_900_000_000;
+        let d = Delivery::new().acknowledged(published_at, &no_jitter(), 0.0);
+        let stepped_back = published_at - 30 * 24 * 3_600_000;
+        assert!(d.is_due(stepped_back, HOUR), "30 days ahead: due now");
+        // Exactly the longest timeout ahead is still a plausible wait, a millisecond
+        // more is not.
+        let State::AwaitingReceipt { next_attempt_at } = d.state else {
+            panic!()
+        };
+        assert!(!resend_is_due(
+            next_attempt_at,
+            next_attempt_at - 3_600_000,
+            HOUR
+        ));
+        assert!(resend_is_due(
+            next_attempt_at,
+            next_attempt_at - 3_600_001,
+            HOUR
+        ));
+        assert!(!resend_is_due(u64::MAX, u64::MAX - 1, HOUR));
+        assert_eq!(latest_plausible_resend(u64::MAX - 5, HOUR), u64::MAX);
+    }
+
+    #[test]
+    fn a_set_aside_event_is_never_due_and_stays_aside_on_late_pubacks() {
+        let d = Delivery {
+            state: State::SetAside { set_aside_at: 5 },
+            attempts: 2,
+        };
+        assert!(!d.is_due(0, HOUR) && !d.is_due(u64::MAX, HOUR));
+        assert_eq!(d.acknowledged(10, &no_jitter(), 0.0), d);
+        assert_eq!(d.publish_failed(), d);
     }
 
     #[test]

@@ -8,51 +8,24 @@ use std::time::Duration;
 
 use rusqlite::{params, Connection, ErrorCode, OpenFlags, OptionalExtension, TransactionBehavior};
 
+use super::lock::OutboxLock;
 use super::rows::{
-    add_counter, counter, drop_oldest, load_payloads, remove, select_entries, to_i64,
+    add_counter, counter, drop_oldest, load_payloads, remove, select_entries, state_columns, to_i64,
 };
-use super::schedule::{bytes_to_free, Delivery, State, UnixMillis};
+use super::schedule::{bytes_to_free, latest_plausible_resend, Delivery, State, UnixMillis};
+use super::schema::{upgrade, SCHEMA_VERSION};
 use super::{Depths, Entry, OutboxConfig, OutboxError, PutOutcome};
-
-/// The schema version this code writes, kept in `PRAGMA user_version`.
-pub const SCHEMA_VERSION: i64 = 1;
-
-// Payloads live apart from their entry so that scanning entries (due, depths,
-// eviction) never reads image bytes. `awaiting` is 0 for ToSend, 1 for
-// AwaitingReceipt; `next_attempt_at` is set exactly when `awaiting` is 1.
-// AUTOINCREMENT: a sequence number is never reused, even after the newest entry is
-// removed, so `seq` is insertion order across the life of the file.
-const SCHEMA: &str = "
-CREATE TABLE entry (
-    seq             INTEGER PRIMARY KEY AUTOINCREMENT,
-    event_id        TEXT    NOT NULL UNIQUE,
-    size            INTEGER NOT NULL,
-    created_at      INTEGER NOT NULL,
-    awaiting        INTEGER NOT NULL,
-    attempts        INTEGER NOT NULL,
-    next_attempt_at INTEGER
-);
-CREATE INDEX entry_by_state ON entry (awaiting, seq);
-CREATE TABLE payload (
-    seq  INTEGER NOT NULL,
-    idx  INTEGER NOT NULL,
-    data BLOB    NOT NULL,
-    PRIMARY KEY (seq, idx)
-);
-CREATE TABLE counter (
-    name  TEXT PRIMARY KEY,
-    value INTEGER NOT NULL
-);
-INSERT INTO counter (name, value) VALUES ('bytes', 0), ('dropped', 0);
-";
 
 /// The on-disk outbox. `Send`, not `Sync`; all methods block (see the module doc).
 /// One `Outbox` per file: a second process on the same file would send everything
 /// twice.
 pub struct Outbox {
-    conn: Connection,
-    path: PathBuf,
-    config: OutboxConfig,
+    pub(super) conn: Connection,
+    pub(super) path: PathBuf,
+    pub(super) config: OutboxConfig,
+    // Declared after `conn`, so dropped after it: the file is closed before another
+    // process may take it.
+    pub(super) _lock: OutboxLock,
 }
 
 impl std::fmt::Debug for Outbox {
@@ -65,14 +38,27 @@ impl std::fmt::Debug for Outbox {
 }
 
 impl Outbox {
-    /// Opens the outbox at `path`, creating the file and its schema if missing.
+    /// Opens the outbox at `path`, creating the file and its schema if missing, and
+    /// migrating a file of an older schema version in place (entries kept).
     /// A file that is not an SQLite database, is corrupt, belongs to another
     /// program or was written by a newer schema is refused with an error naming it,
-    /// and is never written to.
+    /// and is never written to ([`Outbox::open_or_recover`] instead moves a corrupt
+    /// file aside). Holds `<path>.lock` (an exclusive `flock`) while open: a second
+    /// `Outbox` on the same file, in this process or another, gets
+    /// [`OutboxError::Locked`].
     pub fn open(path: impl AsRef<Path>, config: OutboxConfig) -> Result<Outbox, OutboxError> {
         config.validate()?;
         let path = path.as_ref().to_path_buf();
-        let err = sql_err(&path);
+        let lock = OutboxLock::acquire(&path)?;
+        Outbox::open_locked(path, config, lock)
+    }
+
+    /// [`Outbox::open`] once the lock is held.
+    pub(super) fn open_locked(
+        path: PathBuf,
+        config: OutboxConfig,
+        lock: OutboxLock,
+    ) -> Result<Outbox, OutboxError> {
         let is_new = match std::fs::metadata(&path) {
             Ok(_) => false,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => true,
@@ -81,7 +67,8 @@ impl Outbox {
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE
             | OpenFlags::SQLITE_OPEN_CREATE
             | OpenFlags::SQLITE_OPEN_NO_MUTEX;
-        let mut conn = Connection::open_with_flags(&path, flags).map_err(&err)?;
+        let mut conn = Connection::open_with_flags(&path, flags).map_err(sql_err(&path, None))?;
+        let err = sql_err(&path, Some(&conn));
         conn.busy_timeout(Duration::from_secs(5)).map_err(&err)?;
 
         // Only reads until the file is known to be ours: a foreign or corrupt file
@@ -114,22 +101,18 @@ impl Outbox {
         }
         conn.pragma_update(None, "synchronous", "FULL")
             .map_err(&err)?;
-
-        if version == 0 {
-            let tx = conn
-                .transaction_with_behavior(TransactionBehavior::Exclusive)
-                .map_err(&err)?;
-            tx.execute_batch(SCHEMA).map_err(&err)?;
-            tx.pragma_update(None, "user_version", SCHEMA_VERSION)
-                .map_err(&err)?;
-            tx.commit().map_err(&err)?;
-        }
+        upgrade(&mut conn, version).map_err(&err)?;
         if is_new {
             // SQLite syncs the directory for its WAL file, but the database file's
             // own directory entry is made here; make it durable too.
             sync_parent_dir(&path)?;
         }
-        Ok(Outbox { conn, path, config })
+        Ok(Outbox {
+            conn,
+            path,
+            config,
+            _lock: lock,
+        })
     }
 
     /// The file this outbox lives in.
@@ -159,7 +142,7 @@ impl Outbox {
             });
         }
         let size: u64 = payloads.iter().map(|p| p.len() as u64).sum();
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -216,9 +199,12 @@ impl Outbox {
 
     /// What to publish at `now`, at most `limit` entries: every `ToSend` entry in
     /// insertion order, then every `AwaitingReceipt` entry whose resend time has
-    /// come, in insertion order. Changes nothing (see "In flight" in the module doc).
+    /// come, in insertion order. A resend time further ahead of `now` than the
+    /// longest resend timeout also counts as come: the clock was stepped back
+    /// ([`resend_is_due`](super::resend_is_due)). Set-aside entries are never due.
+    /// Changes nothing (see "In flight" in the module doc).
     pub fn due(&self, now: UnixMillis, limit: usize) -> Result<Vec<Entry>, OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         // One read transaction: both lists and the payloads come from one snapshot.
         let tx = self.conn.unchecked_transaction().map_err(&err)?;
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
@@ -233,8 +219,13 @@ impl Outbox {
             entries.extend(
                 select_entries(
                     &tx,
-                    "WHERE awaiting = 1 AND next_attempt_at <= ?1 ORDER BY seq LIMIT ?2",
-                    params![to_i64(now), left],
+                    "WHERE awaiting = 1 AND (next_attempt_at <= ?1 OR next_attempt_at > ?2)
+                     ORDER BY seq LIMIT ?3",
+                    params![
+                        to_i64(now),
+                        to_i64(latest_plausible_resend(now, self.config.backoff.max)),
+                        left
+                    ],
                 )
                 .map_err(&err)?,
             );
@@ -248,7 +239,8 @@ impl Outbox {
     /// The broker acknowledged a publish of `event_id` (PUBACK) at `now`: it now
     /// waits for the relay's receipt, and is resent after the backoff for its
     /// attempt count. `jitter_sample` is a uniform draw from `[0, 1]`. Returns the
-    /// new state, or `None` if the id is unknown (already receipted or dropped).
+    /// new state, or `None` if the id is unknown (already receipted or dropped). A
+    /// set-aside entry stays set aside.
     pub fn published(
         &mut self,
         event_id: &str,
@@ -272,7 +264,7 @@ impl Outbox {
     /// exists, so it leaves the outbox, whatever its state. Returns false for an
     /// unknown id (a duplicate receipt, which is normal).
     pub fn receipt(&mut self, event_id: &str) -> Result<bool, OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -296,7 +288,7 @@ impl Outbox {
 
     /// The entry for `event_id`, with its payloads, if present.
     pub fn get(&self, event_id: &str) -> Result<Option<Entry>, OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self.conn.unchecked_transaction().map_err(&err)?;
         let mut found =
             select_entries(&tx, "WHERE event_id = ?1", params![event_id]).map_err(&err)?;
@@ -310,7 +302,7 @@ impl Outbox {
     /// How many entries wait in each state, their bytes, and the persistent count
     /// of entries dropped to respect the bound.
     pub fn depths(&self) -> Result<Depths, OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self.conn.unchecked_transaction().map_err(&err)?;
         let mut depths = Depths {
             bytes: counter(&tx, "bytes").map_err(&err)?,
@@ -325,9 +317,12 @@ impl Outbox {
             let (awaiting, n): (i64, i64) = (row.get(0).map_err(&err)?, row.get(1).map_err(&err)?);
             match awaiting {
                 0 => depths.to_send = n as u64,
+                2 => depths.set_aside = n as u64,
                 _ => depths.awaiting_receipt += n as u64,
             }
         }
+        depths.salvaged = counter(&tx, "salvaged").map_err(&err)?;
+        depths.lost = counter(&tx, "lost").map_err(&err)?;
         Ok(depths)
     }
 
@@ -336,7 +331,7 @@ impl Outbox {
     /// well formed, no orphan payloads). Costs a full read; for tests, a status
     /// command, or after an unclean shutdown.
     pub fn check_integrity(&self) -> Result<(), OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self.conn.unchecked_transaction().map_err(&err)?;
         let mut problems: Vec<String> = Vec::new();
         {
@@ -369,8 +364,10 @@ impl Outbox {
             (
                 "malformed entry state",
                 "SELECT count(*) FROM entry WHERE NOT
-                        ((awaiting = 0 AND next_attempt_at IS NULL)
-                      OR (awaiting = 1 AND next_attempt_at IS NOT NULL))
+                        ((awaiting = 0 AND next_attempt_at IS NULL AND set_aside_at IS NULL)
+                      OR (awaiting = 1 AND next_attempt_at IS NOT NULL AND set_aside_at IS NULL)
+                      OR (awaiting = 2 AND set_aside_at IS NOT NULL
+                          AND set_aside_code IS NOT NULL AND set_aside_reason IS NOT NULL))
                       OR attempts < 0",
             ),
         ];
@@ -390,6 +387,11 @@ impl Outbox {
         }
     }
 
+    /// Maps SQLite errors of this outbox's connection (see [`sql_err`]).
+    pub(super) fn err(&self) -> impl Fn(rusqlite::Error) -> OutboxError + use<> {
+        sql_err(&self.path, Some(&self.conn))
+    }
+
     /// The raw connection, for tests that inspect or tamper with the file.
     #[cfg(test)]
     pub(super) fn conn_for_tests(&self) -> &Connection {
@@ -403,7 +405,7 @@ impl Outbox {
         event_id: &str,
         f: impl FnOnce(Delivery) -> Delivery,
     ) -> Result<Option<Delivery>, OutboxError> {
-        let err = sql_err(&self.path);
+        let err = self.err();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
@@ -415,10 +417,10 @@ impl Outbox {
             return Ok(None);
         };
         let after = f(entry.delivery());
-        let (awaiting, next_attempt_at) = match after.state {
-            State::ToSend => (0, None),
-            State::AwaitingReceipt { next_attempt_at } => (1, Some(to_i64(next_attempt_at))),
-        };
+        if after == entry.delivery() {
+            return Ok(Some(after));
+        }
+        let (awaiting, next_attempt_at) = state_columns(after.state);
         tx.execute(
             "UPDATE entry SET awaiting = ?1, attempts = ?2, next_attempt_at = ?3 WHERE seq = ?4",
             params![awaiting, after.attempts, next_attempt_at, entry.seq as i64],
@@ -430,14 +432,32 @@ impl Outbox {
 }
 
 /// Maps SQLite's "not a database" and "corrupt" codes to [`OutboxError::Corrupt`],
-/// everything else to [`OutboxError::Sqlite`]; both name the file.
-fn sql_err(path: &Path) -> impl Fn(rusqlite::Error) -> OutboxError {
+/// "disk full" (SQLITE_FULL, or an I/O error whose errno is ENOSPC or EDQUOT) to
+/// [`OutboxError::DiskFull`], everything else to [`OutboxError::Sqlite`]; all name the
+/// file. `conn` gives the errno of the last failed system call, when known.
+pub(super) fn sql_err(
+    path: &Path,
+    conn: Option<&Connection>,
+) -> impl Fn(rusqlite::Error) -> OutboxError + use<> {
     let path = path.to_path_buf();
+    // SAFETY: the handle is only used for sqlite3_system_errno, by closures that
+    // never outlive the connection (each lives within one method of its owner).
+    let handle = conn.map(|c| unsafe { c.handle() });
     move |source| match source.sqlite_error_code() {
         Some(ErrorCode::NotADatabase | ErrorCode::DatabaseCorrupt) => OutboxError::Corrupt {
             path: path.clone(),
             source,
         },
+        Some(ErrorCode::DiskFull) => OutboxError::disk_full(&path, source),
+        Some(ErrorCode::SystemIoFailure)
+            if handle.is_some_and(|h| {
+                // SAFETY: see above; the connection is open.
+                let errno = unsafe { rusqlite::ffi::sqlite3_system_errno(h) };
+                errno == libc::ENOSPC || errno == libc::EDQUOT
+            }) =>
+        {
+            OutboxError::disk_full(&path, source)
+        }
         _ => OutboxError::Sqlite {
             path: path.clone(),
             source,
@@ -452,8 +472,5 @@ fn sync_parent_dir(path: &Path) -> Result<(), OutboxError> {
     };
     File::open(dir)
         .and_then(|d| d.sync_all())
-        .map_err(|source| OutboxError::Io {
-            path: dir.to_path_buf(),
-            source,
-        })
+        .map_err(|source| OutboxError::io(dir, source))
 }

@@ -329,7 +329,8 @@ fn entries_states_and_the_drop_count_survive_a_reopen() {
             to_send: 1,
             awaiting_receipt: 1,
             bytes: 70,
-            dropped: 1
+            dropped: 1,
+            ..Depths::default()
         }
     );
     ob.check_integrity().unwrap();

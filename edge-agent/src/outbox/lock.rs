@@ -1,0 +1,58 @@
+//! One process per outbox: an exclusive `flock` on `<outbox>.lock`, held for as long
+//! as an [`Outbox`](super::Outbox) is open. Two owners would each send every event
+//! (and the operator CLI must not requeue under a running daemon's feet), so the
+//! second one is refused with [`OutboxError::Locked`]. A separate file, not the
+//! database itself: SQLite takes POSIX (`fcntl`) locks on the database, which some
+//! file systems (NFS) emulate `flock` with. The lock goes away with the process, even
+//! on SIGKILL; the file stays (it is empty and harmless).
+
+use std::fs::{File, OpenOptions, TryLockError};
+use std::path::{Path, PathBuf};
+
+use super::OutboxError;
+
+/// The held lock; released on drop.
+#[derive(Debug)]
+pub(crate) struct OutboxLock {
+    _file: File,
+}
+
+/// Where the lock of the outbox at `outbox` lives: `<outbox>.lock`.
+pub fn lock_path(outbox: &Path) -> PathBuf {
+    let mut name = outbox.as_os_str().to_owned();
+    name.push(".lock");
+    PathBuf::from(name)
+}
+
+impl OutboxLock {
+    /// Takes the lock of the outbox at `outbox` without waiting.
+    pub(crate) fn acquire(outbox: &Path) -> Result<OutboxLock, OutboxError> {
+        let lock = lock_path(outbox);
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&lock)
+            .map_err(|source| OutboxError::io(&lock, source))?;
+        match file.try_lock() {
+            Ok(()) => Ok(OutboxLock { _file: file }),
+            Err(TryLockError::WouldBlock) => Err(OutboxError::Locked {
+                path: outbox.to_path_buf(),
+                lock,
+            }),
+            Err(TryLockError::Error(source)) => Err(OutboxError::io(&lock, source)),
+        }
+    }
+}
+
+impl OutboxLock {
+    /// A second handle on the same lock (a `dup` of the descriptor: the lock is held
+    /// until both are dropped).
+    pub(crate) fn try_clone(&self, outbox: &Path) -> Result<OutboxLock, OutboxError> {
+        let file = self
+            ._file
+            .try_clone()
+            .map_err(|source| OutboxError::io(&lock_path(outbox), source))?;
+        Ok(OutboxLock { _file: file })
+    }
+}
