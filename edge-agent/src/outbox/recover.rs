@@ -106,9 +106,20 @@ impl Outbox {
         };
         let quarantined = quarantine(&path, now)?;
         let salvage = salvage(&quarantined);
-        let mut outbox = Outbox::open_locked(path, config, lock)?;
         let salvaged = salvage.entries.len() as u64;
-        outbox.restore(&salvage)?;
+        let restored = Outbox::open_locked(path.clone(), config, lock).and_then(|mut outbox| {
+            outbox.restore(&salvage)?;
+            Ok(outbox)
+        });
+        let outbox = match restored {
+            Ok(outbox) => outbox,
+            Err(e) => {
+                // E.g. the disk is full: put the old file back, so that the next
+                // start salvages it again instead of finding an empty new one.
+                unquarantine(&path, &quarantined);
+                return Err(e);
+            }
+        };
         Ok(Opened {
             outbox,
             recovery: Some(Recovery {
@@ -207,6 +218,22 @@ fn quarantine(path: &Path, now: UnixMillis) -> Result<PathBuf, OutboxError> {
             .map_err(|source| OutboxError::io(dir, source))?;
     }
     Ok(target)
+}
+
+/// Undoes [`quarantine`] after a failed salvage (best effort: the error that made
+/// it necessary is the one reported).
+fn unquarantine(path: &Path, quarantined: &Path) {
+    for suffix in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(with_suffix(path, suffix));
+    }
+    for suffix in ["-wal", "-shm", ""] {
+        let from = with_suffix(quarantined, suffix);
+        if from.exists() {
+            if let Err(e) = std::fs::rename(&from, with_suffix(path, suffix)) {
+                tracing::error!(file = %from.display(), error = %e, "cannot move the corrupt outbox back");
+            }
+        }
+    }
 }
 
 fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
