@@ -416,7 +416,8 @@ mod tests {
 
     #[test]
     fn a_message_size_iot_core_cannot_take_is_refused_for_an_iot_core_endpoint() {
-        let text = DEFAULT_CONFIG.replace("max_message_bytes = 131072", "max_message_bytes = 200000");
+        let text =
+            DEFAULT_CONFIG.replace("max_message_bytes = 131072", "max_message_bytes = 200000");
         assert_ne!(text, DEFAULT_CONFIG);
         let err = parse(&text).unwrap_err().to_string();
         assert!(
@@ -430,15 +431,22 @@ mod tests {
             "host = \"broker.example\"",
         );
         assert_eq!(parse(&local).unwrap().mqtt.max_message_bytes, 200_000);
-        let huge = local.replace("max_message_bytes = 200000", "max_message_bytes = 300000000");
+        let huge = local.replace(
+            "max_message_bytes = 200000",
+            "max_message_bytes = 300000000",
+        );
         let err = parse(&huge).unwrap_err().to_string();
         assert!(err.contains("more than MQTT allows in one packet"), "{err}");
     }
 
     #[test]
     fn iot_core_endpoints_are_recognised_by_their_host_name() {
-        assert!(is_iot_core_endpoint("abcdefghij1234-ats.iot.us-east-1.amazonaws.com"));
-        assert!(is_iot_core_endpoint("a1b2-ats.iot.cn-north-1.amazonaws.com.cn"));
+        assert!(is_iot_core_endpoint(
+            "abcdefghij1234-ats.iot.us-east-1.amazonaws.com"
+        ));
+        assert!(is_iot_core_endpoint(
+            "a1b2-ats.iot.cn-north-1.amazonaws.com.cn"
+        ));
         assert!(is_iot_core_endpoint("ABC-ATS.IOT.EU-WEST-1.AMAZONAWS.COM."));
         assert!(!is_iot_core_endpoint("127.0.0.1"));
         assert!(!is_iot_core_endpoint("s3.us-east-1.amazonaws.com"));

@@ -70,7 +70,9 @@ fn a_device_id_change_moves_the_unsent_backlog_to_the_new_id() {
     wait_until(LONG, "an empty outbox", || drained(&receiver));
     assert_eq!(receiver.received.lock().unwrap().rejected, 0);
     assert!(
-        agent.log().contains("made as device pi-old-name, now sent as pi-new-name"),
+        agent
+            .log()
+            .contains("made as device pi-old-name, now sent as pi-new-name"),
         "{}",
         agent.log()
     );
@@ -153,7 +155,9 @@ fn an_oversized_retained_message_on_the_receipts_topic_does_not_stop_delivery() 
     let mut agent = Agent::new(dir.path(), &broker, "");
     agent.start();
     let expected = drop_samples(&agent, "a");
-    wait_until(LONG, "every selected frame", || names(&receiver) == expected);
+    wait_until(LONG, "every selected frame", || {
+        names(&receiver) == expected
+    });
     wait_until(LONG, "every receipt taken: an empty outbox", || {
         drained(&receiver)
     });
@@ -176,7 +180,10 @@ fn a_rejected_event_is_kept_aside_and_counted_never_deleted() {
             .is_some_and(|s| s.outbox.set_aside == expected.len() as u64)
     });
     let status = receiver.status().unwrap();
-    assert_eq!((status.outbox.to_send, status.outbox.awaiting_receipt), (0, 0));
+    assert_eq!(
+        (status.outbox.to_send, status.outbox.awaiting_receipt),
+        (0, 0)
+    );
     let log = agent.log();
     assert_eq!(log.matches("event set aside").count(), 4, "{log}");
     assert!(log.contains("code=\"conflict\""), "{log}");

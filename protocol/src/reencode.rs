@@ -155,7 +155,11 @@ mod tests {
         assert!(matches!(e, ReencodeError::Incomplete), "{e}");
         payloads[0].truncate(5);
         let e = reencode_event(&payloads, &device, 40, &limits(8_192)).unwrap_err();
-        assert!(e.to_string().starts_with("stored message 0 does not decode"), "{e}");
+        assert!(
+            e.to_string()
+                .starts_with("stored message 0 does not decode"),
+            "{e}"
+        );
         let e = reencode_event(&[], &device, 40, &limits(8_192)).unwrap_err();
         assert!(matches!(e, ReencodeError::Empty));
     }

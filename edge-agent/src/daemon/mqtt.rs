@@ -31,7 +31,9 @@ use std::time::{Duration, Instant};
 
 use protocol::envelope::Limits;
 use protocol::{DeviceId, Receipt, ReceiptStatus, Status, Topics};
-use rumqttc::v5::mqttbytes::v5::{Filter, LastWill, Packet, PubAck, PubAckReason, RetainForwardRule};
+use rumqttc::v5::mqttbytes::v5::{
+    Filter, LastWill, Packet, PubAck, PubAckReason, RetainForwardRule,
+};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
@@ -347,7 +349,12 @@ impl MqttDriver {
             }
             let mut set_aside_any = false;
             for entry in fresh {
-                let payloads = match prepare(&entry.payloads, &self.device, topic.len(), &session.limits) {
+                let payloads = match prepare(
+                    &entry.payloads,
+                    &self.device,
+                    topic.len(),
+                    &session.limits,
+                ) {
                     Prepared::AsStored => entry.payloads,
                     Prepared::Reencoded { payloads, why } => {
                         tracing::info!(event_id = %entry.event_id, messages = payloads.len(), "re-encoding a stored event: {why}");
@@ -427,7 +434,8 @@ impl MqttDriver {
                         .and_then(|p| p.reason_string.clone())
                         .map(|r| format!(": {r}"))
                         .unwrap_or_default();
-                    let why = format!("the broker refused its PUBLISH with reason {reason:?}{text}");
+                    let why =
+                        format!("the broker refused its PUBLISH with reason {reason:?}{text}");
                     self.set_aside(event_id, CODE_REFUSED_BY_BROKER, why).await;
                 }
             }

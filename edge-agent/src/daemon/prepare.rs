@@ -146,7 +146,10 @@ mod tests {
         else {
             panic!("expected a re-encoded event");
         };
-        assert!(why.contains("made as device old-id, now sent as new-id"), "{why}");
+        assert!(
+            why.contains("made as device old-id, now sent as new-id"),
+            "{why}"
+        );
         assert!(payloads
             .iter()
             .all(|m| payload_meta(m).unwrap().device_id == now));
@@ -157,7 +160,8 @@ mod tests {
         let p = event("cam-1", 150_000, 200_000);
         assert_eq!(p.len(), 1, "stored as one 150 kB message");
         let l = limits(131_072);
-        let Prepared::Reencoded { payloads, why } = prepare(&p, &device("cam-1"), topic_len("cam-1"), &l)
+        let Prepared::Reencoded { payloads, why } =
+            prepare(&p, &device("cam-1"), topic_len("cam-1"), &l)
         else {
             panic!("expected a re-encoded event");
         };

@@ -17,6 +17,9 @@ pub(crate) struct OutboxLock {
     _file: File,
 }
 
+/// How long a busy lock is tried again before it counts as held by another owner.
+const LOCK_PATIENCE: std::time::Duration = std::time::Duration::from_millis(500);
+
 /// Where the lock of the outbox at `outbox` lives: `<outbox>.lock`.
 pub fn lock_path(outbox: &Path) -> PathBuf {
     let mut name = outbox.as_os_str().to_owned();
@@ -34,13 +37,25 @@ impl OutboxLock {
             .write(true)
             .open(&lock)
             .map_err(|source| OutboxError::io(&lock, source))?;
-        match file.try_lock() {
-            Ok(()) => Ok(OutboxLock { _file: file }),
-            Err(TryLockError::WouldBlock) => Err(OutboxError::Locked {
-                path: outbox.to_path_buf(),
-                lock,
-            }),
-            Err(TryLockError::Error(source)) => Err(OutboxError::io(&lock, source)),
+        // A lock can be held for a moment by a process that is not its owner: a child
+        // forked by another thread of the owner's process shares the descriptor until
+        // it execs (which closes it, O_CLOEXEC). So a busy lock is tried again for up
+        // to LOCK_PATIENCE before it counts as another owner's.
+        let deadline = std::time::Instant::now() + LOCK_PATIENCE;
+        loop {
+            match file.try_lock() {
+                Ok(()) => return Ok(OutboxLock { _file: file }),
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(std::time::Duration::from_millis(25));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(OutboxError::Locked {
+                        path: outbox.to_path_buf(),
+                        lock,
+                    })
+                }
+                Err(TryLockError::Error(source)) => return Err(OutboxError::io(&lock, source)),
+            }
         }
     }
 }

@@ -271,13 +271,20 @@ impl Receiver {
                             let answer = *answer.lock().unwrap();
                             let receipt = match answer {
                                 Answer::Relay if done.meta.device_id != device => {
-                                    Receipt::rejected(id, protocol::RejectCode::DeviceMismatch,
-                                        format!("event names device {} but was published by {device}",
-                                            done.meta.device_id))
+                                    Receipt::rejected(
+                                        id,
+                                        protocol::RejectCode::DeviceMismatch,
+                                        format!(
+                                            "event names device {} but was published by {device}",
+                                            done.meta.device_id
+                                        ),
+                                    )
                                 }
                                 Answer::Relay => {
                                     received.lock().unwrap().events.insert(
-                                        id.to_string(), (done.meta.clone(), done.image.clone()));
+                                        id.to_string(),
+                                        (done.meta.clone(), done.image.clone()),
+                                    );
                                     Receipt::stored(id, "s3://test/image")
                                 }
                                 Answer::Reject(code) => {
