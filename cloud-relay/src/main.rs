@@ -60,6 +60,9 @@ enum Command {
     /// Augmented-manifest rows.
     #[command(subcommand)]
     Manifest(ManifestCommand),
+    /// Human loops that ended (Stopped, Failed) without answers.
+    #[command(subcommand)]
+    Loops(LoopsCommand),
     /// Serve the local A2I-compatible review service (A2I runtime + SageMaker
     /// flow-definition API). Prints `listening on http://ADDR` as its first stdout line.
     ReviewService {
@@ -115,6 +118,27 @@ enum ManifestCommand {
         /// Keep only rows with this class name (repeatable).
         #[arg(long = "label")]
         labels: Vec<String>,
+        /// Instead of rows: the frames whose human loop ended Stopped or Failed and
+        /// that have no row yet, one JSON line each (source-ref, event_id, device_id,
+        /// human_loop_name, status, failure_reason, loop_created_at, noticed_at).
+        #[arg(long, conflicts_with_all = ["from", "to", "labels"])]
+        not_reviewed: bool,
+    },
+}
+
+#[derive(Subcommand)]
+enum LoopsCommand {
+    /// Start a fresh human loop for the same stored image as a Stopped or Failed loop,
+    /// named `<loop of the event>-r<n>`; its answers become the event's one manifest
+    /// row. Restarting a loop twice starts nothing the second time.
+    Restart {
+        #[command(flatten)]
+        config: ConfigPath,
+        /// Every loop `manifest export --not-reviewed` lists.
+        #[arg(long, conflicts_with = "names", required_unless_present = "names")]
+        all: bool,
+        /// Loops to restart, by name.
+        names: Vec<String>,
     },
 }
 
@@ -173,6 +197,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             from,
             to,
             labels,
+            not_reviewed,
         }) => {
             let config = cloud_relay::config::Config::load(&config.path)?;
             let ms = |t: Option<String>| -> anyhow::Result<Option<i64>> {
@@ -193,10 +218,20 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .with_context(|| format!("creating {}", output.display()))?,
                 )
             };
+            if not_reviewed {
+                let n = cloud_relay::relay::restart::export_not_reviewed(&config, &store, &mut out)
+                    .await?;
+                tracing::info!(loops = n, "not-reviewed frames exported");
+                return Ok(());
+            }
             let n =
                 cloud_relay::relay::collector::export(&config, &store, &filter, &mut out).await?;
             tracing::info!(rows = n, "manifest exported");
             Ok(())
+        }
+        Command::Loops(LoopsCommand::Restart { config, all, names }) => {
+            let config = cloud_relay::config::Config::load(&config.path)?;
+            loops_restart(&config, all, names).await
         }
         Command::ObjectStore(args) => {
             cloud_relay::local::cli::object_store(args, shutdown_signal()).await
@@ -253,6 +288,44 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// `loops restart`: one stdout line per loop; fails if any loop could not be restarted.
+async fn loops_restart(
+    config: &cloud_relay::config::Config,
+    all: bool,
+    names: Vec<String>,
+) -> anyhow::Result<()> {
+    use cloud_relay::relay::restart::{restart_all, restart_one, Restarted};
+    let store = cloud_relay::relay::s3::S3Store::connect(&config.s3).await;
+    let a2i = cloud_relay::relay::a2i::A2iClient::connect(&config.a2i).await;
+    let outcomes = if all {
+        restart_all(config, &store, &a2i).await?
+    } else {
+        let mut out = Vec::new();
+        for name in names {
+            let result = restart_one(config, &store, &a2i, &name, None).await;
+            out.push((name, result));
+        }
+        out
+    };
+    let mut failed = 0;
+    for (name, result) in &outcomes {
+        match result {
+            Ok(Restarted::Started { to, .. }) => println!("{name}: restarted as {to}"),
+            Ok(Restarted::Existed { to, .. }) => println!("{name}: already restarted as {to}"),
+            Err(e) => {
+                failed += 1;
+                eprintln!("{name}: not restarted: {e}");
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} loops not restarted",
+        outcomes.len()
+    );
+    Ok(())
 }
 
 /// SIGINT or SIGTERM (systemd's stop).

@@ -24,8 +24,12 @@ pub enum LoopStart {
 pub enum LoopState {
     InProgress,
     Completed,
-    /// Failed, Stopped or Stopping: no answers will come.
-    Ended(String),
+    /// Failed or Stopped: no answers will come. `status` is A2I's word for it,
+    /// `reason` its FailureReason, if any.
+    Ended {
+        status: String,
+        reason: Option<String>,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,12 +48,15 @@ pub struct A2iClient {
 fn state_of(status: Option<&HumanLoopStatus>, reason: Option<&str>) -> LoopState {
     match status {
         Some(HumanLoopStatus::Completed) => LoopState::Completed,
-        Some(HumanLoopStatus::InProgress) | None => LoopState::InProgress,
-        Some(other) => LoopState::Ended(format!(
-            "{}{}",
-            other.as_str(),
-            reason.map(|r| format!(": {r}")).unwrap_or_default()
-        )),
+        // Stopping: workers who took the task may still submit it, and then A2I
+        // stores their answers (AWS, "Delete a Human Loop"); it is not over yet.
+        Some(HumanLoopStatus::InProgress | HumanLoopStatus::Stopping) | None => {
+            LoopState::InProgress
+        }
+        Some(other) => LoopState::Ended {
+            status: other.as_str().to_owned(),
+            reason: reason.map(str::to_owned),
+        },
     }
 }
 

@@ -2,19 +2,24 @@
 //! whose row is not yet in S3, reads its output.json, builds the row and puts it at
 //! `{manifest}/rows/{event_id}.json` if absent; optionally publishes the review to
 //! the device. Several relays may do this at once: the conditional put (and the
-//! deterministic bytes) keep it to one row per loop. Also `manifest export`.
+//! deterministic bytes) keep it to one row per event, whichever of its loops (the
+//! first or a restart, see [`super::loops`]) completes. A loop that ends Stopped or
+//! Failed gets a not-reviewed record, put only if absent: the relay that creates it
+//! logs one warning and counts it, so each such loop is reported once however many
+//! relays see it. Also `manifest export`.
 
 use std::future::Future;
 use std::sync::Arc;
 
-use protocol::event::event_id_from_human_loop_name;
 use protocol::manifest::ManifestRow;
 use protocol::timestamp::parse_iso8601_utc;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::AsyncClient;
 
 use super::a2i::A2iClient;
+use super::a2i::LoopSummary;
 use super::keys::{parse_s3_uri, KeyLayout};
+use super::loops::{parse_loop_name, NotReviewed};
 use super::metrics::{inc, Metrics};
 use super::results::{build_row, LoopTracker, Todo};
 use super::retry::{retry, Failure};
@@ -66,8 +71,13 @@ impl Collector {
             for s in &loops {
                 match tracker.observe(s) {
                     Todo::Nothing => {}
-                    Todo::Ended(why) => {
-                        tracing::warn!(loop_name = %s.name, %why, "human loop ended without answers");
+                    Todo::Ended { status, reason } => {
+                        match self.record_not_reviewed(s, status, reason).await {
+                            Ok(()) => tracker.mark_done(&s.name, s.creation_ms),
+                            Err(e) => {
+                                tracing::warn!(loop_name = %s.name, error = %e, "recording an ended loop failed; will retry");
+                            }
+                        }
                     }
                     Todo::Collect => match self.collect(&s.name, s.creation_ms).await {
                         Ok(()) => tracker.mark_done(&s.name, s.creation_ms),
@@ -89,7 +99,7 @@ impl Collector {
     /// Writes the row of one completed loop unless it exists. `Ok` means "done with
     /// this loop" (including a loop that is not ours or whose output cannot be used).
     async fn collect(&self, name: &str, creation_ms: i64) -> Result<(), Failure> {
-        let Some(event_id) = event_id_from_human_loop_name(name) else {
+        let Some((event_id, _attempt)) = parse_loop_name(name) else {
             tracing::debug!(loop_name = %name, "not a relay loop name; skipped");
             return Ok(());
         };
@@ -153,6 +163,72 @@ impl Collector {
                 Ok(()) => inc(&self.metrics.c.reviews_published_total),
                 Err(e) => tracing::warn!(error = %e, "could not queue a review result"),
             }
+        }
+        Ok(())
+    }
+}
+
+impl Collector {
+    /// Records a loop that ended without answers, once: a warning, the
+    /// `loops_not_reviewed_total` counter and a not-reviewed record. `Ok` means "done
+    /// with this loop" (including one that is not ours, or whose event has a row).
+    async fn record_not_reviewed(
+        &self,
+        s: &LoopSummary,
+        status: String,
+        reason: Option<String>,
+    ) -> Result<(), Failure> {
+        let Some((event_id, _attempt)) = parse_loop_name(&s.name) else {
+            return Ok(());
+        };
+        if self.store.exists(&self.layout.row_key(&event_id)).await? {
+            // Reviewed through another of its loops (a restart): nothing is missing.
+            tracing::debug!(loop_name = %s.name, %status, "ended loop of a reviewed event");
+            return Ok(());
+        }
+        let key = self.layout.not_reviewed_key(&s.name);
+        if self.store.exists(&key).await? {
+            return Ok(());
+        }
+        // Which image and device: the event index (absent for events stored by a relay
+        // that predates it; the record then lacks them).
+        let index = self
+            .store
+            .get(&self.layout.event_index_key(&event_id))
+            .await?;
+        let meta = index.and_then(|b| protocol::EventMeta::from_json(&b).ok());
+        let record = NotReviewed {
+            source_ref: meta
+                .as_ref()
+                .map(|m| self.layout.uri(&self.layout.image_key(m))),
+            event_id,
+            device_id: meta.map(|m| m.device_id),
+            human_loop_name: s.name.clone(),
+            status,
+            failure_reason: reason,
+            loop_created_at: protocol::timestamp::format_rfc3339_utc(s.creation_ms),
+            noticed_at: protocol::timestamp::format_rfc3339_utc(now_ms()),
+        };
+        let put = self
+            .store
+            .put(
+                &key,
+                record.to_line().into_bytes(),
+                "application/x-ndjson",
+                true,
+            )
+            .await?;
+        if put == Put::Created {
+            inc(&self.metrics.c.loops_not_reviewed_total);
+            tracing::warn!(
+                loop_name = %s.name,
+                %event_id,
+                device = record.device_id.as_ref().map(|d| d.as_str()).unwrap_or("?"),
+                status = %record.status,
+                failure_reason = record.failure_reason.as_deref().unwrap_or(""),
+                source_ref = record.source_ref.as_deref().unwrap_or("?"),
+                "human loop ended without answers: its frame is not reviewed (see `manifest export --not-reviewed`, `loops restart`)"
+            );
         }
         Ok(())
     }

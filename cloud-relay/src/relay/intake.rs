@@ -10,12 +10,12 @@
 //! otherwise. So messages that cannot become a stored event (rejected, evicted,
 //! expired, failed) are acknowledged and dropped, and never block the rest.
 
-use std::collections::{HashMap, HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 
 use protocol::envelope::Chunk;
 use protocol::{
     decode, AssemblerLimits, AssemblyError, ChunkAssembler, CompleteEvent, DecodeError, DeviceId,
-    EventId, Message, MessageError, Receipt, RejectCode, TopicKind, Topics,
+    EventId, EventMeta, Message, MessageError, Receipt, RejectCode, TopicKind, Topics,
 };
 
 /// Receipts of recently finished events kept to answer resends without redoing work.
@@ -66,8 +66,12 @@ pub struct Intake<A> {
     /// Unacknowledged messages per event: chunks of incomplete sets and messages of
     /// events being processed.
     held: HashMap<EventId, Vec<A>>,
-    in_flight: HashSet<EventId>,
-    recent: HashMap<EventId, (DeviceId, Receipt)>,
+    /// Events being processed, with their meta.
+    in_flight: HashMap<EventId, EventMeta>,
+    /// Finished events: device, meta, receipt. Answers only true resends (the same
+    /// meta, so the same image sha256 and key); any other event under the id goes to
+    /// the pipeline, which decides from S3 (first stored wins, the rest `conflict`).
+    recent: HashMap<EventId, (DeviceId, EventMeta, Receipt)>,
     recent_order: VecDeque<EventId>,
 }
 
@@ -108,7 +112,7 @@ impl<A> Intake<A> {
             stage_chunks,
             assembler: ChunkAssembler::new(limits),
             held: HashMap::new(),
-            in_flight: HashSet::new(),
+            in_flight: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
         }
@@ -176,10 +180,11 @@ impl<A> Intake<A> {
                 return out;
             }
         };
-        let (event_id, claimed) = match &message {
-            Message::Event(e) => (e.meta.event_id, &e.meta.device_id),
-            Message::Chunk(c) => (c.header.event_id, &c.header.meta.device_id),
+        let incoming = match &message {
+            Message::Event(e) => &e.meta,
+            Message::Chunk(c) => &c.header.meta,
         };
+        let (event_id, claimed) = (incoming.event_id, &incoming.device_id);
         if *claimed != device {
             let detail = format!("{topic}: event {event_id} claims device {claimed}");
             out.push(Action::Receipt {
@@ -193,7 +198,11 @@ impl<A> Intake<A> {
             self.reject(&mut out, ack, "device_mismatch", detail);
             return out;
         }
-        if let Some((device, receipt)) = self.recent.get(&event_id) {
+        if let Some((device, _, receipt)) = self
+            .recent
+            .get(&event_id)
+            .filter(|(_, done, _)| done == incoming)
+        {
             // Done already: the receipt was lost or is still on its way. Say it again.
             out.push(Action::Receipt {
                 device: device.clone(),
@@ -202,7 +211,7 @@ impl<A> Intake<A> {
             out.push(Action::Ack(ack));
             return out;
         }
-        if self.in_flight.contains(&event_id) {
+        if self.in_flight.contains_key(&event_id) {
             self.held.entry(event_id).or_default().push(ack);
             return out;
         }
@@ -231,7 +240,7 @@ impl<A> Intake<A> {
             Ok(None) => self.held.entry(event_id).or_default().push(ack),
             Ok(Some(event)) => {
                 self.held.entry(event_id).or_default().push(ack);
-                self.in_flight.insert(event_id);
+                self.in_flight.insert(event_id, event.meta.clone());
                 out.push(Action::Process { device, event });
             }
             Err(e) => {
@@ -270,7 +279,7 @@ impl<A> Intake<A> {
         staged: Staged,
     ) -> Vec<Action<A>> {
         let mut out = Vec::new();
-        if self.in_flight.contains(&event_id) {
+        if self.in_flight.contains_key(&event_id) {
             self.held.entry(event_id).or_default().push(ack);
             return out;
         }
@@ -293,7 +302,7 @@ impl<A> Intake<A> {
         event_id: EventId,
         receipt: Option<Receipt>,
     ) -> Vec<Action<A>> {
-        self.in_flight.remove(&event_id);
+        let meta = self.in_flight.remove(&event_id);
         let out = self
             .held
             .remove(&event_id)
@@ -301,13 +310,17 @@ impl<A> Intake<A> {
             .into_iter()
             .map(Action::Ack)
             .collect();
-        if let Some(receipt) = receipt {
+        if let (Some(receipt), Some(meta)) = (receipt, meta) {
             if self.recent_order.len() == RECENT_RECEIPTS {
                 if let Some(old) = self.recent_order.pop_front() {
                     self.recent.remove(&old);
                 }
             }
-            if self.recent.insert(event_id, (device, receipt)).is_none() {
+            if self
+                .recent
+                .insert(event_id, (device, meta, receipt))
+                .is_none()
+            {
                 self.recent_order.push_back(event_id);
             }
         }

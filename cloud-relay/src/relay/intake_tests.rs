@@ -214,3 +214,31 @@ fn in_shared_mode_chunks_are_staged_and_acknowledged_once_staged_unless_they_com
     assert!(acks(&out).is_empty());
     assert_eq!(acks(&i.on_done(device, id, None)), [2]);
 }
+
+#[test]
+fn another_image_under_a_recently_receipted_id_is_processed_not_answered_from_memory() {
+    let mut i = intake(false);
+    let (first, other) = (image(9, 1000), image(90, 1000));
+    let m1 = meta_for(9, &first);
+    let mut m2 = meta_for(9, &other);
+    m2.event_id = m1.event_id;
+    let encode = |m: &EventMeta, img: &[u8]| {
+        encode_event(m, img, topic(9).len(), &Limits::default())
+            .unwrap()
+            .remove(0)
+    };
+    let id = m1.event_id;
+    i.on_message(&topic(9), &encode(&m1, &first), 1, 0);
+    let receipt = Receipt::stored(id, "s3://b/k.jpg");
+    i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(receipt));
+    let out = i.on_message(&topic(9), &encode(&m2, &other), 2, 0);
+    assert_eq!(processed(&out), [id], "the pipeline judges other content");
+    assert!(!out.iter().any(|a| matches!(a, Action::Receipt { .. })));
+    let conflict = Receipt::rejected(id, RejectCode::Conflict, "taken");
+    i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(conflict.clone()));
+    let out = i.on_message(&topic(9), &encode(&m2, &other), 3, 0);
+    assert!(processed(&out).is_empty(), "a resend of the rejected one");
+    assert!(matches!(&out[0], Action::Receipt { receipt: r, .. } if *r == conflict));
+    let out = i.on_message(&topic(9), &encode(&m1, &first), 4, 0);
+    assert_eq!(processed(&out), [id], "the first one again: S3 says stored");
+}

@@ -5,12 +5,16 @@
 //! | image | `{images}/{device}/{YYYY}/{MM}/{DD}/{event_id}.{jpg,png}` |
 //! | event metadata | `{images}/{device}/{YYYY}/{MM}/{DD}/{event_id}.json` |
 //! | manifest row | `{manifest}/rows/{event_id}.json` (one JSON line) |
+//! | event index | `{manifest}/events/{event_id}.json` (the meta of the first event stored under the id) |
+//! | not-reviewed record | `{manifest}/not-reviewed/{human_loop_name}.json` (one JSON line) |
 //! | staged chunk | `{staging}/{event_id}/{index:06}` |
 //!
 //! The date is the capture date (UTC) from the event's `captured_at`, so every relay
 //! derives the same key from the same event: redelivery overwrites nothing new.
 //! Manifest rows are keyed by event id (= human loop), so "is this loop's row
-//! written?" is one HEAD.
+//! written?" is one HEAD. The event index is keyed by the id alone (not by device or
+//! date), so it is the one place that says which content owns an id: the first event
+//! stored under an id wins, whatever key its image would have.
 
 use protocol::{EventId, EventMeta};
 
@@ -69,6 +73,20 @@ impl KeyLayout {
         format!("{}{event_id}.json", self.rows_prefix())
     }
 
+    /// The event index entry: the meta of the event that owns `event_id`.
+    pub fn event_index_key(&self, event_id: &EventId) -> String {
+        format!("{}/events/{event_id}.json", self.manifest)
+    }
+
+    pub fn not_reviewed_prefix(&self) -> String {
+        format!("{}/not-reviewed/", self.manifest)
+    }
+
+    /// The record of a human loop that ended (Stopped, Failed) without answers.
+    pub fn not_reviewed_key(&self, human_loop_name: &str) -> String {
+        format!("{}{human_loop_name}.json", self.not_reviewed_prefix())
+    }
+
     pub fn staging_set_prefix(&self, event_id: &EventId) -> String {
         format!("{}/{event_id}/", self.staging)
     }
@@ -111,6 +129,11 @@ mod tests {
             format!("s3://frames/events/pi-7/2026/11/25/{id}.jpg")
         );
         assert_eq!(l.row_key(&id), format!("manifest/rows/{id}.json"));
+        assert_eq!(l.event_index_key(&id), format!("manifest/events/{id}.json"));
+        assert_eq!(
+            l.not_reviewed_key(&format!("ea2i-{id}-r1")),
+            format!("manifest/not-reviewed/ea2i-{id}-r1.json")
+        );
         assert_eq!(l.staging_chunk_key(&id, 3), format!("staging/{id}/000003"));
     }
 

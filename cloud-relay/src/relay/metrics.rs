@@ -43,6 +43,7 @@ counters! {
     manifest_rows_existing_total: "manifest rows found already written (another relay or an earlier run)",
     manifest_rows_invalid_total: "completed loops whose output could not become a row",
     reviews_published_total: "review results published to devices",
+    loops_not_reviewed_total: "human loops that ended Stopped or Failed without answers (recorded once each; see manifest export --not-reviewed)",
 }
 
 #[derive(Debug, Default)]

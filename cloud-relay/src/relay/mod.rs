@@ -6,21 +6,26 @@
 //! | [`intake`] | per-message state machine: decode, reassemble, what to ack when (pure) |
 //! | [`mqtt`] | broker connection and the intake driver |
 //! | [`pipeline`] | per event: S3 put, StartHumanLoop, receipt; chunk staging |
+//! | [`event_store`] | storing an event's objects, first stored wins (id conflicts) |
 //! | [`results`] / [`collector`] | loop tracking and manifest rows (pure / driver), export |
 //! | [`s3`] / [`a2i`] | the two AWS clients and their error classification |
 //! | [`retry`] | backoff, the quota gate |
 //! | [`keys`] | the S3 key layout |
+//! | [`loops`] / [`restart`] | loops ended without answers: names of restarts, the not-reviewed record (pure / export, `loops restart`) |
 //! | [`metrics`] | counters and the Prometheus endpoint |
 //! | [`startup`] | the start-up health check (bucket, flow definition Active) |
 
 pub mod a2i;
 mod ack_order;
 pub mod collector;
+pub mod event_store;
 pub mod intake;
 pub mod keys;
+pub mod loops;
 pub mod metrics;
 pub mod mqtt;
 pub mod pipeline;
+pub mod restart;
 pub mod results;
 pub mod retry;
 pub mod s3;

@@ -1,5 +1,6 @@
 //! What the relay does with one verified event, in this order: put the image and its
-//! metadata in S3 (put-if-absent: a redelivered event writes nothing new), start the
+//! metadata in S3 (put-if-absent: a redelivered event writes nothing new; another
+//! event's content under a stored id is rejected, see [`super::event_store`]), start the
 //! human loop (name derived from the event id: `ConflictException` = already there),
 //! and only then hand back the receipt for the driver to send before it acknowledges.
 //! Also the S3 side of chunk staging for relays on a shared subscription.
@@ -14,11 +15,12 @@ use protocol::envelope::Chunk;
 use protocol::{decode, AssemblerLimits, ChunkAssembler, CompleteEvent, Message, Receipt};
 
 use super::a2i::{A2iClient, LoopStart};
+use super::event_store::{store_event, Stored};
 use super::intake::Staged;
 use super::keys::KeyLayout;
 use super::metrics::{inc, Metrics};
 use super::retry::{retry, Gate};
-use super::s3::{Put, S3Store};
+use super::s3::S3Store;
 use crate::config::RetryConfig;
 
 #[derive(Clone)]
@@ -37,26 +39,16 @@ impl Pipeline {
     /// Stores the event and starts its loop; returns the receipt to send.
     pub async fn process(&self, event: &CompleteEvent) -> Result<Receipt, String> {
         let meta = &event.meta;
-        let image_key = self.layout.image_key(meta);
-        let image_uri = self.layout.uri(&image_key);
-        let content_type = meta.image.content_type.as_str();
-        let meta_key = self.layout.meta_key(meta);
-        // Image and metadata at once: both must be there before the loop starts.
-        let (put, meta_put) = tokio::join!(
-            retry("s3_put_image", &self.retry, &self.metrics, None, || {
-                self.store
-                    .put(&image_key, event.image.clone(), content_type, true)
-            }),
-            retry("s3_put_meta", &self.retry, &self.metrics, None, || {
-                self.store
-                    .put(&meta_key, meta.to_json(), "application/json", true)
-            })
-        );
-        let put = put.map_err(|e| format!("storing {image_uri}: {e}"))?;
-        meta_put.map_err(|e| format!("storing s3://{}/{meta_key}: {e}", self.layout.bucket))?;
-        if put == Put::Created {
-            inc(&self.metrics.c.images_uploaded_total);
-        }
+        // First stored wins: another event's content under this id gets `conflict`.
+        let image_uri = match store_event(self, event).await? {
+            Stored::Stored { image_uri } => image_uri,
+            Stored::Conflict(reason) => {
+                self.metrics.reject("conflict");
+                tracing::warn!(event_id = %meta.event_id, device = %meta.device_id, %reason, "event rejected: its id is taken");
+                let code = protocol::RejectCode::Conflict;
+                return Ok(Receipt::rejected(meta.event_id, code, reason));
+            }
+        };
 
         let name = meta.human_loop_name();
         let input =

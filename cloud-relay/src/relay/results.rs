@@ -18,8 +18,12 @@ use super::a2i::{LoopState, LoopSummary};
 pub enum Todo {
     Nothing,
     Collect,
-    /// Stopped or failed: no answers will come; logged once.
-    Ended(String),
+    /// Stopped or failed: no answers will come. The driver records it as not reviewed,
+    /// then calls [`LoopTracker::mark_done`] (until then it is returned each poll).
+    Ended {
+        status: String,
+        reason: Option<String>,
+    },
 }
 
 /// Tracks loops between listings, so each poll lists only from a watermark: the
@@ -67,10 +71,10 @@ impl LoopTracker {
                 Todo::Nothing
             }
             LoopState::Completed => Todo::Collect,
-            LoopState::Ended(why) => {
-                self.mark_done(&s.name, s.creation_ms);
-                Todo::Ended(why.clone())
-            }
+            LoopState::Ended { status, reason } => Todo::Ended {
+                status: status.clone(),
+                reason: reason.clone(),
+            },
         }
     }
 
@@ -229,12 +233,27 @@ mod tests {
         assert_eq!(t.open_loops(), 0);
     }
 
+    fn ended(status: &str, reason: Option<&str>) -> LoopState {
+        LoopState::Ended {
+            status: status.into(),
+            reason: reason.map(Into::into),
+        }
+    }
+
     #[test]
-    fn stopped_and_failed_loops_are_reported_once() {
+    fn stopped_and_failed_loops_are_reported_until_recorded_then_never_again() {
         let mut t = LoopTracker::new(10_000, 100);
-        let s = summary("c", LoopState::Ended("Stopped".into()), 1);
-        assert_eq!(t.observe(&s), Todo::Ended("Stopped".into()));
+        let s = summary("c", ended("Stopped", None), 1);
+        let todo = Todo::Ended {
+            status: "Stopped".into(),
+            reason: None,
+        };
+        assert_eq!(t.observe(&s), todo);
+        assert_eq!(t.observe(&s), todo, "recording failed: again next poll");
+        t.mark_done("c", 1);
         assert_eq!(t.observe(&s), Todo::Nothing);
+        let f = summary("d", ended("Failed", Some("quota")), 2);
+        assert!(matches!(t.observe(&f), Todo::Ended { reason: Some(r), .. } if r == "quota"));
     }
 
     fn output(answers: &[(&str, &str)]) -> Vec<u8> {

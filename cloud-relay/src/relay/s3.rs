@@ -155,8 +155,52 @@ impl S3Store {
             body,
             content_type,
             if_absent,
+            None,
         )
         .await
+    }
+
+    /// Stores an image at `key` only if nothing is there yet, with its sha256 (hex) as
+    /// the user metadata `x-amz-meta-sha256`, so that a later writer can compare
+    /// contents with one HEAD ([`S3Store::stored_sha256`]).
+    pub async fn put_image_if_absent(
+        &self,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        sha256: &str,
+    ) -> Result<Put, Failure> {
+        let meta = (SHA256_METADATA, sha256);
+        put_in(
+            &self.client,
+            &self.bucket,
+            key,
+            body,
+            content_type,
+            true,
+            Some(meta),
+        )
+        .await
+    }
+
+    /// The sha256 recorded with the object at `key` by [`S3Store::put_image_if_absent`]:
+    /// `Ok(None)` when the object is missing or was stored without it.
+    pub async fn stored_sha256(&self, key: &str) -> Result<Option<String>, Failure> {
+        match self
+            .client
+            .head_object()
+            .bucket(&self.bucket)
+            .key(key)
+            .send()
+            .await
+        {
+            Ok(out) => Ok(out
+                .metadata()
+                .and_then(|m| m.get(SHA256_METADATA))
+                .map(|v| v.to_ascii_lowercase())),
+            Err(e) if status_of(&e) == Some(404) => Ok(None),
+            Err(e) => Err(classify(e)),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
@@ -237,6 +281,9 @@ impl S3Store {
     }
 }
 
+/// The user-metadata name (`x-amz-meta-sha256`) under which images carry their sha256.
+pub const SHA256_METADATA: &str = "sha256";
+
 async fn put_in(
     client: &aws_sdk_s3::Client,
     bucket: &str,
@@ -244,6 +291,7 @@ async fn put_in(
     body: Vec<u8>,
     content_type: &str,
     if_absent: bool,
+    metadata: Option<(&str, &str)>,
 ) -> Result<Put, Failure> {
     let mut req = client
         .put_object()
@@ -251,6 +299,9 @@ async fn put_in(
         .key(key)
         .content_type(content_type)
         .body(ByteStream::from(body));
+    if let Some((name, value)) = metadata {
+        req = req.metadata(name, value);
+    }
     if if_absent {
         req = req.if_none_match("*");
     }
@@ -276,6 +327,7 @@ impl OutputSink for S3Store {
                 bytes,
                 "application/json",
                 false,
+                None,
             )
             .await
             .map(|_| ())

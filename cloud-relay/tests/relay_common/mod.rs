@@ -430,6 +430,8 @@ pub struct Agent {
     pub receipts: Arc<Mutex<HashMap<EventId, Receipt>>>,
     pub rejected: Arc<Mutex<HashSet<EventId>>>,
     pub reviews: Arc<Mutex<HashSet<EventId>>>,
+    /// Every receipt, stored or rejected, in the order they came.
+    pub all_receipts: Arc<Mutex<Vec<Receipt>>>,
     /// Events published more than once (resends after no receipt came).
     pub resends: Arc<AtomicU32>,
     topics: Topics,
@@ -476,6 +478,8 @@ impl Agent {
         let rejected: Arc<Mutex<HashSet<EventId>>> = Arc::default();
         let reviews: Arc<Mutex<HashSet<EventId>>> = Arc::default();
         let subscribed = Arc::new(AtomicU32::new(0));
+        let all_receipts: Arc<Mutex<Vec<Receipt>>> = Arc::default();
+        let all = all_receipts.clone();
         let (r, j, v, c, sub) = (
             receipts.clone(),
             rejected.clone(),
@@ -499,6 +503,7 @@ impl Agent {
                                 v.lock().unwrap().insert(review.event_id);
                             }
                         } else if let Ok(receipt) = Receipt::from_json(&p.payload) {
+                            all.lock().unwrap().push(receipt.clone());
                             if receipt.is_stored() {
                                 r.lock().unwrap().insert(receipt.event_id, receipt);
                             } else {
@@ -525,6 +530,7 @@ impl Agent {
             receipts,
             rejected,
             reviews,
+            all_receipts,
             resends: Arc::default(),
             topics: Topics::default(),
             _task: task,
