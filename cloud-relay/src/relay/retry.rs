@@ -3,11 +3,15 @@
 //! limit (an event is never dropped for a transient fault: its MQTT message stays
 //! unacknowledged and its agent keeps it); a quota error pauses intake ([`Gate`]) until
 //! the call goes through; anything else is permanent and reported.
+//!
+//! Each retry is logged at debug only; what an operator sees at the default level is
+//! the outage ([`OutageLog`]): one warning naming what is waited for and why when calls
+//! to a dependency start failing, one line when it answers again.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -122,6 +126,87 @@ impl Gate {
     }
 }
 
+/// Whether a dependency is in an outage, as seen by the calls made to it (pure: the
+/// caller passes the time in and logs what comes out).
+#[derive(Debug, Default)]
+pub struct OutageState {
+    /// Since when calls have been failing, and how many failed.
+    failing: Option<(Instant, u64)>,
+}
+
+impl OutageState {
+    /// A call failed (transiently) at `now`: true when this starts an outage.
+    pub fn failed(&mut self, now: Instant) -> bool {
+        match &mut self.failing {
+            Some((_, failures)) => {
+                *failures += 1;
+                false
+            }
+            None => {
+                self.failing = Some((now, 1));
+                true
+            }
+        }
+    }
+
+    /// A call succeeded at `now`: the outage it ends (how long, failed calls), if any.
+    pub fn succeeded(&mut self, now: Instant) -> Option<(Duration, u64)> {
+        self.failing
+            .take()
+            .map(|(since, failures)| (now.saturating_duration_since(since), failures))
+    }
+}
+
+/// Logs a dependency's outages once each, whatever the number of calls retrying:
+/// a warning when calls start failing (what is waited for, the first cause), and a
+/// line when a call goes through again. Clones share the state.
+#[derive(Debug, Clone)]
+pub struct OutageLog {
+    /// What is waited for, e.g. "the object store (bucket frames at http://…)".
+    name: Arc<str>,
+    state: Arc<Mutex<OutageState>>,
+}
+
+impl OutageLog {
+    pub fn new(name: impl Into<String>) -> Self {
+        OutageLog {
+            name: name.into().into(),
+            state: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A transient failure of `what` (an operation) on this dependency.
+    pub fn failed(&self, what: &'static str, failure: &Failure) {
+        if self.lock().failed(Instant::now()) {
+            tracing::warn!(
+                operation = what,
+                "waiting for {}: {failure}; events wait unacknowledged (their agents keep \
+                 them) and calls are retried until it answers",
+                self.name
+            );
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if let Some((after, failures)) = self.lock().succeeded(Instant::now()) {
+            tracing::info!(
+                after = ?Duration::from_secs(after.as_secs()),
+                failed_calls = failures,
+                "{} answers again: intake goes on",
+                self.name
+            );
+        }
+    }
+}
+
 /// Runs `call` until it succeeds or fails permanently. Transient failures and quota
 /// errors are retried with backoff (a quota error also closes `gate` until a call
 /// succeeds); `what` names the operation in logs and in the `retries` metric.
@@ -130,6 +215,22 @@ pub async fn retry<T, F, Fut>(
     config: &RetryConfig,
     metrics: &Metrics,
     gate: Option<&Gate>,
+    call: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    retry_logged(what, config, metrics, gate, None, call).await
+}
+
+/// [`retry`] for calls to a dependency whose outages `outage` logs.
+pub async fn retry_logged<T, F, Fut>(
+    what: &'static str,
+    config: &RetryConfig,
+    metrics: &Metrics,
+    gate: Option<&Gate>,
+    outage: Option<&OutageLog>,
     mut call: F,
 ) -> Result<T, String>
 where
@@ -138,7 +239,15 @@ where
 {
     let mut backoff = Backoff::new(config);
     loop {
-        match call().await {
+        let result = call().await;
+        if let Some(outage) = outage {
+            match &result {
+                Err(failure @ Failure::Transient(_)) => outage.failed(what, failure),
+                // A permanent failure is an answer: the dependency is there.
+                _ => outage.succeeded(),
+            }
+        }
+        match result {
             Ok(value) => {
                 if let Some(gate) = gate {
                     if gate.is_closed() {
@@ -207,6 +316,21 @@ mod tests {
         .await;
         assert_eq!(out, Ok(4));
         assert_eq!(metrics.retries_total(), 3);
+    }
+
+    #[test]
+    fn an_outage_is_reported_once_when_it_starts_and_once_when_it_ends() {
+        let t0 = Instant::now();
+        let mut s = OutageState::default();
+        assert_eq!(s.succeeded(t0), None, "no outage, nothing to report");
+        assert!(s.failed(t0), "the first failure starts the outage");
+        for k in 1..50 {
+            assert!(!s.failed(t0 + Duration::from_millis(k)), "later ones are quiet");
+        }
+        let end = t0 + Duration::from_secs(90);
+        assert_eq!(s.succeeded(end), Some((Duration::from_secs(90), 50)));
+        assert_eq!(s.succeeded(end), None, "reported once");
+        assert!(s.failed(end), "a new outage is a new report");
     }
 
     #[tokio::test(start_paused = true)]
