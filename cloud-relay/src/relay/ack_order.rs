@@ -170,7 +170,11 @@ mod tests {
         assert!(order.ready(rest[0]).is_empty());
         assert!(order.ready(rest[1]).is_empty());
         assert!(order.ready(rest[2]).is_empty(), "three wait: the bound");
-        assert_eq!(order.ready(rest[3]), [1, 2, 3, 4, 5], "the fourth frees them");
+        assert_eq!(
+            order.ready(rest[3]),
+            [1, 2, 3, 4, 5],
+            "the fourth frees them"
+        );
         assert_eq!(order.released_early(), 1);
         // The slow message finishes later: its ack went out already.
         assert!(order.ready(slow).is_empty());
@@ -199,7 +203,10 @@ mod tests {
         // A packet id is reused by the broker once acked: a new place, a new ticket.
         let again = order.received(7, 70);
         assert_ne!(again, t);
-        assert!(order.ready(t).is_empty(), "the old ticket is not the new message");
+        assert!(
+            order.ready(t).is_empty(),
+            "the old ticket is not the new message"
+        );
         assert_eq!(order.ready(again), [70]);
     }
 
@@ -220,6 +227,9 @@ mod tests {
         let old = order.received(3, 3);
         order.new_session();
         assert_eq!(order.waiting(), 0);
-        assert!(order.ready(old).is_empty(), "never ack another session's id");
+        assert!(
+            order.ready(old).is_empty(),
+            "never ack another session's id"
+        );
     }
 }

@@ -74,7 +74,11 @@ fn a_chunk_is_acknowledged_once_accepted_and_only_the_completing_one_waits_for_t
     for (k, msg) in m.iter().enumerate().rev() {
         let out = i.on_message(&topic(2), msg, k as u32, k as u64);
         if k > 0 {
-            assert_eq!(acks(&out), [k as u32], "chunk {k} acknowledged once accepted");
+            assert_eq!(
+                acks(&out),
+                [k as u32],
+                "chunk {k} acknowledged once accepted"
+            );
         }
         all.extend(out);
     }
@@ -107,12 +111,15 @@ fn an_incomplete_set_holds_no_message_so_it_cannot_block_other_devices() {
         assert_eq!(acks(&out), [n as u32]);
     }
     assert_eq!(i.held(), 0);
-    assert_eq!(i.pending_sets(), 1, "the set still waits for its other chunks");
+    assert_eq!(
+        i.pending_sets(),
+        1,
+        "the set still waits for its other chunks"
+    );
 }
 
 #[test]
-fn a_resent_event_while_in_flight_is_acknowledged_at_once_and_after_done_gets_its_receipt_again(
-) {
+fn a_resent_event_while_in_flight_is_acknowledged_at_once_and_after_done_gets_its_receipt_again() {
     let mut i = intake(false);
     let m = messages(3, 1000);
     let id = meta(3, 1000).event_id;
@@ -143,7 +150,10 @@ fn a_resent_chunk_of_an_event_in_flight_is_acknowledged_at_once() {
     assert_eq!(acks(&out), [99]);
     assert!(processed(&out).is_empty());
     assert_eq!(i.pending_sets(), 0, "no new set for an event in flight");
-    assert_eq!(acks(&i.on_done(DeviceId::new("pi-10").unwrap(), id, None)), [m.len() as u32 - 1]);
+    assert_eq!(
+        acks(&i.on_done(DeviceId::new("pi-10").unwrap(), id, None)),
+        [m.len() as u32 - 1]
+    );
 }
 
 #[test]
@@ -212,7 +222,9 @@ fn incomplete_sets_expire_and_are_dropped() {
     assert_eq!(i.pending_sets(), 1);
     assert!(i.on_tick(500).is_empty());
     let out = i.on_tick(1500);
-    assert!(matches!(&out[..], [Action::Dropped { event_ids }] if *event_ids == [meta(8, 300_000).event_id]));
+    assert!(
+        matches!(&out[..], [Action::Dropped { event_ids }] if *event_ids == [meta(8, 300_000).event_id])
+    );
     assert_eq!(i.pending_sets(), 0);
     assert_eq!(i.held(), 0);
 }
@@ -227,7 +239,10 @@ fn a_flood_of_incomplete_sets_stays_within_bounds_and_holds_no_message() {
     let mut i = Intake::new(Topics::default(), false, limits);
     for n in 100..200u64 {
         let m = messages(n, 300_000);
-        assert_eq!(acks(&i.on_message(&topic(n), &m[0], n as u32, n)), [n as u32]);
+        assert_eq!(
+            acks(&i.on_message(&topic(n), &m[0], n as u32, n)),
+            [n as u32]
+        );
         assert!(i.pending_sets() <= 8);
         assert!(i.pending_bytes() <= 2 * 1024 * 1024);
     }
@@ -256,7 +271,10 @@ fn in_shared_mode_chunks_are_staged_and_acknowledged_once_staged_unless_they_com
     assert_eq!(processed(&out), [id]);
     assert!(acks(&out).is_empty());
     // Another relay's chunk completed it too, or a late copy was staged: no hold.
-    assert_eq!(acks(&i.on_staged(device.clone(), id, 3, Staged::Incomplete)), [3]);
+    assert_eq!(
+        acks(&i.on_staged(device.clone(), id, 3, Staged::Incomplete)),
+        [3]
+    );
     assert_eq!(acks(&i.on_done(device, id, None)), [2]);
 }
 
@@ -286,7 +304,8 @@ fn deliver_through_window(
         let pkid = next_pkid;
         unacked.insert(pkid);
         let ticket = order.received(pkid, pkid);
-        let mut todo: VecDeque<Action<Ticket>> = i.on_message(&topic(n), &payload, ticket, 0).into();
+        let mut todo: VecDeque<Action<Ticket>> =
+            i.on_message(&topic(n), &payload, ticket, 0).into();
         while let Some(action) = todo.pop_front() {
             match action {
                 Action::Ack(t) => {

@@ -137,7 +137,9 @@ fn subscribe(config: &Config, client: &AsyncClient) {
 enum Incoming {
     Publish(Publish),
     /// A new connection: without a session, the broker forgot unacknowledged messages.
-    Connected { session_present: bool },
+    Connected {
+        session_present: bool,
+    },
 }
 
 /// Polls the connection forever, reconnecting with backoff; forwards publishes.
@@ -164,7 +166,11 @@ fn spawn_eventloop(
                     );
                     subscribe(&config, &client);
                     let session_present = ack.session_present;
-                    if tx.send(Incoming::Connected { session_present }).await.is_err() {
+                    if tx
+                        .send(Incoming::Connected { session_present })
+                        .await
+                        .is_err()
+                    {
                         return;
                     }
                 }
@@ -295,10 +301,10 @@ impl Driver {
                             count = early - self.early_counted,
                             "acknowledged messages still being stored early, to keep the window open"
                         );
-                        self.metrics
-                            .c
-                            .acks_released_early_total
-                            .fetch_add(early - self.early_counted, std::sync::atomic::Ordering::Relaxed);
+                        self.metrics.c.acks_released_early_total.fetch_add(
+                            early - self.early_counted,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
                         self.early_counted = early;
                     }
                 }

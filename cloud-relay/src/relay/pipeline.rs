@@ -48,10 +48,7 @@ impl Outages {
     pub fn new(config: &Config) -> Self {
         let store = match &config.s3.endpoint_url {
             Some(url) => format!("the object store (bucket {} at {url})", config.s3.bucket),
-            None => format!(
-                "S3 (bucket {} in {})",
-                config.s3.bucket, config.s3.region
-            ),
+            None => format!("S3 (bucket {} in {})", config.s3.bucket, config.s3.region),
         };
         let a2i = match &config.a2i.endpoint_url {
             Some(url) => format!("the A2I runtime at {url}"),
@@ -144,8 +141,8 @@ impl Pipeline {
             let key = self.layout.staging_chunk_key(&id, index);
             let got = self
                 .retry_store("s3_get_chunk", || self.store.get(&key))
-            .await
-            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
+                .await
+                .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
             // Not there yet, or gone: the relay that completed the set has cleaned up.
             let Some(bytes) = got else {
                 return Ok(Staged::Incomplete);

@@ -132,16 +132,21 @@ impl Gate {
 pub struct OutageState {
     /// Since when calls have been failing, and how many failed.
     failing: Option<(Instant, u64)>,
+    /// When a call last succeeded.
+    last_success: Option<Instant>,
 }
 
 impl OutageState {
-    /// A call failed (transiently) at `now`: true when this starts an outage.
-    pub fn failed(&mut self, now: Instant) -> bool {
+    /// A call made at `started` failed (transiently) at `now`: true when this starts
+    /// an outage. A call made before the last success says nothing new (calls in
+    /// flight while the dependency came back fail late), so it starts none.
+    pub fn failed(&mut self, started: Instant, now: Instant) -> bool {
         match &mut self.failing {
             Some((_, failures)) => {
                 *failures += 1;
                 false
             }
+            None if self.last_success.is_some_and(|s| s >= started) => false,
             None => {
                 self.failing = Some((now, 1));
                 true
@@ -151,6 +156,7 @@ impl OutageState {
 
     /// A call succeeded at `now`: the outage it ends (how long, failed calls), if any.
     pub fn succeeded(&mut self, now: Instant) -> Option<(Duration, u64)> {
+        self.last_success = Some(now);
         self.failing
             .take()
             .map(|(since, failures)| (now.saturating_duration_since(since), failures))
@@ -183,9 +189,10 @@ impl OutageLog {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// A transient failure of `what` (an operation) on this dependency.
-    pub fn failed(&self, what: &'static str, failure: &Failure) {
-        if self.lock().failed(Instant::now()) {
+    /// A transient failure of `what` (an operation) on this dependency, called at
+    /// `started`.
+    pub fn failed(&self, what: &'static str, started: Instant, failure: &Failure) {
+        if self.lock().failed(started, Instant::now()) {
             tracing::warn!(
                 operation = what,
                 "waiting for {}: {failure}; events wait unacknowledged (their agents keep \
@@ -239,10 +246,11 @@ where
 {
     let mut backoff = Backoff::new(config);
     loop {
+        let started = Instant::now();
         let result = call().await;
         if let Some(outage) = outage {
             match &result {
-                Err(failure @ Failure::Transient(_)) => outage.failed(what, failure),
+                Err(failure @ Failure::Transient(_)) => outage.failed(what, started, failure),
                 // A permanent failure is an answer: the dependency is there.
                 _ => outage.succeeded(),
             }
@@ -322,15 +330,18 @@ mod tests {
     fn an_outage_is_reported_once_when_it_starts_and_once_when_it_ends() {
         let t0 = Instant::now();
         let mut s = OutageState::default();
-        assert_eq!(s.succeeded(t0), None, "no outage, nothing to report");
-        assert!(s.failed(t0), "the first failure starts the outage");
+        assert!(s.failed(t0, t0), "the first failure starts the outage");
         for k in 1..50 {
-            assert!(!s.failed(t0 + Duration::from_millis(k)), "later ones are quiet");
+            let at = t0 + Duration::from_millis(k);
+            assert!(!s.failed(at, at), "later ones are quiet");
         }
         let end = t0 + Duration::from_secs(90);
         assert_eq!(s.succeeded(end), Some((Duration::from_secs(90), 50)));
         assert_eq!(s.succeeded(end), None, "reported once");
-        assert!(s.failed(end), "a new outage is a new report");
+        // A call made before the recovery and failing after it is no new outage.
+        let late = end + Duration::from_millis(5);
+        assert!(!s.failed(end - Duration::from_millis(1), late));
+        assert!(s.failed(late, late), "a call made after it is");
     }
 
     #[tokio::test(start_paused = true)]
