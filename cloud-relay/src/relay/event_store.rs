@@ -16,7 +16,6 @@ use protocol::{CompleteEvent, EventMeta};
 use super::keys::KeyLayout;
 use super::metrics::inc;
 use super::pipeline::Pipeline;
-use super::retry::retry;
 use super::s3::Put;
 
 /// What storing an event came to.
@@ -55,20 +54,20 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
     let meta = &event.meta;
     let bucket = &p.layout.bucket;
     let index_key = p.layout.event_index_key(&meta.event_id);
-    let claim = retry("s3_put_event_index", &p.retry, &p.metrics, None, || {
-        p.store
-            .put(&index_key, meta.to_json(), "application/json", true)
-    })
-    .await
-    .map_err(|e| format!("claiming s3://{bucket}/{index_key}: {e}"))?;
-    if claim == Put::Existed {
-        let bytes = retry("s3_get_event_index", &p.retry, &p.metrics, None, || {
-            p.store.get(&index_key)
+    let claim = p
+        .retry_store("s3_put_event_index", || {
+            p.store
+                .put(&index_key, meta.to_json(), "application/json", true)
         })
         .await
-        .map_err(|e| format!("reading s3://{bucket}/{index_key}: {e}"))?
-        // Removed just now by a relay undoing a wrong claim (below): try again later.
-        .ok_or_else(|| format!("s3://{bucket}/{index_key} vanished; the agent will resend"))?;
+        .map_err(|e| format!("claiming s3://{bucket}/{index_key}: {e}"))?;
+    if claim == Put::Existed {
+        let bytes = p
+            .retry_store("s3_get_event_index", || p.store.get(&index_key))
+            .await
+            .map_err(|e| format!("reading s3://{bucket}/{index_key}: {e}"))?
+            // Removed just now by a relay undoing a wrong claim (below): try again later.
+            .ok_or_else(|| format!("s3://{bucket}/{index_key} vanished; the agent will resend"))?;
         let first = EventMeta::from_json(&bytes)
             .map_err(|e| format!("s3://{bucket}/{index_key} does not parse: {e}"))?;
         if let Some(reason) = conflict(&first, meta, &p.layout) {
@@ -82,7 +81,7 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
     let content_type = meta.image.content_type.as_str();
     // Image and metadata at once: both must be there before the loop starts.
     let (put, meta_put) = tokio::join!(
-        retry("s3_put_image", &p.retry, &p.metrics, None, || {
+        p.retry_store("s3_put_image", || {
             p.store.put_image_if_absent(
                 &image_key,
                 event.image.clone(),
@@ -90,7 +89,7 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
                 &meta.image.sha256,
             )
         }),
-        retry("s3_put_meta", &p.retry, &p.metrics, None, || {
+        p.retry_store("s3_put_meta", || {
             p.store
                 .put(&meta_key, meta.to_json(), "application/json", true)
         })
@@ -120,20 +119,18 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
 /// The sha256 of the image at `key`: from its metadata, else by reading it.
 async fn existing_sha256(p: &Pipeline, key: &str) -> Result<String, String> {
     let uri = p.layout.uri(key);
-    let recorded = retry("s3_head_image", &p.retry, &p.metrics, None, || {
-        p.store.stored_sha256(key)
-    })
-    .await
-    .map_err(|e| format!("reading the metadata of {uri}: {e}"))?;
+    let recorded = p
+        .retry_store("s3_head_image", || p.store.stored_sha256(key))
+        .await
+        .map_err(|e| format!("reading the metadata of {uri}: {e}"))?;
     if let Some(sha) = recorded {
         return Ok(sha);
     }
-    let bytes = retry("s3_get_image", &p.retry, &p.metrics, None, || {
-        p.store.get(key)
-    })
-    .await
-    .map_err(|e| format!("reading {uri}: {e}"))?
-    .ok_or_else(|| format!("{uri} vanished; the agent will resend"))?;
+    let bytes = p
+        .retry_store("s3_get_image", || p.store.get(key))
+        .await
+        .map_err(|e| format!("reading {uri}: {e}"))?
+        .ok_or_else(|| format!("{uri} vanished; the agent will resend"))?;
     Ok(protocol::json::sha256_hex(&bytes))
 }
 

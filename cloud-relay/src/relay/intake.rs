@@ -4,11 +4,20 @@
 //!
 //! Per message: parse topic -> decode envelope -> (memory mode) reassemble and verify,
 //! or (shared mode) stage the chunk in S3 -> `Process` the complete event -> the driver
-//! stores it, starts its loop, sends the receipt -> [`Intake::on_done`] releases every
-//! message of that event for acknowledgement. Acknowledging is never what makes an
-//! event safe: the agent keeps an event until its receipt arrives and resends it
-//! otherwise. So messages that cannot become a stored event (rejected, evicted,
-//! expired, failed) are acknowledged and dropped, and never block the rest.
+//! stores it, starts its loop, sends the receipt -> [`Intake::on_done`] releases the
+//! event's message for acknowledgement.
+//!
+//! What is held unacknowledged, and why: acknowledging is never what makes an event
+//! safe (the agent keeps an event until its receipt arrives and resends it otherwise),
+//! so a message is held only as back-pressure, and the broker's receive window is
+//! shared by every device. Therefore an event being stored holds exactly one message:
+//! the one that made it complete (a whole event, or the chunk that completed its set);
+//! a chunk being staged (shared mode) holds its own until staged. Everything else is
+//! acknowledged as soon as the intake has dealt with it: a chunk accepted into the
+//! assembler while its set is incomplete, a duplicate of an event in flight or done,
+//! anything rejected. An incomplete set thus holds nothing, however long its last
+//! chunk takes. (The driver's [`super::ack_order::AckOrder`] bounds how long one held
+//! message may delay the acks of later ones.)
 
 use std::collections::{HashMap, VecDeque};
 
@@ -63,11 +72,9 @@ pub struct Intake<A> {
     topics: Topics,
     stage_chunks: bool,
     assembler: ChunkAssembler,
-    /// Unacknowledged messages per event: chunks of incomplete sets and messages of
-    /// events being processed.
-    held: HashMap<EventId, Vec<A>>,
-    /// Events being processed, with their meta.
-    in_flight: HashMap<EventId, EventMeta>,
+    /// Events being stored, each with the one message it holds unacknowledged and
+    /// its meta.
+    in_flight: HashMap<EventId, (A, EventMeta)>,
     /// Finished events: device, meta, receipt. Answers only true resends (the same
     /// meta, so the same image sha256 and key); any other event under the id goes to
     /// the pipeline, which decides from S3 (first stored wins, the rest `conflict`).
@@ -111,7 +118,6 @@ impl<A> Intake<A> {
             topics,
             stage_chunks,
             assembler: ChunkAssembler::new(limits),
-            held: HashMap::new(),
             in_flight: HashMap::new(),
             recent: HashMap::new(),
             recent_order: VecDeque::new(),
@@ -130,9 +136,9 @@ impl<A> Intake<A> {
         self.in_flight.len()
     }
 
-    /// Messages held unacknowledged now.
+    /// Messages held unacknowledged now: one per event in flight.
     pub fn held(&self) -> usize {
-        self.held.values().map(Vec::len).sum()
+        self.in_flight.len()
     }
 
     fn reject(&self, out: &mut Vec<Action<A>>, ack: A, reason: &'static str, detail: String) {
@@ -212,7 +218,9 @@ impl<A> Intake<A> {
             return out;
         }
         if self.in_flight.contains_key(&event_id) {
-            self.held.entry(event_id).or_default().push(ack);
+            // A resend, or a chunk of it: the copy in flight sends the receipt (or
+            // fails, and the agent resends). Holding this one would only block others.
+            out.push(Action::Ack(ack));
             return out;
         }
         match message {
@@ -237,17 +245,14 @@ impl<A> Intake<A> {
         result: Result<Option<CompleteEvent>, AssemblyError>,
     ) {
         match result {
-            Ok(None) => self.held.entry(event_id).or_default().push(ack),
+            // Accepted into the set: the assembler has it; nothing to wait for here.
+            Ok(None) => out.push(Action::Ack(ack)),
             Ok(Some(event)) => {
-                self.held.entry(event_id).or_default().push(ack);
-                self.in_flight.insert(event_id, event.meta.clone());
+                self.in_flight.insert(event_id, (ack, event.meta.clone()));
                 out.push(Action::Process { device, event });
             }
             Err(e) => {
                 if is_final(&e) {
-                    for held in self.held.remove(&event_id).unwrap_or_default() {
-                        out.push(Action::Ack(held));
-                    }
                     out.push(Action::Receipt {
                         device,
                         receipt: Receipt::rejected(event_id, RejectCode::Invalid, e.to_string()),
@@ -261,11 +266,6 @@ impl<A> Intake<A> {
     fn release_evicted(&mut self, out: &mut Vec<Action<A>>) {
         let evicted = self.assembler.take_evicted();
         if !evicted.is_empty() {
-            for id in &evicted {
-                for held in self.held.remove(id).unwrap_or_default() {
-                    out.push(Action::Ack(held));
-                }
-            }
             out.push(Action::Dropped { event_ids: evicted });
         }
     }
@@ -280,7 +280,10 @@ impl<A> Intake<A> {
     ) -> Vec<Action<A>> {
         let mut out = Vec::new();
         if self.in_flight.contains_key(&event_id) {
-            self.held.entry(event_id).or_default().push(ack);
+            // Completed by another chunk meanwhile. (A set completing again after its
+            // event was stored goes to the pipeline, which answers a true resend with
+            // `stored` and other content under the id with `conflict`.)
+            out.push(Action::Ack(ack));
             return out;
         }
         match staged {
@@ -295,21 +298,17 @@ impl<A> Intake<A> {
 
     /// The driver finished an event: with `Some(receipt)` it is stored, its loop
     /// exists and the receipt was sent; with `None` it failed (the agent resends).
-    /// Either way its messages are acknowledged now.
+    /// Either way its message is acknowledged now.
     pub fn on_done(
         &mut self,
         device: DeviceId,
         event_id: EventId,
         receipt: Option<Receipt>,
     ) -> Vec<Action<A>> {
-        let meta = self.in_flight.remove(&event_id);
-        let out = self
-            .held
-            .remove(&event_id)
-            .unwrap_or_default()
-            .into_iter()
-            .map(Action::Ack)
-            .collect();
+        let (out, meta) = match self.in_flight.remove(&event_id) {
+            Some((ack, meta)) => (vec![Action::Ack(ack)], Some(meta)),
+            None => (Vec::new(), None),
+        };
         if let (Some(receipt), Some(meta)) = (receipt, meta) {
             if self.recent_order.len() == RECENT_RECEIPTS {
                 if let Some(old) = self.recent_order.pop_front() {
@@ -327,15 +326,11 @@ impl<A> Intake<A> {
         out
     }
 
-    /// Drops incomplete sets idle past the timeout, releasing their messages.
+    /// Drops incomplete sets idle past the timeout (their chunks were acknowledged
+    /// when accepted; the agents resend them).
     pub fn on_tick(&mut self, now_ms: u64) -> Vec<Action<A>> {
         let mut out = Vec::new();
         let expired = self.assembler.expire(now_ms);
-        for id in &expired {
-            for held in self.held.remove(id).unwrap_or_default() {
-                out.push(Action::Ack(held));
-            }
-        }
         if !expired.is_empty() {
             out.push(Action::Dropped { event_ids: expired });
         }

@@ -64,38 +64,96 @@ fn a_whole_event_is_processed_and_acknowledged_only_when_done() {
 }
 
 #[test]
-fn chunks_in_any_order_complete_once_and_all_are_acknowledged_after_the_receipt() {
+fn a_chunk_is_acknowledged_once_accepted_and_only_the_completing_one_waits_for_the_receipt() {
     let mut i = intake(false);
     let m = messages(2, 300_000);
     assert!(m.len() >= 3);
+    let last = m.len() - 1;
     let mut all = vec![];
+    // In any order: here the last chunk first, the first chunk last.
     for (k, msg) in m.iter().enumerate().rev() {
-        all.extend(i.on_message(&topic(2), msg, k as u32, k as u64));
+        let out = i.on_message(&topic(2), msg, k as u32, k as u64);
+        if k > 0 {
+            assert_eq!(
+                acks(&out),
+                [k as u32],
+                "chunk {k} acknowledged once accepted"
+            );
+        }
+        all.extend(out);
     }
     assert_eq!(processed(&all).len(), 1);
-    assert!(acks(&all).is_empty());
+    assert_eq!(i.held(), 1, "the event in flight holds one message");
+    assert!(!acks(&all).contains(&0), "the completing chunk waits");
     let id = meta(2, 300_000).event_id;
     let out = i.on_done(DeviceId::new("pi-2").unwrap(), id, None);
-    let mut released = acks(&out);
-    released.sort();
-    assert_eq!(released, (0..m.len() as u32).collect::<Vec<_>>());
+    assert_eq!(acks(&out), [0]);
+    assert_eq!(i.held(), 0);
+    assert!(last > 0);
 }
 
 #[test]
-fn a_resent_event_while_in_flight_is_held_and_after_done_gets_its_receipt_again() {
+fn an_incomplete_set_holds_no_message_so_it_cannot_block_other_devices() {
+    let mut i = intake(false);
+    let first = messages(20, 300_000).remove(0);
+    let out = i.on_message(&topic(20), &first, 1, 0);
+    assert_eq!(acks(&out), [1]);
+    assert_eq!(i.pending_sets(), 1);
+    assert_eq!(i.held(), 0);
+    // Whole events from another device: each waits only for its own receipt.
+    for n in 21..31u64 {
+        let m = messages(n, 1000);
+        let out = i.on_message(&topic(n), &m[0], n as u32, 1);
+        assert_eq!(processed(&out), [meta(n, 1000).event_id]);
+        let receipt = Receipt::stored(meta(n, 1000).event_id, "s3://b/k.jpg");
+        let device = DeviceId::new(format!("pi-{n}")).unwrap();
+        let out = i.on_done(device, meta(n, 1000).event_id, Some(receipt));
+        assert_eq!(acks(&out), [n as u32]);
+    }
+    assert_eq!(i.held(), 0);
+    assert_eq!(
+        i.pending_sets(),
+        1,
+        "the set still waits for its other chunks"
+    );
+}
+
+#[test]
+fn a_resent_event_while_in_flight_is_acknowledged_at_once_and_after_done_gets_its_receipt_again() {
     let mut i = intake(false);
     let m = messages(3, 1000);
     let id = meta(3, 1000).event_id;
     i.on_message(&topic(3), &m[0], 1, 0);
     let out = i.on_message(&topic(3), &m[0], 2, 0);
-    assert!(processed(&out).is_empty() && acks(&out).is_empty());
+    assert!(processed(&out).is_empty(), "processed once");
+    assert_eq!(acks(&out), [2], "the copy in flight answers for it");
+    assert_eq!(i.held(), 1);
     let receipt = Receipt::stored(id, "s3://b/k.jpg");
     let out = i.on_done(DeviceId::new("pi-3").unwrap(), id, Some(receipt.clone()));
-    assert_eq!(acks(&out), [1, 2]);
+    assert_eq!(acks(&out), [1]);
     let out = i.on_message(&topic(3), &m[0], 3, 0);
     assert_eq!(acks(&out), [3]);
     assert!(processed(&out).is_empty());
     assert!(matches!(&out[0], Action::Receipt { receipt: r, .. } if *r == receipt));
+}
+
+#[test]
+fn a_resent_chunk_of_an_event_in_flight_is_acknowledged_at_once() {
+    let mut i = intake(false);
+    let m = messages(10, 300_000);
+    let id = meta(10, 300_000).event_id;
+    for (k, msg) in m.iter().enumerate() {
+        i.on_message(&topic(10), msg, k as u32, 0);
+    }
+    assert_eq!(i.in_flight(), 1);
+    let out = i.on_message(&topic(10), &m[0], 99, 0);
+    assert_eq!(acks(&out), [99]);
+    assert!(processed(&out).is_empty());
+    assert_eq!(i.pending_sets(), 0, "no new set for an event in flight");
+    assert_eq!(
+        acks(&i.on_done(DeviceId::new("pi-10").unwrap(), id, None)),
+        [m.len() as u32 - 1]
+    );
 }
 
 #[test]
@@ -150,7 +208,7 @@ fn an_event_published_on_another_devices_topic_is_rejected() {
 }
 
 #[test]
-fn incomplete_sets_expire_and_release_their_messages() {
+fn incomplete_sets_expire_and_are_dropped() {
     let mut i = Intake::new(
         Topics::default(),
         false,
@@ -160,35 +218,35 @@ fn incomplete_sets_expire_and_release_their_messages() {
         },
     );
     let m = messages(8, 300_000);
-    i.on_message(&topic(8), &m[0], 1, 0);
+    assert_eq!(acks(&i.on_message(&topic(8), &m[0], 1, 0)), [1]);
     assert_eq!(i.pending_sets(), 1);
-    assert!(acks(&i.on_tick(500)).is_empty());
+    assert!(i.on_tick(500).is_empty());
     let out = i.on_tick(1500);
-    assert_eq!(acks(&out), [1]);
+    assert!(
+        matches!(&out[..], [Action::Dropped { event_ids }] if *event_ids == [meta(8, 300_000).event_id])
+    );
     assert_eq!(i.pending_sets(), 0);
     assert_eq!(i.held(), 0);
 }
 
 #[test]
-fn a_flood_of_incomplete_sets_stays_within_bounds_and_evicted_sets_are_released() {
+fn a_flood_of_incomplete_sets_stays_within_bounds_and_holds_no_message() {
     let limits = AssemblerLimits {
         max_pending_bytes: 2 * 1024 * 1024,
         max_pending_sets: 8,
         timeout_ms: 60_000,
     };
     let mut i = Intake::new(Topics::default(), false, limits);
-    let mut released = 0;
     for n in 100..200u64 {
         let m = messages(n, 300_000);
-        released += acks(&i.on_message(&topic(n), &m[0], n as u32, n)).len();
+        assert_eq!(
+            acks(&i.on_message(&topic(n), &m[0], n as u32, n)),
+            [n as u32]
+        );
         assert!(i.pending_sets() <= 8);
         assert!(i.pending_bytes() <= 2 * 1024 * 1024);
     }
-    assert_eq!(
-        released + i.held(),
-        100,
-        "every message is either held or released"
-    );
+    assert_eq!(i.held(), 0);
 }
 
 #[test]
@@ -212,6 +270,11 @@ fn in_shared_mode_chunks_are_staged_and_acknowledged_once_staged_unless_they_com
     let out = i.on_staged(device.clone(), id, 2, Staged::Complete(event));
     assert_eq!(processed(&out), [id]);
     assert!(acks(&out).is_empty());
+    // Another relay's chunk completed it too, or a late copy was staged: no hold.
+    assert_eq!(
+        acks(&i.on_staged(device.clone(), id, 3, Staged::Incomplete)),
+        [3]
+    );
     assert_eq!(acks(&i.on_done(device, id, None)), [2]);
 }
 
@@ -241,4 +304,89 @@ fn another_image_under_a_recently_receipted_id_is_processed_not_answered_from_me
     assert!(matches!(&out[0], Action::Receipt { receipt: r, .. } if *r == conflict));
     let out = i.on_message(&topic(9), &encode(&m1, &first), 4, 0);
     assert_eq!(processed(&out), [id], "the first one again: S3 says stored");
+}
+
+/// The broker's side of the receive window (MQTT 5 section 4.9): it sends a message
+/// only while fewer than `window` are unacknowledged. The intake's actions are carried
+/// out at once, with acks in arrival order ([`AckOrder`]); events whose id is in
+/// `stuck` never finish storing. Returns the events processed.
+fn deliver_through_window(
+    window: usize,
+    queue: Vec<(u64, Vec<u8>)>,
+    stuck: &[EventId],
+) -> Vec<EventId> {
+    use crate::relay::ack_order::{AckOrder, Ticket};
+    let mut i: Intake<Ticket> = Intake::new(Topics::default(), false, AssemblerLimits::default());
+    let mut order: AckOrder<u16> = AckOrder::new(window / 2);
+    let mut unacked = std::collections::HashSet::new();
+    let mut queue: VecDeque<(u64, Vec<u8>)> = queue.into();
+    let mut next_pkid = 1u16;
+    let mut processed = vec![];
+    while unacked.len() < window {
+        let Some((n, payload)) = queue.pop_front() else {
+            break;
+        };
+        while unacked.contains(&next_pkid) {
+            next_pkid = next_pkid % 65535 + 1;
+        }
+        let pkid = next_pkid;
+        unacked.insert(pkid);
+        let ticket = order.received(pkid, pkid);
+        let mut todo: VecDeque<Action<Ticket>> =
+            i.on_message(&topic(n), &payload, ticket, 0).into();
+        while let Some(action) = todo.pop_front() {
+            match action {
+                Action::Ack(t) => {
+                    for pkid in order.ready(t) {
+                        unacked.remove(&pkid);
+                    }
+                }
+                Action::Process { device, event } => {
+                    let id = event.meta.event_id;
+                    processed.push(id);
+                    if !stuck.contains(&id) {
+                        let receipt = Receipt::stored(id, "s3://b/k.jpg");
+                        todo.extend(i.on_done(device, id, Some(receipt)));
+                    }
+                }
+                _ => {}
+            }
+        }
+    }
+    processed
+}
+
+#[test]
+fn one_incomplete_set_never_closes_the_receive_window_for_other_devices() {
+    let window = 8;
+    let mut queue = vec![(40, messages(40, 300_000).remove(0))];
+    for n in 41..41 + 3 * window as u64 {
+        queue.push((n, messages(n, 1000).remove(0)));
+    }
+    let processed = deliver_through_window(window, queue, &[]);
+    assert_eq!(processed.len(), 3 * window, "every whole event got through");
+}
+
+#[test]
+fn one_event_that_cannot_be_stored_never_closes_the_receive_window_for_the_others() {
+    let window = 8;
+    let queue: Vec<(u64, Vec<u8>)> = (60..60 + 3 * window as u64)
+        .map(|n| (n, messages(n, 1000).remove(0)))
+        .collect();
+    let stuck = [meta(60, 1000).event_id, meta(65, 1000).event_id];
+    let processed = deliver_through_window(window, queue, &stuck);
+    assert_eq!(processed.len(), 3 * window, "every event got through");
+}
+
+#[test]
+fn when_no_event_can_be_stored_the_full_window_is_the_back_pressure() {
+    let window = 8;
+    let queue: Vec<(u64, Vec<u8>)> = (80..80 + 3 * window as u64)
+        .map(|n| (n, messages(n, 1000).remove(0)))
+        .collect();
+    let all: Vec<EventId> = (80..80 + 3 * window as u64)
+        .map(|n| meta(n, 1000).event_id)
+        .collect();
+    let processed = deliver_through_window(window, queue, &all);
+    assert_eq!(processed.len(), window, "no more than the window in flight");
 }

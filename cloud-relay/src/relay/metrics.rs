@@ -35,6 +35,7 @@ counters! {
     loops_existing_total: "StartHumanLoop answered ConflictException: the loop existed",
     receipts_sent_total: "stored receipts published to devices",
     messages_acked_total: "MQTT messages acknowledged",
+    acks_released_early_total: "messages acknowledged while their event was still being stored, so one slow event does not hold back the acks of later ones",
     chunks_staged_total: "chunks written to the S3 staging area (shared mode)",
     chunk_sets_expired_total: "incomplete chunk sets dropped after the timeout or to stay in bounds",
     event_failures_total: "events that failed permanently (left unacknowledged for redelivery)",

@@ -123,6 +123,7 @@ pub async fn run(
         retry: config.retry.clone(),
         metrics: metrics.clone(),
         gate: retry::Gate::default(),
+        outages: pipeline::Outages::new(&config),
     };
     tracing::info!(
         client_id = %config.mqtt.client_id,

@@ -5,9 +5,15 @@
 //! acknowledging messages.
 //!
 //! Back-pressure: the broker sends at most `max_inflight` unacknowledged messages (the
-//! MQTT 5 receive maximum), and a message stays unacknowledged until its event is
-//! receipted, so memory for messages in flight is bounded by that window; the
-//! event-loop task never blocks on the intake for long, so keep-alives keep flowing.
+//! MQTT 5 receive maximum), and an event being stored keeps one message unacknowledged
+//! until it is receipted (see [`super::intake`] for what is held and why), so memory
+//! for events in flight is bounded by that window. Acks go out in arrival order, and
+//! at most half the window of finished messages waits behind one that is still open
+//! ([`AckOrder`]), so one slow event cannot close the window for everyone.
+//!
+//! The event-loop task only ever hands messages over (never waits on the intake while
+//! the driver may be waiting on it), so the connection is polled, keep-alives flow and
+//! acks leave while events wait for S3 or A2I.
 
 use std::future::Future;
 use std::sync::Arc;
@@ -19,7 +25,7 @@ use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
 use tokio::sync::{mpsc, Semaphore};
 
-use super::ack_order::AckOrder;
+use super::ack_order::{AckOrder, Ticket};
 use super::intake::{Action, Intake, Staged};
 use super::metrics::{inc, Metrics};
 use super::pipeline::Pipeline;
@@ -128,8 +134,14 @@ fn subscribe(config: &Config, client: &AsyncClient) {
     }
 }
 
+// One per message, consumed at once by the driver: boxing buys nothing.
+#[allow(clippy::large_enum_variant)]
 enum Incoming {
     Publish(Publish),
+    /// A new connection: without a session, the broker forgot unacknowledged messages.
+    Connected {
+        session_present: bool,
+    },
 }
 
 /// Polls the connection forever, reconnecting with backoff; forwards publishes.
@@ -155,6 +167,14 @@ fn spawn_eventloop(
                         "reconnected to the broker"
                     );
                     subscribe(&config, &client);
+                    let session_present = ack.session_present;
+                    if tx
+                        .send(Incoming::Connected { session_present })
+                        .await
+                        .is_err()
+                    {
+                        return;
+                    }
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -183,7 +203,7 @@ enum Done {
         event_id: EventId,
         /// Chunks in the set.
         count: u32,
-        ack: Publish,
+        ack: Ticket,
         staged: Staged,
     },
 }
@@ -195,9 +215,50 @@ fn now_ms() -> u64 {
         .unwrap_or(0)
 }
 
+/// What the driver has sent to the broker, in order, by [`spawn_sender`].
+enum Outgoing {
+    Ack(Publish),
+    Receipt { topic: String, receipt: Receipt },
+}
+
+/// Sends the driver's acks and receipts on a task of its own, in order, so the driver
+/// never waits for room in rumqttc's request channel. That channel is drained by the
+/// event loop only while the broker takes the relay's publishes (its receive
+/// maximum); a driver waiting there while the event loop waits for the driver to take
+/// a message would wait forever, the connection unpolled: no keep-alive, no PUBACK
+/// read, and the broker drops the relay. The queue is unbounded but holds at most one
+/// ack and one receipt per message received, and the broker's window bounds those.
+fn spawn_sender(
+    client: AsyncClient,
+    metrics: Arc<Metrics>,
+) -> (mpsc::UnboundedSender<Outgoing>, tokio::task::JoinHandle<()>) {
+    let (tx, mut rx) = mpsc::unbounded_channel();
+    let task = tokio::spawn(async move {
+        while let Some(out) = rx.recv().await {
+            match out {
+                Outgoing::Ack(p) => match client.ack(&p).await {
+                    Ok(()) => inc(&metrics.c.messages_acked_total),
+                    Err(e) => tracing::warn!(error = %e, "could not queue an ack"),
+                },
+                Outgoing::Receipt { topic, receipt } => match client
+                    .publish(topic.clone(), QoS::AtLeastOnce, false, receipt.to_json())
+                    .await
+                {
+                    Ok(()) if receipt.is_stored() => inc(&metrics.c.receipts_sent_total),
+                    Ok(()) => {}
+                    Err(e) => tracing::warn!(%topic, error = %e, "could not queue a receipt"),
+                },
+            }
+        }
+    });
+    (tx, task)
+}
+
 struct Driver {
     config: Config,
     client: AsyncClient,
+    /// Acks and receipts, sent in order by [`spawn_sender`].
+    sender: mpsc::UnboundedSender<Outgoing>,
     pipeline: Pipeline,
     metrics: Arc<Metrics>,
     workers: Arc<Semaphore>,
@@ -207,11 +268,13 @@ struct Driver {
     staged_set: Option<(EventId, u32)>,
     /// Acks are sent in the order the messages arrived (MQTT requires it).
     acks: AckOrder<Publish>,
+    /// `acks.released_early()` already counted in the metrics.
+    early_counted: u64,
 }
 
 impl Driver {
     /// Feeds a finished job to the intake and carries out what follows.
-    async fn on_done(&mut self, intake: &mut Intake<Publish>, done: Done) {
+    fn on_done(&mut self, intake: &mut Intake<Ticket>, done: Done) {
         if let Done::Staged {
             event_id,
             count,
@@ -222,22 +285,35 @@ impl Driver {
             self.staged_set = Some((*event_id, *count));
         }
         let actions = on_done(intake, done);
-        self.execute(actions).await;
+        self.execute(actions);
         self.staged_set = None;
     }
 
-    async fn execute(&mut self, actions: Vec<Action<Publish>>) {
+    /// Carries out the intake's actions without waiting for anything.
+    fn execute(&mut self, actions: Vec<Action<Ticket>>) {
         for action in actions {
             match action {
-                Action::Ack(p) => {
-                    for p in self.acks.ready(p.pkid, p) {
-                        if let Err(e) = self.client.ack(&p).await {
-                            tracing::warn!(error = %e, "could not queue an ack");
-                        }
-                        inc(&self.metrics.c.messages_acked_total);
+                Action::Ack(ticket) => {
+                    for p in self.acks.ready(ticket) {
+                        let _ = self.sender.send(Outgoing::Ack(p));
+                    }
+                    let early = self.acks.released_early();
+                    if early > self.early_counted {
+                        tracing::debug!(
+                            count = early - self.early_counted,
+                            "acknowledged messages still being stored early, to keep the window open"
+                        );
+                        self.metrics.c.acks_released_early_total.fetch_add(
+                            early - self.early_counted,
+                            std::sync::atomic::Ordering::Relaxed,
+                        );
+                        self.early_counted = early;
                     }
                 }
-                Action::Receipt { device, receipt } => self.send_receipt(&device, &receipt).await,
+                Action::Receipt { device, receipt } => {
+                    let topic = self.config.topics().receipts(&device);
+                    let _ = self.sender.send(Outgoing::Receipt { topic, receipt });
+                }
                 Action::Rejected { reason, detail } => {
                     self.metrics.reject(reason);
                     tracing::warn!(reason, "rejected: {detail}");
@@ -251,19 +327,6 @@ impl Driver {
                 Action::Process { device, event } => self.spawn_process(device, event),
                 Action::Stage { device, chunk, ack } => self.spawn_stage(device, chunk, ack),
             }
-        }
-    }
-
-    async fn send_receipt(&self, device: &DeviceId, receipt: &Receipt) {
-        let topic = self.config.topics().receipts(device);
-        match self
-            .client
-            .publish(topic.clone(), QoS::AtLeastOnce, false, receipt.to_json())
-            .await
-        {
-            Ok(()) if receipt.is_stored() => inc(&self.metrics.c.receipts_sent_total),
-            Ok(()) => {}
-            Err(e) => tracing::warn!(%topic, error = %e, "could not queue a receipt"),
         }
     }
 
@@ -324,7 +387,7 @@ impl Driver {
         });
     }
 
-    fn spawn_stage(&self, device: DeviceId, chunk: protocol::envelope::Chunk, ack: Publish) {
+    fn spawn_stage(&self, device: DeviceId, chunk: protocol::envelope::Chunk, ack: Ticket) {
         let (pipeline, workers, done, metrics) = (
             self.pipeline.clone(),
             self.workers.clone(),
@@ -381,8 +444,10 @@ pub async fn run_intake(
         max_pending_sets: config.intake.max_pending_sets,
         timeout_ms: config.intake.chunk_timeout.as_millis() as u64,
     };
-    let mut intake: Intake<Publish> = Intake::new(config.topics(), config.stages_chunks(), limits);
+    let mut intake: Intake<Ticket> = Intake::new(config.topics(), config.stages_chunks(), limits);
+    let (sender, sending) = spawn_sender(client.clone(), metrics.clone());
     let mut driver = Driver {
+        sender,
         workers: Arc::new(Semaphore::new(config.intake.workers)),
         config,
         client: client.clone(),
@@ -390,28 +455,39 @@ pub async fn run_intake(
         metrics: metrics.clone(),
         done_tx,
         staged_set: None,
-        acks: AckOrder::default(),
+        acks: AckOrder::new(window.div_ceil(2)),
+        early_counted: 0,
     };
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     tokio::pin!(shutdown);
     loop {
         let actions = tokio::select! {
             _ = &mut shutdown => break,
-            Some(Incoming::Publish(p)) = rx.recv() => {
-                inc(&metrics.c.messages_in_total);
-                if p.qos != QoS::AtMostOnce {
-                    driver.acks.received(p.pkid);
+            Some(incoming) = rx.recv() => match incoming {
+                Incoming::Publish(p) => {
+                    inc(&metrics.c.messages_in_total);
+                    let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                    let payload = p.payload.clone();
+                    // The ack needs the packet id and QoS only. Topic and payload are
+                    // views into the connection's read buffer: a held token keeping
+                    // either would pin that whole buffer until the message is acked.
+                    let token = Publish { topic: bytes::Bytes::new(), payload: bytes::Bytes::new(), properties: None, ..p };
+                    let ticket = if token.qos == QoS::AtMostOnce {
+                        Ticket::NONE
+                    } else {
+                        driver.acks.received(token.pkid, token)
+                    };
+                    intake.on_message(&topic, &payload, ticket, now_ms())
                 }
-                let topic = String::from_utf8_lossy(&p.topic).into_owned();
-                let payload = p.payload.clone();
-                // The ack needs the packet id and QoS only. Topic and payload are views
-                // into the connection's read buffer: a held token keeping either would
-                // pin that whole buffer until the event is acknowledged.
-                let token = Publish { topic: bytes::Bytes::new(), payload: bytes::Bytes::new(), properties: None, ..p };
-                intake.on_message(&topic, &payload, token, now_ms())
-            }
+                Incoming::Connected { session_present } => {
+                    if !session_present {
+                        driver.acks.new_session();
+                    }
+                    continue;
+                }
+            },
             Some(done) = done_rx.recv() => {
-                driver.on_done(&mut intake, done).await;
+                driver.on_done(&mut intake, done);
                 continue;
             }
             _ = tick.tick() => {
@@ -421,7 +497,7 @@ pub async fn run_intake(
                 intake.on_tick(now_ms())
             }
         };
-        driver.execute(actions).await;
+        driver.execute(actions);
     }
     tracing::info!(
         in_flight = intake.in_flight(),
@@ -431,17 +507,20 @@ pub async fn run_intake(
     let deadline = tokio::time::Instant::now() + drain;
     while intake.in_flight() > 0 {
         match tokio::time::timeout_at(deadline, done_rx.recv()).await {
-            Ok(Some(done)) => driver.on_done(&mut intake, done).await,
+            Ok(Some(done)) => driver.on_done(&mut intake, done),
             _ => break,
         }
     }
+    // The last acks and receipts go out before the DISCONNECT.
+    drop(driver);
+    let _ = tokio::time::timeout(Duration::from_secs(2), sending).await;
     let _ = client.disconnect().await;
     drop(rx);
     // Give the event loop a moment to flush the last acks and the DISCONNECT.
     let _ = tokio::time::timeout(Duration::from_secs(2), poller).await;
 }
 
-fn on_done(intake: &mut Intake<Publish>, done: Done) -> Vec<Action<Publish>> {
+fn on_done(intake: &mut Intake<Ticket>, done: Done) -> Vec<Action<Ticket>> {
     match done {
         Done::Event {
             device,

@@ -6,7 +6,9 @@
 //! Also the S3 side of chunk staging for relays on a shared subscription.
 //!
 //! Transient failures are retried here without limit; quota errors close the intake
-//! [`Gate`]. Nothing in this module remembers anything: S3 and A2I are the record.
+//! [`Gate`]; an outage of S3 or A2I is logged once when it starts and once when it
+//! ends ([`Outages`]). Nothing in this module remembers anything: S3 and A2I are the
+//! record.
 
 use std::sync::Arc;
 
@@ -19,9 +21,9 @@ use super::event_store::{store_event, Stored};
 use super::intake::Staged;
 use super::keys::KeyLayout;
 use super::metrics::{inc, Metrics};
-use super::retry::{retry, Gate};
+use super::retry::{retry_logged, Gate, OutageLog};
 use super::s3::S3Store;
-use crate::config::RetryConfig;
+use crate::config::{Config, RetryConfig};
 
 #[derive(Clone)]
 pub struct Pipeline {
@@ -33,9 +35,49 @@ pub struct Pipeline {
     pub retry: RetryConfig,
     pub metrics: Arc<Metrics>,
     pub gate: Gate,
+    pub outages: Outages,
+}
+
+/// The outage logs of the pipeline's two dependencies, shared by all its calls.
+#[derive(Clone, Debug)]
+pub struct Outages {
+    pub store: OutageLog,
+    pub a2i: OutageLog,
+}
+
+impl Outages {
+    /// Named after the bucket and endpoints in `config`, as operators know them.
+    pub fn new(config: &Config) -> Self {
+        let store = match &config.s3.endpoint_url {
+            Some(url) => format!("the object store (bucket {} at {url})", config.s3.bucket),
+            None => format!("S3 (bucket {} in {})", config.s3.bucket, config.s3.region),
+        };
+        let a2i = match &config.a2i.endpoint_url {
+            Some(url) => format!("the A2I runtime at {url}"),
+            None => format!("the A2I runtime in {}", config.a2i.region),
+        };
+        Outages {
+            store: OutageLog::new(store),
+            a2i: OutageLog::new(a2i),
+        }
+    }
 }
 
 impl Pipeline {
+    /// Calls the object store with retries, reporting an outage once ([`OutageLog`]).
+    pub(super) async fn retry_store<T, F, Fut>(
+        &self,
+        what: &'static str,
+        call: F,
+    ) -> Result<T, String>
+    where
+        F: FnMut() -> Fut,
+        Fut: std::future::Future<Output = Result<T, super::retry::Failure>>,
+    {
+        let outage = Some(&self.outages.store);
+        retry_logged(what, &self.retry, &self.metrics, None, outage, call).await
+    }
+
     /// Stores the event and starts its loop; returns the receipt to send.
     pub async fn process(&self, event: &CompleteEvent) -> Result<Receipt, String> {
         let meta = &event.meta;
@@ -53,11 +95,12 @@ impl Pipeline {
         let name = meta.human_loop_name();
         let input =
             InputContent::for_event(meta, image_uri.clone(), self.labels.clone()).to_json_string();
-        let start = retry(
+        let start = retry_logged(
             "a2i_start_loop",
             &self.retry,
             &self.metrics,
             Some(&self.gate),
+            Some(&self.outages.a2i),
             || self.a2i.start_loop(&name, &input),
         )
         .await
@@ -80,7 +123,7 @@ impl Pipeline {
     pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, String> {
         let id = chunk.header.event_id;
         let key = self.layout.staging_chunk_key(&id, chunk.header.index);
-        retry("s3_put_chunk", &self.retry, &self.metrics, None, || {
+        self.retry_store("s3_put_chunk", || {
             self.store
                 .put(&key, payload.clone(), "application/octet-stream", false)
         })
@@ -93,11 +136,10 @@ impl Pipeline {
                 continue;
             }
             let key = self.layout.staging_chunk_key(&id, index);
-            let got = retry("s3_get_chunk", &self.retry, &self.metrics, None, || {
-                self.store.get(&key)
-            })
-            .await
-            .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
+            let got = self
+                .retry_store("s3_get_chunk", || self.store.get(&key))
+                .await
+                .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
             // Not there yet, or gone: the relay that completed the set has cleaned up.
             let Some(bytes) = got else {
                 return Ok(Staged::Incomplete);

@@ -3,11 +3,15 @@
 //! limit (an event is never dropped for a transient fault: its MQTT message stays
 //! unacknowledged and its agent keeps it); a quota error pauses intake ([`Gate`]) until
 //! the call goes through; anything else is permanent and reported.
+//!
+//! Each retry is logged at debug only; what an operator sees at the default level is
+//! the outage ([`OutageLog`]): one warning naming what is waited for and why when calls
+//! to a dependency start failing, one line when it answers again.
 
 use std::future::Future;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use tokio::sync::Notify;
 
@@ -122,6 +126,94 @@ impl Gate {
     }
 }
 
+/// Whether a dependency is in an outage, as seen by the calls made to it (pure: the
+/// caller passes the time in and logs what comes out).
+#[derive(Debug, Default)]
+pub struct OutageState {
+    /// Since when calls have been failing, and how many failed.
+    failing: Option<(Instant, u64)>,
+    /// When a call last succeeded.
+    last_success: Option<Instant>,
+}
+
+impl OutageState {
+    /// A call made at `started` failed (transiently) at `now`: true when this starts
+    /// an outage. A call made before the last success says nothing new (calls in
+    /// flight while the dependency came back fail late), so it starts none.
+    pub fn failed(&mut self, started: Instant, now: Instant) -> bool {
+        match &mut self.failing {
+            Some((_, failures)) => {
+                *failures += 1;
+                false
+            }
+            None if self.last_success.is_some_and(|s| s >= started) => false,
+            None => {
+                self.failing = Some((now, 1));
+                true
+            }
+        }
+    }
+
+    /// A call succeeded at `now`: the outage it ends (how long, failed calls), if any.
+    pub fn succeeded(&mut self, now: Instant) -> Option<(Duration, u64)> {
+        self.last_success = Some(now);
+        self.failing
+            .take()
+            .map(|(since, failures)| (now.saturating_duration_since(since), failures))
+    }
+}
+
+/// Logs a dependency's outages once each, whatever the number of calls retrying:
+/// a warning when calls start failing (what is waited for, the first cause), and a
+/// line when a call goes through again. Clones share the state.
+#[derive(Debug, Clone)]
+pub struct OutageLog {
+    /// What is waited for, e.g. "the object store (bucket frames at http://…)".
+    name: Arc<str>,
+    state: Arc<Mutex<OutageState>>,
+}
+
+impl OutageLog {
+    pub fn new(name: impl Into<String>) -> Self {
+        OutageLog {
+            name: name.into().into(),
+            state: Arc::default(),
+        }
+    }
+
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, OutageState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A transient failure of `what` (an operation) on this dependency, called at
+    /// `started`.
+    pub fn failed(&self, what: &'static str, started: Instant, failure: &Failure) {
+        if self.lock().failed(started, Instant::now()) {
+            tracing::warn!(
+                operation = what,
+                "waiting for {}: {failure}; events wait unacknowledged (their agents keep \
+                 them) and calls are retried until it answers",
+                self.name
+            );
+        }
+    }
+
+    pub fn succeeded(&self) {
+        if let Some((after, failures)) = self.lock().succeeded(Instant::now()) {
+            tracing::info!(
+                after = ?Duration::from_secs(after.as_secs()),
+                failed_calls = failures,
+                "{} answers again: intake goes on",
+                self.name
+            );
+        }
+    }
+}
+
 /// Runs `call` until it succeeds or fails permanently. Transient failures and quota
 /// errors are retried with backoff (a quota error also closes `gate` until a call
 /// succeeds); `what` names the operation in logs and in the `retries` metric.
@@ -130,6 +222,22 @@ pub async fn retry<T, F, Fut>(
     config: &RetryConfig,
     metrics: &Metrics,
     gate: Option<&Gate>,
+    call: F,
+) -> Result<T, String>
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Result<T, Failure>>,
+{
+    retry_logged(what, config, metrics, gate, None, call).await
+}
+
+/// [`retry`] for calls to a dependency whose outages `outage` logs.
+pub async fn retry_logged<T, F, Fut>(
+    what: &'static str,
+    config: &RetryConfig,
+    metrics: &Metrics,
+    gate: Option<&Gate>,
+    outage: Option<&OutageLog>,
     mut call: F,
 ) -> Result<T, String>
 where
@@ -138,7 +246,16 @@ where
 {
     let mut backoff = Backoff::new(config);
     loop {
-        match call().await {
+        let started = Instant::now();
+        let result = call().await;
+        if let Some(outage) = outage {
+            match &result {
+                Err(failure @ Failure::Transient(_)) => outage.failed(what, started, failure),
+                // A permanent failure is an answer: the dependency is there.
+                _ => outage.succeeded(),
+            }
+        }
+        match result {
             Ok(value) => {
                 if let Some(gate) = gate {
                     if gate.is_closed() {
@@ -207,6 +324,24 @@ mod tests {
         .await;
         assert_eq!(out, Ok(4));
         assert_eq!(metrics.retries_total(), 3);
+    }
+
+    #[test]
+    fn an_outage_is_reported_once_when_it_starts_and_once_when_it_ends() {
+        let t0 = Instant::now();
+        let mut s = OutageState::default();
+        assert!(s.failed(t0, t0), "the first failure starts the outage");
+        for k in 1..50 {
+            let at = t0 + Duration::from_millis(k);
+            assert!(!s.failed(at, at), "later ones are quiet");
+        }
+        let end = t0 + Duration::from_secs(90);
+        assert_eq!(s.succeeded(end), Some((Duration::from_secs(90), 50)));
+        assert_eq!(s.succeeded(end), None, "reported once");
+        // A call made before the recovery and failing after it is no new outage.
+        let late = end + Duration::from_millis(5);
+        assert!(!s.failed(end - Duration::from_millis(1), late));
+        assert!(s.failed(late, late), "a call made after it is");
     }
 
     #[tokio::test(start_paused = true)]

@@ -257,17 +257,39 @@ listen = "127.0.0.1:{metrics_port}"
     }
 
     pub fn spawn_relay(&self, config: &Path, log: &Path) -> ChildGuard {
-        spawn_with_log(
-            Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
-                .args(["run", "--config"])
-                .arg(config)
-                .env("AWS_ACCESS_KEY_ID", "test")
-                .env("AWS_SECRET_ACCESS_KEY", "test")
-                .env("AWS_EC2_METADATA_DISABLED", "true")
-                .env("RUST_LOG", "info,cloud_relay=debug"),
-            log,
-        )
-        .unwrap()
+        self.spawn_relay_logging(config, log, Some("info,cloud_relay=debug"))
+    }
+
+    /// [`Bench::spawn_relay`] with `RUST_LOG` set to `filter`, or, with `None`, unset:
+    /// the relay logs at its default level, as an operator's would.
+    pub fn spawn_relay_logging(
+        &self,
+        config: &Path,
+        log: &Path,
+        filter: Option<&str>,
+    ) -> ChildGuard {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_cloud-relay"));
+        command
+            .args(["run", "--config"])
+            .arg(config)
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .env_remove("RUST_LOG");
+        if let Some(filter) = filter {
+            command.env("RUST_LOG", filter);
+        }
+        spawn_with_log(&mut command, log).unwrap()
+    }
+
+    /// How many times client `id` connected to the broker (from Mosquitto's log).
+    pub fn broker_connections(&self, id: &str) -> usize {
+        let needle = format!(" as {id} (");
+        self.broker
+            .log()
+            .lines()
+            .filter(|l| l.contains("New client connected") && l.contains(&needle))
+            .count()
     }
 
     /// Keys under `prefix`.
