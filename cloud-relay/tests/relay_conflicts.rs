@@ -41,6 +41,36 @@ async fn send(agent: &Agent, e: &TestEvent) -> Receipt {
     .await
 }
 
+/// Publishes `e` and waits for a `rejected` receipt about its id, publishing it again
+/// every few seconds the way the agent resends an event without a receipt. With two
+/// relays on a shared subscription a set can be completed by both, so a late second
+/// `stored` receipt of the event stored earlier under this id may arrive in between,
+/// and a conflicting set staged while the first one's staged chunks are being cleaned
+/// up fails as inconsistent (no receipt) until it is resent. A relay that wrongly
+/// stores `e` makes this time out.
+async fn send_expecting_rejection(agent: &Agent, e: &TestEvent) -> Receipt {
+    let id = e.meta.event_id;
+    let seen = agent.all_receipts.lock().unwrap().len();
+    let rejection = || {
+        agent.all_receipts.lock().unwrap()[seen..]
+            .iter()
+            .find(|r| r.event_id == id && !r.is_stored())
+            .cloned()
+    };
+    let end = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < end {
+        agent.publish(e).await;
+        let resend_at = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
+        while tokio::time::Instant::now() < resend_at {
+            if let Some(r) = rejection() {
+                return r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+        }
+    }
+    panic!("no rejected receipt for {id} within {WAIT:?}, resending every 3 s");
+}
+
 fn assert_stored(r: &Receipt, what: &str) {
     assert!(r.is_stored(), "{what}: {r:?}");
 }
@@ -136,7 +166,7 @@ async fn staged_chunks_of_a_second_event_under_a_stored_id_are_a_conflict_on_a_s
 
     assert_stored(&send(&agent, first).await, "the first event");
     let second = other_content(first, 9_003);
-    let r = send(&agent, &second).await;
+    let r = send_expecting_rejection(&agent, &second).await;
     assert_conflict(&r, first, &second, "other bytes, staged");
     assert_stored(&send(&agent, first).await, "a true resend, staged");
 
@@ -144,9 +174,10 @@ async fn staged_chunks_of_a_second_event_under_a_stored_id_are_a_conflict_on_a_s
     assert_eq!(keys.len(), 1, "{keys:?}");
     assert_eq!(bench.get(&keys[0]).await, first.image);
     assert_eq!(bench.loop_count(), 1);
+    // Both relays may have judged a resend of it.
     let counted =
         conflicts_counted(a.port).await.unwrap_or(0) + conflicts_counted(b.port).await.unwrap_or(0);
-    assert_eq!(counted, 1);
+    assert!(counted >= 1, "{counted}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -273,7 +273,8 @@ pub async fn run(
     let (stop_services, services_rx) = watch::channel(false);
     let (stop_relay, relay_rx) = watch::channel(false);
 
-    // The broker: MQTT 3.1.1 for the agent, MQTT 5 for the relay.
+    // The broker: MQTT 5 for the agent and the relay (the 3.1.1 listener stays for
+    // other clients, e.g. mosquitto_sub).
     let broker = EmbeddedBroker::start(BrokerConfig {
         listen_v4: SocketAddr::from(([127, 0, 0, 1], 0)),
         listen_v5: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
@@ -346,7 +347,7 @@ pub async fn run(
     let agent_toml = layout.root.join("agent.toml");
     std::fs::write(
         &agent_toml,
-        generated::agent_config(&layout, broker.port(), &manifest),
+        generated::agent_config(&layout, v5.port(), &manifest),
     )
     .with_context(|| format!("writing {}", agent_toml.display()))?;
     let agent_log_path = layout.root.join("agent.log");

@@ -160,17 +160,18 @@ impl S3Store {
         .await
     }
 
-    /// Stores an image at `key` only if nothing is there yet, with its sha256 (hex) as
-    /// the user metadata `x-amz-meta-sha256`, so that a later writer can compare
-    /// contents with one HEAD ([`S3Store::stored_sha256`]).
+    /// Stores an image at `key` only if nothing is there yet. `_sha256` is not sent as
+    /// user metadata: the local object store keeps none (it answers 501), and the event
+    /// index decides conflicts for every event stored since it exists; only an image
+    /// stored before it is hashed to compare ([`S3Store::stored_sha256`] then finds
+    /// nothing and the caller reads the bytes).
     pub async fn put_image_if_absent(
         &self,
         key: &str,
         body: Vec<u8>,
         content_type: &str,
-        sha256: &str,
+        _sha256: &str,
     ) -> Result<Put, Failure> {
-        let meta = (SHA256_METADATA, sha256);
         put_in(
             &self.client,
             &self.bucket,
@@ -178,7 +179,7 @@ impl S3Store {
             body,
             content_type,
             true,
-            Some(meta),
+            None,
         )
         .await
     }
