@@ -118,7 +118,7 @@ async fn s3_down_for_a_while_and_a2i_throttling_lose_nothing() {
     test_support::wait_until_async(Duration::from_secs(30), "the relay retrying S3", || async {
         metric(
             port,
-            "cloud_relay_retries_total{operation=\"s3_put_image\"}",
+            "cloud_relay_retries_total{operation=\"s3_put_event_index\"}",
         )
         .await
         .unwrap_or(0)

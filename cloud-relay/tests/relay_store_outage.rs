@@ -45,7 +45,7 @@ async fn a_store_outage_is_logged_once_and_recovery_needs_no_reconnect() {
         || async {
             metric(
                 port,
-                "cloud_relay_retries_total{operation=\"s3_put_image\"}",
+                "cloud_relay_retries_total{operation=\"s3_put_event_index\"}",
             )
             .await
             .unwrap_or(0)

@@ -5,33 +5,14 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::time::Duration;
 
 use protocol::{RejectCode, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use support::{drop_frame, Agent, Answer, Receiver, DEVICE, SAMPLES};
+use support::{drop_samples, names, Agent, Answer, Receiver, DEVICE};
 use test_support::{wait_until, Mosquitto};
 
 const LONG: Duration = Duration::from_secs(60);
-
-/// Drops one copy of every sample as `{prefix}-{name}`; returns the names the policy
-/// should select.
-fn drop_samples(agent: &Agent, prefix: &str) -> BTreeSet<String> {
-    let mut selected = BTreeSet::new();
-    for (sample, unsure) in SAMPLES {
-        let name = format!("{prefix}-{sample}");
-        drop_frame(&agent.inbox, &name, sample);
-        if unsure {
-            selected.insert(name);
-        }
-    }
-    selected
-}
-
-fn names(receiver: &Receiver) -> BTreeSet<String> {
-    receiver.sources().into_iter().collect()
-}
 
 fn drained(receiver: &Receiver) -> bool {
     receiver

@@ -9,7 +9,7 @@ use std::collections::BTreeSet;
 use std::time::Duration;
 
 use protocol::sha256_hex;
-use support::{drop_frame, Agent, Receiver, SAMPLES};
+use support::{drop_frame, names, Agent, Receiver, SAMPLES};
 use test_support::{wait_until, Mosquitto};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -28,10 +28,6 @@ fn drop_frames(agent: &Agent, prefix: &str, copies: usize) -> BTreeSet<String> {
         }
     }
     selected
-}
-
-fn names(receiver: &Receiver) -> BTreeSet<String> {
-    receiver.sources().into_iter().collect()
 }
 
 fn outbox_is_empty(receiver: &Receiver, frames: u64) -> bool {

@@ -7,33 +7,16 @@
 
 mod support;
 
-use std::collections::BTreeSet;
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
 use protocol::status::StorageState;
-use support::{drop_frame, Agent, Receiver, SAMPLES};
+use support::{drop_frame, drop_samples, names, Agent, Receiver};
 use test_support::{wait_until, Mosquitto};
 
 const LONG: Duration = Duration::from_secs(60);
-
-fn drop_frames(agent: &Agent, prefix: &str) -> BTreeSet<String> {
-    let mut selected = BTreeSet::new();
-    for (sample, unsure) in SAMPLES {
-        let name = format!("{prefix}-{sample}");
-        drop_frame(&agent.inbox, &name, sample);
-        if unsure {
-            selected.insert(name);
-        }
-    }
-    selected
-}
-
-fn names(receiver: &Receiver) -> BTreeSet<String> {
-    receiver.sources().into_iter().collect()
-}
 
 fn quarantined_files(state: &Path) -> Vec<PathBuf> {
     std::fs::read_dir(state)
@@ -51,8 +34,8 @@ fn a_corrupt_outbox_is_moved_aside_its_readable_events_delivered_and_counted() {
     let mut agent = Agent::new(dir.path(), &broker, "");
     broker.kill(); // nothing leaves: every selected event stays in the outbox
     agent.start();
-    let mut stored = drop_frames(&agent, "a");
-    stored.extend(drop_frames(&agent, "b"));
+    let mut stored = drop_samples(&agent, "a");
+    stored.extend(drop_samples(&agent, "b"));
     let n = stored.len();
     wait_until(LONG, "every selected frame stored", || {
         agent.log().matches("selected for review").count() == n && agent.inbox_is_empty()
@@ -101,7 +84,7 @@ fn a_corrupt_outbox_is_moved_aside_its_readable_events_delivered_and_counted() {
     );
 
     // And the agent goes on: new frames arrive.
-    let more = drop_frames(&agent, "c");
+    let more = drop_samples(&agent, "c");
     wait_until(LONG, "frames taken after the recovery", || {
         more.is_subset(&names(&receiver))
     });
@@ -173,7 +156,7 @@ fn a_full_disk_holds_frames_until_space_is_freed_then_everything_arrives() {
     });
 
     disk.fill();
-    let expected = drop_frames(&agent, "a");
+    let expected = drop_samples(&agent, "a");
     wait_until(LONG, "disk_full in the status", || {
         storage_is(&receiver, StorageState::DiskFull)
     });

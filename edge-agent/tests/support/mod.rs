@@ -4,7 +4,7 @@
 
 #![allow(dead_code)]
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -29,6 +29,25 @@ pub const SAMPLES: [(&str, bool); 6] = [
     ("hubble.jpg", true),
     ("rocket.jpg", true),
 ];
+
+/// Drops one copy of every sample as `{prefix}-{name}`; returns the names the policy
+/// should select.
+pub fn drop_samples(agent: &Agent, prefix: &str) -> BTreeSet<String> {
+    let mut selected = BTreeSet::new();
+    for (sample, unsure) in SAMPLES {
+        let name = format!("{prefix}-{sample}");
+        drop_frame(&agent.inbox, &name, sample);
+        if unsure {
+            selected.insert(name);
+        }
+    }
+    selected
+}
+
+/// The source file names of the events the receiver holds.
+pub fn names(receiver: &Receiver) -> BTreeSet<String> {
+    receiver.sources().into_iter().collect()
+}
 
 /// Writes a frame into the inbox the way a camera tool should: write, then rename.
 pub fn drop_frame(inbox: &Path, name: &str, sample: &str) {
