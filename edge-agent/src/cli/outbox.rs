@@ -19,8 +19,8 @@ pub struct OutboxArgs {
 
 #[derive(Debug, Subcommand)]
 pub enum OutboxCommand {
-    /// List the events kept aside (rejected by the relay, or too large for the
-    /// broker): id, code, when, size, reason. The daemon must be stopped.
+    /// List the events kept aside (rejected by the relay, refused by the broker, or
+    /// unsendable): id, code, when, size, reason. The daemon must be stopped.
     ListSetAside {
         /// The daemon's config file (names the outbox's state_dir).
         #[arg(long, short, default_value = "/etc/edge-agent/config.toml")]

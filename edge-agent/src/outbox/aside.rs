@@ -1,6 +1,6 @@
 //! Set-aside entries: events taken out of delivery for good by the MQTT driver (the
 //! relay rejected them with a code such as `device_mismatch`, `conflict` or
-//! `invalid`; or the broker can never take them, `too_large_for_broker`) but kept on
+//! `invalid`; or the broker refused them, `refused_by_broker`, ...) but kept on
 //! disk with their payloads, so that a rejection never silently destroys a frame
 //! (DESIGN.md, "Guarantees"). They are never due, still count against the byte bound
 //! (and are dropped oldest-first with everything else when it is reached, counted),
@@ -18,7 +18,7 @@ use super::{Outbox, OutboxError};
 pub struct SetAsideEntry {
     pub event_id: String,
     /// Machine-readable class of the cause, e.g. `device_mismatch`, `conflict`,
-    /// `invalid`, `too_large_for_broker` (the caller's vocabulary; stored as given).
+    /// `invalid`, `refused_by_broker` (the caller's vocabulary; stored as given).
     pub code: String,
     /// Human-readable cause, e.g. the relay's rejection message.
     pub reason: String,
