@@ -9,7 +9,7 @@
 //! it also catches a second event whose image would land under another key (another
 //! device, capture date or image type), and two relays racing on the same id. Events
 //! stored before the index existed have no entry; for them the image object itself is
-//! checked: its `x-amz-meta-sha256`, else its bytes hashed.
+//! checked: its bytes hashed.
 
 use protocol::{CompleteEvent, EventMeta};
 
@@ -82,12 +82,8 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
     // Image and metadata at once: both must be there before the loop starts.
     let (put, meta_put) = tokio::join!(
         p.retry_store("s3_put_image", || {
-            p.store.put_image_if_absent(
-                &image_key,
-                event.image.clone(),
-                content_type,
-                &meta.image.sha256,
-            )
+            p.store
+                .put(&image_key, event.image.clone(), content_type, true)
         }),
         p.retry_store("s3_put_meta", || {
             p.store
@@ -116,16 +112,11 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
     Ok(Stored::Stored { image_uri })
 }
 
-/// The sha256 of the image at `key`: from its metadata, else by reading it.
+/// The sha256 of the image at `key`, by reading it. (Only an image stored before the
+/// event index existed is compared this way; objects carry no sha256 metadata because
+/// the local object store keeps no user metadata.)
 async fn existing_sha256(p: &Pipeline, key: &str) -> Result<String, String> {
     let uri = p.layout.uri(key);
-    let recorded = p
-        .retry_store("s3_head_image", || p.store.stored_sha256(key))
-        .await
-        .map_err(|e| format!("reading the metadata of {uri}: {e}"))?;
-    if let Some(sha) = recorded {
-        return Ok(sha);
-    }
     let bytes = p
         .retry_store("s3_get_image", || p.store.get(key))
         .await

@@ -155,53 +155,8 @@ impl S3Store {
             body,
             content_type,
             if_absent,
-            None,
         )
         .await
-    }
-
-    /// Stores an image at `key` only if nothing is there yet. `_sha256` is not sent as
-    /// user metadata: the local object store keeps none (it answers 501), and the event
-    /// index decides conflicts for every event stored since it exists; only an image
-    /// stored before it is hashed to compare ([`S3Store::stored_sha256`] then finds
-    /// nothing and the caller reads the bytes).
-    pub async fn put_image_if_absent(
-        &self,
-        key: &str,
-        body: Vec<u8>,
-        content_type: &str,
-        _sha256: &str,
-    ) -> Result<Put, Failure> {
-        put_in(
-            &self.client,
-            &self.bucket,
-            key,
-            body,
-            content_type,
-            true,
-            None,
-        )
-        .await
-    }
-
-    /// The sha256 recorded with the object at `key` by [`S3Store::put_image_if_absent`]:
-    /// `Ok(None)` when the object is missing or was stored without it.
-    pub async fn stored_sha256(&self, key: &str) -> Result<Option<String>, Failure> {
-        match self
-            .client
-            .head_object()
-            .bucket(&self.bucket)
-            .key(key)
-            .send()
-            .await
-        {
-            Ok(out) => Ok(out
-                .metadata()
-                .and_then(|m| m.get(SHA256_METADATA))
-                .map(|v| v.to_ascii_lowercase())),
-            Err(e) if status_of(&e) == Some(404) => Ok(None),
-            Err(e) => Err(classify(e)),
-        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
@@ -282,9 +237,6 @@ impl S3Store {
     }
 }
 
-/// The user-metadata name (`x-amz-meta-sha256`) under which images carry their sha256.
-pub const SHA256_METADATA: &str = "sha256";
-
 async fn put_in(
     client: &aws_sdk_s3::Client,
     bucket: &str,
@@ -292,7 +244,6 @@ async fn put_in(
     body: Vec<u8>,
     content_type: &str,
     if_absent: bool,
-    metadata: Option<(&str, &str)>,
 ) -> Result<Put, Failure> {
     let mut req = client
         .put_object()
@@ -300,9 +251,6 @@ async fn put_in(
         .key(key)
         .content_type(content_type)
         .body(ByteStream::from(body));
-    if let Some((name, value)) = metadata {
-        req = req.metadata(name, value);
-    }
     if if_absent {
         req = req.if_none_match("*");
     }
@@ -328,7 +276,6 @@ impl OutputSink for S3Store {
                 bytes,
                 "application/json",
                 false,
-                None,
             )
             .await
             .map(|_| ())

@@ -8,7 +8,8 @@ use super::*;
 
 const MIN: u64 = 60_000;
 
-fn config(max_bytes: u64) -> OutboxConfig {
+/// Settings with the default backoff and no jitter, so deadlines are exact.
+pub(super) fn config(max_bytes: u64) -> OutboxConfig {
     OutboxConfig {
         max_bytes,
         backoff: Backoff {

@@ -4,23 +4,13 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 use super::schema::SCHEMA_V1;
+use super::tests::config;
 use super::*;
 
 const DAY: u64 = 24 * 3_600_000;
 
-fn config(max_bytes: u64) -> OutboxConfig {
-    OutboxConfig {
-        max_bytes,
-        backoff: Backoff {
-            initial: Duration::from_secs(60),
-            max: Duration::from_secs(3600),
-            jitter: 0.0,
-        },
-    }
-}
 
 fn fixture() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
