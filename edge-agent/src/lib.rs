@@ -5,6 +5,8 @@
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod evaluate;
+pub mod finetune;
 pub mod inference;
 pub mod model;
 pub mod outbox;

@@ -3,7 +3,7 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{bench, classify, daemon, outbox, Cli, Command};
+use edge_agent::cli::{bench, classify, daemon, eval, outbox, retrain, Cli, Command};
 
 fn main() {
     tune_malloc();
@@ -15,6 +15,8 @@ fn main() {
         Command::CheckConfig(args) => daemon::check_config(args),
         Command::PrintDefaultConfig => daemon::print_default_config(),
         Command::Outbox(args) => outbox::run(args),
+        Command::Eval(args) => eval::run(args),
+        Command::Retrain(args) => retrain::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

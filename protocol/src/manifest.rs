@@ -123,12 +123,26 @@ impl ManifestRow {
     /// Parses a line whose label attribute is `attribute`, checking every field this
     /// row type needs; other keys (other attributes, extra metadata) are ignored.
     pub fn parse(line: &str, attribute: &str) -> Result<Self, ManifestError> {
+        Self::parse_with(line, attribute, true)
+    }
+
+    /// As [`parse`](Self::parse), but a `source-ref` may also be a local path (for
+    /// manifests of frames on disk, which `eval` and `retrain` read); it must not be
+    /// empty.
+    pub fn parse_local_or_s3(line: &str, attribute: &str) -> Result<Self, ManifestError> {
+        Self::parse_with(line, attribute, false)
+    }
+
+    fn parse_with(line: &str, attribute: &str, s3_only: bool) -> Result<Self, ManifestError> {
         validate_attribute(attribute)?;
         let value: Value = serde_json::from_str(line).map_err(ManifestError::NotJson)?;
         let row = value.as_object().ok_or(ManifestError::NotObject)?;
         let meta_key = format!("{attribute}-metadata");
         let source_ref = string(row, SOURCE_REF, "")?;
-        if !is_s3_uri(source_ref) {
+        if source_ref.is_empty() {
+            return Err(invalid(SOURCE_REF, "is empty".into()));
+        }
+        if s3_only && !is_s3_uri(source_ref) {
             return Err(invalid(
                 SOURCE_REF,
                 format!("{source_ref:?} is not an s3://bucket/key URI"),

@@ -3,7 +3,9 @@
 pub mod bench;
 pub mod classify;
 pub mod daemon;
+pub mod eval;
 pub mod outbox;
+pub mod retrain;
 
 use std::path::PathBuf;
 
@@ -38,6 +40,12 @@ pub enum Command {
     PrintDefaultConfig,
     /// Inspect and repair the outbox (the daemon must be stopped).
     Outbox(outbox::OutboxArgs),
+    /// Evaluates the model on labelled frames: accuracy, per-class metrics, calibration
+    /// and the review-budget curve (terminal, --json, --report DIR).
+    Eval(eval::EvalArgs),
+    /// Fine-tunes the model's last layer on reviewed frames and writes a new model
+    /// package, with a promote / keep-parent verdict (exit 3 when kept).
+    Retrain(retrain::RetrainArgs),
 }
 
 /// Options shared by every command that loads a model.
@@ -85,6 +93,32 @@ impl ModelArgs {
 
 /// Expands folders into the image files they hold (sorted, not recursive); files
 /// are kept as given, whatever their name, so a bad file gets a precise error.
+/// Labelled frames for `eval` and `retrain` (see [`crate::finetune::dataset`]).
+#[derive(Debug, Clone, Args)]
+pub struct DataArgs {
+    /// Class folders (`<dir>/<label>/<image>`) or augmented manifests (JSON lines).
+    #[arg(long = "data", value_name = "DIR|MANIFEST", required = true)]
+    pub sources: Vec<PathBuf>,
+    /// The manifests' label attribute (`cloud-relay`'s `results.label_attribute`).
+    #[arg(long, default_value = protocol::manifest::DEFAULT_ATTRIBUTE)]
+    pub label_attribute: String,
+    /// Where `s3://bucket/key` images are read from: a directory laid out
+    /// `<DIR>/<bucket>/<key>` (local mode's store, or a synced copy of the bucket).
+    #[arg(long, value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// Go on past missing or undecodable images, counting them.
+    #[arg(long)]
+    pub skip_bad: bool,
+}
+
+impl DataArgs {
+    pub fn store(&self) -> crate::finetune::dataset::ImageStore {
+        crate::finetune::dataset::ImageStore {
+            dir: self.store.clone(),
+        }
+    }
+}
+
 pub fn expand_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {

@@ -20,6 +20,36 @@ pub struct ModelManifest {
     pub input: InputSection,
     pub output: OutputSection,
     pub self_test: Option<SelfTestSection>,
+    /// Where a fine-tuned model came from; absent on a model trained elsewhere.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lineage: Option<LineageSection>,
+}
+
+/// A fine-tuned model's parent, training data and fit (written by `retrain`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LineageSection {
+    pub parent_name: String,
+    pub parent_version: String,
+    /// Lowercase hex sha256 of the parent's model file.
+    pub parent_sha256: String,
+    /// sha256 over the sorted `label<TAB>image sha256` lines of the frames fitted on.
+    pub training_data_sha256: String,
+    /// RFC 3339, UTC.
+    pub created: String,
+    pub frames_trained: u64,
+    pub frames_replayed: u64,
+    pub frames_held_out: u64,
+    /// Labels this model added to its parent's.
+    pub new_classes: Vec<String>,
+    pub fit_iterations: u64,
+    pub fit_objective_start: f64,
+    pub fit_objective_end: f64,
+    /// ‖θ − θ_parent‖ / ‖θ_parent‖ over the last layer.
+    pub fit_relative_change: f64,
+    /// The promotion gate's "promote" or "keep parent", and why.
+    pub decision: String,
+    pub decision_reason: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

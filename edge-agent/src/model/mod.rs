@@ -1,17 +1,23 @@
-//! Models: the manifest that describes one (`manifest`), and a loaded, verified
-//! model package (`package`). Every way a model can fail to fit its manifest has its
+//! Models: the manifest that describes one (`manifest`), a loaded, verified
+//! model package (`package`), and the classification head read from and written
+//! into the TF Lite file (`head`, for fine-tuning). Every way a model can fail to fit its manifest has its
 //! own `ModelError` variant naming the file and what was wrong.
 
+mod flatbuf;
+pub mod head;
 mod manifest;
 mod package;
 
 use std::path::PathBuf;
 
 pub use manifest::{
-    ColorOrder, DType, InputSection, Layout, ModelManifest, ModelSection, OutputSection,
-    ResizeFilter, ScoreKind, SelfTestSection, MANIFEST_FORMAT,
+    ColorOrder, DType, InputSection, Layout, LineageSection, ModelManifest, ModelSection,
+    OutputSection, ResizeFilter, ScoreKind, SelfTestSection, MANIFEST_FORMAT,
 };
-pub use package::{default_manifest_candidates, find_default_manifest, MappedModel, ModelPackage};
+pub use package::{
+    default_manifest_candidates, f32_from_le_bytes, find_default_manifest, MappedModel,
+    ModelPackage,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum ModelError {

@@ -11,7 +11,6 @@ use super::*;
 
 const DAY: u64 = 24 * 3_600_000;
 
-
 fn fixture() -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("outbox.sqlite");

@@ -1,0 +1,125 @@
+//! `edge-agent eval DATA...`: metrics of the model on labelled frames (class folders
+//! or augmented manifests), as a terminal report, `--json`, and/or a static HTML
+//! report (`--report DIR`). See [`crate::evaluate`].
+
+use std::io::Write;
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{DataArgs, ModelArgs};
+use crate::config::AgentConfig;
+use crate::evaluate::{evaluate, report, report_context};
+use crate::finetune::{dataset, progress_bar};
+use crate::inference::select_backend;
+use crate::pipeline::Classifier;
+use crate::policy::PolicyConfig;
+
+#[derive(Debug, Args)]
+pub struct EvalArgs {
+    #[command(flatten)]
+    pub data: DataArgs,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Share of the model's mistakes that review should catch: the report names the
+    /// confidence threshold that does, and what it costs. 0..=1.
+    #[arg(long, default_value_t = 0.9, value_parser = share)]
+    pub catch: f64,
+    /// The agent config whose `[policy]` gives the "current policy" point (default:
+    /// the default policy).
+    #[arg(long, value_name = "AGENT_TOML")]
+    pub config: Option<PathBuf>,
+    /// Write a static HTML report (index.html, inline SVG plots) into this directory.
+    #[arg(long, value_name = "DIR")]
+    pub report: Option<PathBuf>,
+    /// One JSON document on stdout instead of the terminal report; no progress bar.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn share(s: &str) -> Result<f64, String> {
+    let v: f64 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if (0.0..=1.0).contains(&v) {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not within 0..=1"))
+    }
+}
+
+pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
+    let package = args.model.load()?;
+    let policy = match &args.config {
+        Some(path) => AgentConfig::load(path)?.policy,
+        None => PolicyConfig::default(),
+    };
+    let frames = dataset::load(
+        &args.data.sources,
+        &args.data.label_attribute,
+        &args.data.store(),
+    )?;
+    if frames.is_empty() {
+        anyhow::bail!("no labelled frames in {:?}", args.data.sources);
+    }
+    let loaded = select_backend(
+        &package,
+        &args.model.backend_options(),
+        &args.model.backend_choice(),
+    )?;
+    if !args.json {
+        eprintln!(
+            "edge-agent: inference backend {}: {}",
+            loaded.selection.backend, loaded.selection.reason
+        );
+    }
+    let mut classifier = Classifier::new(loaded, package.labels.clone(), 1);
+    let progress = progress_bar(frames.len() as u64, "evaluating", args.json);
+    let evaluation = evaluate(
+        &mut classifier,
+        &package.display_name(),
+        &package.manifest.input,
+        &frames,
+        &policy,
+        args.catch,
+        args.data.skip_bad,
+        &progress,
+    )?;
+    progress.finish_and_clear();
+    let dataset_name = args
+        .data
+        .sources
+        .iter()
+        .map(|p| p.display().to_string())
+        .collect::<Vec<_>>()
+        .join(", ");
+    let context = report_context(&evaluation, &dataset_name);
+    if let Some(dir) = &args.report {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        let page = report::html(&evaluation.metrics, &context)?;
+        let path = dir.join("index.html");
+        std::fs::write(&path, page).with_context(|| format!("writing {}", path.display()))?;
+        if !args.json {
+            eprintln!("edge-agent: HTML report written to {}", path.display());
+        }
+    }
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    if args.json {
+        writeln!(out, "{}", serde_json::to_string(&evaluation)?)?;
+    } else {
+        write!(out, "{}", report::terminal(&evaluation.metrics, &context))?;
+        if evaluation.none_of_these > 0 {
+            writeln!(
+                out,
+                "({} \"none of these\" frames left out)",
+                evaluation.none_of_these
+            )?;
+        }
+        if evaluation.skipped > 0 {
+            writeln!(out, "({} unusable images skipped)", evaluation.skipped)?;
+        }
+    }
+    Ok(0)
+}
