@@ -14,6 +14,9 @@ APT_PACKAGES=(
 )
 PIP_PACKAGES=(
   "boto3>=1.34" "moto[server]>=5" "pytest>=7"
+  # eval's numbers are checked against scikit-learn, retrained models against the
+  # Python reference interpreter (LiteRT's, the wheel scripts/fetch-litert.sh unpacks)
+  "numpy>=1.26" "scikit-learn>=1.4" "ai-edge-litert==2.3.0"
 )
 
 as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
@@ -42,7 +45,7 @@ fi
 
 py_missing=0
 python3 - <<'PY' 2>/dev/null || py_missing=1
-import boto3, moto, pytest  # noqa: F401
+import boto3, moto, pytest, numpy, sklearn, ai_edge_litert  # noqa: F401
 PY
 if [ "$py_missing" = 1 ]; then
   echo "setup: installing Python packages: ${PIP_PACKAGES[*]}"

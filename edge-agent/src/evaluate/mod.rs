@@ -39,6 +39,18 @@ pub struct Evaluation {
     /// Images skipped with `--skip-bad`.
     pub skipped: usize,
     pub seconds: f64,
+    /// Every frame's label and scores (in `metrics.labels` order), for analyses of
+    /// one's own.
+    pub predictions: Vec<FramePrediction>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FramePrediction {
+    pub file: String,
+    /// Index into `metrics.labels`.
+    pub truth: usize,
+    /// One per model class.
+    pub scores: Vec<f32>,
 }
 
 /// Classifies every frame and computes the metrics.
@@ -73,17 +85,21 @@ pub fn evaluate(
     let skipped = scores.iter().filter(|s| s.is_none()).count();
     let mut none_of_these = 0;
     let mut predictions = Vec::new();
+    let mut files = Vec::new();
     for (frame, scores) in frames.iter().zip(scores) {
         let Some(scores) = scores else { continue };
         match &frame.target {
             Target::NoneOfThese => none_of_these += 1,
-            Target::Label(l) => predictions.push(Prediction {
-                truth: labels
-                    .iter()
-                    .position(|x| x == l)
-                    .expect("every label was added"),
-                scores,
-            }),
+            Target::Label(l) => {
+                predictions.push(Prediction {
+                    truth: labels
+                        .iter()
+                        .position(|x| x == l)
+                        .expect("every label was added"),
+                    scores,
+                });
+                files.push(frame.path.display().to_string());
+            }
         }
     }
     let metrics = metrics::evaluate(&labels, &predictions, 10);
@@ -101,6 +117,15 @@ pub fn evaluate(
         none_of_these,
         skipped,
         seconds: started.elapsed().as_secs_f64(),
+        predictions: predictions
+            .into_iter()
+            .zip(files)
+            .map(|(p, file)| FramePrediction {
+                file,
+                truth: p.truth,
+                scores: p.scores,
+            })
+            .collect(),
     })
 }
 

@@ -2,6 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
+#[allow(dead_code)]
 pub fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
