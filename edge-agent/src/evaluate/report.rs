@@ -305,20 +305,10 @@ fn terminal_confusion(out: &mut String, m: &Metrics, w: usize) {
     }
 }
 
-/// HTML-escapes user text for element content and attribute values.
+/// HTML-escapes user text for element content and quoted attribute values
+/// (`& < > " ' /`, by the html-escape crate).
 fn esc(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for c in text.chars() {
-        match c {
-            '&' => out.push_str("&amp;"),
-            '<' => out.push_str("&lt;"),
-            '>' => out.push_str("&gt;"),
-            '"' => out.push_str("&quot;"),
-            '\'' => out.push_str("&#39;"),
-            c => out.push(c),
-        }
-    }
-    out
+    html_escape::encode_safe(text).into_owned()
 }
 
 /// A table whose header and cells are escaped here.

@@ -135,7 +135,7 @@ fn a_hostile_label_comes_out_as_text_in_tables_and_plots() {
     assert!(!page.contains("<script"), "script tag in the page");
     assert!(!page.contains("<img"), "img tag in the page");
     assert!(
-        page.contains("&lt;script&gt;alert(&#39;x&#39;)&lt;/script&gt;"),
+        page.contains("&lt;script&gt;alert(&#x27;x&#x27;)&lt;&#x2F;script&gt;"),
         "table cell"
     );
     assert!(page.contains("&lt;script&gt;"), "plot text");
