@@ -371,6 +371,13 @@ impl AgentConfig {
     pub fn outbox_path(&self) -> PathBuf {
         self.device.state_dir.join("outbox.sqlite")
     }
+
+    /// The folder whose image files the daemon sends for review whatever the policy
+    /// says (reason `requested`), then deletes: `<state_dir>/review-requests`.
+    /// `edge-agent eval --review N` writes into it.
+    pub fn review_requests_dir(&self) -> PathBuf {
+        self.device.state_dir.join("review-requests")
+    }
 }
 
 #[cfg(test)]

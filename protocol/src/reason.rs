@@ -17,4 +17,8 @@ pub enum ReviewReason {
     AlwaysReviewLabel { label: String },
     /// A confident frame picked by the random audit sample.
     Audit { rate: f64 },
+    /// An operator asked for this frame to be reviewed, whatever the model said: a
+    /// file put into the agent's review-requests folder, e.g. by `edge-agent eval
+    /// --review N` (labelled frames the model got wrong or was least sure about).
+    Requested,
 }

@@ -36,6 +36,13 @@ pub struct EvalArgs {
     /// One JSON document on stdout instead of the terminal report; no progress bar.
     #[arg(long)]
     pub json: bool,
+    /// Send the N frames the model got wrong or was least sure about (mistakes
+    /// first, least confident first) to human review: copied into the review-requests
+    /// folder of the agent `--config` names, from which the running agent sends them
+    /// like live frames (reason `requested`), so they become human loops and manifest
+    /// rows like any other.
+    #[arg(long, value_name = "N", requires = "config")]
+    pub review: Option<usize>,
 }
 
 pub fn share(s: &str) -> Result<f64, String> {
@@ -51,10 +58,11 @@ pub fn share(s: &str) -> Result<f64, String> {
 
 pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let package = args.model.load()?;
-    let policy = match &args.config {
-        Some(path) => AgentConfig::load(path)?.policy,
-        None => PolicyConfig::default(),
-    };
+    let agent = args.config.as_deref().map(AgentConfig::load).transpose()?;
+    let policy = agent
+        .as_ref()
+        .map(|a| a.policy.clone())
+        .unwrap_or_else(PolicyConfig::default);
     let frames = dataset::load(
         &args.data.sources,
         &args.data.label_attribute,
@@ -104,10 +112,27 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
             eprintln!("edge-agent: HTML report written to {}", path.display());
         }
     }
+    let requested = match (args.review, &agent) {
+        (Some(n), Some(agent)) => {
+            let dir = agent.review_requests_dir();
+            let written = request_reviews(&evaluation, n, &dir)?;
+            if !args.json {
+                eprintln!(
+                    "edge-agent: {} frames queued for human review in {} (the running agent sends them)",
+                    written.len(),
+                    dir.display()
+                );
+            }
+            written
+        }
+        _ => Vec::new(),
+    };
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     if args.json {
-        writeln!(out, "{}", serde_json::to_string(&evaluation)?)?;
+        let mut value = serde_json::to_value(&evaluation)?;
+        value["review_requested"] = serde_json::json!(requested);
+        writeln!(out, "{value}")?;
     } else {
         write!(out, "{}", report::terminal(&evaluation.metrics, &context))?;
         if evaluation.none_of_these > 0 {
@@ -122,4 +147,49 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
         }
     }
     Ok(0)
+}
+
+/// Copies the `n` frames most worth a reviewer's time into `dir`: mistakes first,
+/// then the rest, each group least confident first. Each file is written under a
+/// hidden name and renamed, so the agent's folder source never reads half a file.
+/// Returns the paths written.
+fn request_reviews(
+    evaluation: &crate::evaluate::Evaluation,
+    n: usize,
+    dir: &std::path::Path,
+) -> anyhow::Result<Vec<PathBuf>> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut ranked: Vec<(bool, f32, &str)> = evaluation
+        .predictions
+        .iter()
+        .map(|p| {
+            let top = crate::finetune::retrain::argmax(&p.scores);
+            let confidence = p.scores.get(top).copied().unwrap_or(0.0);
+            (top == p.truth, confidence, p.file.as_str())
+        })
+        .collect();
+    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(b.2)));
+    let mut written = Vec::new();
+    for (_, _, file) in ranked.into_iter().take(n) {
+        let source = std::path::Path::new(file);
+        let bytes = std::fs::read(source).with_context(|| format!("reading {file}"))?;
+        let name = source
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default();
+        // The content hash keeps two files of the same name apart.
+        let target = dir.join(format!(
+            "eval-{}-{name}",
+            &protocol::sha256_hex(&bytes)[..12]
+        ));
+        let part = dir.join(format!(
+            ".{}.part",
+            target.file_name().unwrap().to_string_lossy()
+        ));
+        std::fs::write(&part, &bytes).with_context(|| format!("writing {}", part.display()))?;
+        std::fs::rename(&part, &target)
+            .with_context(|| format!("renaming {} to {}", part.display(), target.display()))?;
+        written.push(target);
+    }
+    Ok(written)
 }

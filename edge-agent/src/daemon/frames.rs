@@ -98,16 +98,45 @@ impl FrameProcessor {
         captured_at_ms: u64,
         now_ms: u64,
     ) -> Result<Outcome, ProcessError> {
+        self.process_as(name, bytes, captured_at_ms, now_ms, false)
+    }
+
+    /// As [`process`](Self::process) for a frame an operator asked to have reviewed
+    /// (the review-requests folder): classified as any other, but sent whatever the
+    /// policy would say, with the reason `requested`, and not counted by the policy.
+    pub fn process_requested(
+        &mut self,
+        name: &str,
+        bytes: Vec<u8>,
+        captured_at_ms: u64,
+        now_ms: u64,
+    ) -> Result<Outcome, ProcessError> {
+        self.process_as(name, bytes, captured_at_ms, now_ms, true)
+    }
+
+    fn process_as(
+        &mut self,
+        name: &str,
+        bytes: Vec<u8>,
+        captured_at_ms: u64,
+        now_ms: u64,
+        requested: bool,
+    ) -> Result<Outcome, ProcessError> {
         let tensor = std::mem::take(&mut self.tensor);
         let frame = prepare_frame(&mut self.pre, PathBuf::from(name), bytes, tensor)
             .map_err(FrameError::Decode)?;
         let result = self.classifier.classify(&frame.tensor);
         let frame_hash = dhash(&frame.image);
         let c = result?;
-        let decision = self
-            .policy
-            .decide(&c.scores, frame_hash, now_ms)
-            .map_err(|e| ProcessError::Scores(e.to_string()))?;
+        let decision = if requested {
+            Decision::Review {
+                reasons: vec![protocol::ReviewReason::Requested],
+            }
+        } else {
+            self.policy
+                .decide(&c.scores, frame_hash, now_ms)
+                .map_err(|e| ProcessError::Scores(e.to_string()))?
+        };
         let crate::pipeline::PreparedFrame {
             bytes,
             format,

@@ -169,7 +169,19 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
 
     // Sources feed a bounded channel: a slow frame thread slows capture, never memory.
     let (frame_tx, frame_rx) = mpsc::sync_channel::<SourceFrame>(4);
-    let sources = sources::start(&config.sources, frame_tx).context("cannot start sources")?;
+    // Besides the configured sources, the review-requests folder: frames an operator
+    // wants reviewed whatever the policy says (`eval --review`), deleted once stored.
+    let requests_dir = config.review_requests_dir();
+    std::fs::create_dir_all(&requests_dir)
+        .with_context(|| format!("cannot create {}", requests_dir.display()))?;
+    let mut source_configs = config.sources.clone();
+    source_configs.push(crate::config::SourceConfig::Folder(
+        crate::source::folder::FolderSourceConfig {
+            after: crate::source::folder::AfterProcessing::Delete,
+            ..crate::source::folder::FolderSourceConfig::new(&requests_dir)
+        },
+    ));
+    let sources = sources::start(&source_configs, frame_tx).context("cannot start sources")?;
 
     let health = Arc::new(StorageHealth::default());
     // Dropped at shutdown: ends a frame thread that waits for disk space.
@@ -182,10 +194,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             health: health.clone(),
             halt: halt_rx,
         };
-        let sources_cfg = config.sources.clone();
+        let requests = requests_dir.clone();
         std::thread::Builder::new()
             .name("frames".into())
-            .spawn(move || frame_loop(processor, frame_rx, store, sources_cfg))?
+            .spawn(move || frame_loop(processor, frame_rx, store, source_configs, requests))?
     };
 
     let started = protocol::timestamp::format_rfc3339_utc(now_ms() as i64);
@@ -276,6 +288,7 @@ fn frame_loop(
     frames: mpsc::Receiver<SourceFrame>,
     store: FrameStore,
     sources: Vec<crate::config::SourceConfig>,
+    requests_dir: std::path::PathBuf,
 ) {
     let FrameStore {
         outbox,
@@ -288,7 +301,13 @@ fn frame_loop(
         let now = now_ms();
         Stats::inc(&stats.frames);
         let bytes = std::mem::take(&mut frame.bytes);
-        let outcome = processor.process(&frame.name, bytes, frame.captured_at_ms, now);
+        let requested =
+            frame.path.as_deref().and_then(std::path::Path::parent) == Some(requests_dir.as_path());
+        let outcome = if requested {
+            processor.process_requested(&frame.name, bytes, frame.captured_at_ms, now)
+        } else {
+            processor.process(&frame.name, bytes, frame.captured_at_ms, now)
+        };
         let handled = match outcome {
             Ok(Outcome::Skipped(cause)) => {
                 if matches!(

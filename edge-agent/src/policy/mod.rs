@@ -233,6 +233,8 @@ impl ReviewPolicy {
                         ReviewReason::SmallMargin { .. } => &mut c.reasons.small_margin,
                         ReviewReason::HighEntropy { .. } => &mut c.reasons.high_entropy,
                         ReviewReason::Audit { .. } => &mut c.reasons.audit,
+                        // Never the policy's decision (see `FrameProcessor`).
+                        ReviewReason::Requested => continue,
                     };
                     *n += 1;
                 }
