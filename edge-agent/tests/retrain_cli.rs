@@ -340,8 +340,11 @@ fn retrain_refuses_bad_data_naming_what_is_wrong() {
         "--out",
         &out("o2"),
     ]);
-    assert!(run.status.success(), "{}", stderr(&run));
-    assert_eq!(stdout_json(&run)["frames_skipped"], 1);
+    // One frame left: nothing to hold out, so promoted ungated, which says so (4).
+    assert_eq!(run.status.code(), Some(4), "{}", stderr(&run));
+    let report = stdout_json(&run);
+    assert_eq!(report["frames_skipped"], 1);
+    assert_eq!(report["gate"]["gated"], false);
 
     // An undecodable image.
     let m = write("broken.manifest", &[&broken]);

@@ -1,7 +1,8 @@
 //! `edge-agent retrain --data ... --out DIR`: fine-tunes the model's last layer on
 //! reviewed frames and writes a new model package with a promotion verdict. See
 //! [`crate::finetune`]. Exit status 0 when the candidate is promoted, 3 when the gate
-//! keeps the parent (the package is written either way, marked in its `[lineage]`).
+//! keeps the parent, 4 when it was promoted with nothing held out to check it on (the
+//! package is written in every case, its verdict in its `[lineage]`).
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -15,6 +16,10 @@ use crate::finetune::retrain::{retrain, RetrainOptions, RetrainReport};
 
 /// Exit status when the gate keeps the parent.
 pub const KEEP_PARENT_EXIT: i32 = 3;
+/// Exit status when the candidate is promoted without a gate (nothing was held out:
+/// too few frames per class and no `--holdout`), so a `retrain && deploy` script
+/// does not ship an unchecked model.
+pub const UNGATED_EXIT: i32 = 4;
 
 #[derive(Debug, Args)]
 pub struct RetrainArgs {
@@ -50,7 +55,7 @@ pub struct RetrainArgs {
     #[arg(long)]
     pub none_as_class: bool,
     /// Pull of the fit toward the parent's layer (λ).
-    #[arg(long, default_value_t = FitOptions::default().l2_to_parent)]
+    #[arg(long, default_value_t = FitOptions::default().l2_to_parent, value_parser = non_negative)]
     pub l2: f32,
     /// One JSON document on stdout instead of text; no progress bar.
     #[arg(long)]
@@ -88,10 +93,10 @@ pub fn run(args: RetrainArgs) -> anyhow::Result<i32> {
     } else {
         print_report(&mut out, &report)?;
     }
-    Ok(if report.gate.promote {
-        0
-    } else {
-        KEEP_PARENT_EXIT
+    Ok(match (report.gate.promote, report.gate.gated) {
+        (true, true) => 0,
+        (true, false) => UNGATED_EXIT,
+        (false, _) => KEEP_PARENT_EXIT,
     })
 }
 
@@ -166,4 +171,15 @@ fn print_report(out: &mut impl Write, r: &RetrainReport) -> std::io::Result<()> 
         "time:       {:.2} s (embedding {:.2} s, fit {:.2} s)",
         r.total_seconds, r.embedding_seconds, r.fit_seconds
     )
+}
+
+fn non_negative(s: &str) -> Result<f32, String> {
+    let v: f32 = s
+        .parse()
+        .map_err(|e| format!("{s:?} is not a number: {e}"))?;
+    if v.is_finite() && v >= 0.0 {
+        Ok(v)
+    } else {
+        Err(format!("{v} is not a finite number >= 0"))
+    }
 }

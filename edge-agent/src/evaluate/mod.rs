@@ -105,8 +105,9 @@ pub fn evaluate(
     let metrics = metrics::evaluate(&labels, &predictions, 10);
     let full_curve = metrics::review_curve(&predictions);
     let target_point = metrics::threshold_for_catch(&full_curve, catch_target);
-    let policy_point = policy_flags(policy, &model_labels, &predictions)
-        .map(|sent| metrics::review_point(&predictions, &sent));
+    let sent = policy_flags(policy, &model_labels, &predictions)
+        .map_err(|e| FinetuneError::Data(format!("the [policy] does not fit the model: {e}")))?;
+    let policy_point = Some(metrics::review_point(&predictions, &sent));
     Ok(Evaluation {
         model: model.to_string(),
         backend: classifier.backend_name().to_string(),
@@ -130,23 +131,24 @@ pub fn evaluate(
 }
 
 /// For each prediction, whether the policy's score checks send it (see the module
-/// docs); `None` when the policy does not fit the model's labels.
+/// docs).
+///
+/// # Errors
+/// The policy does not fit the model's labels (an override names a label it lacks).
 pub fn policy_flags(
     policy: &PolicyConfig,
     labels: &[String],
     predictions: &[Prediction],
-) -> Option<Vec<bool>> {
+) -> Result<Vec<bool>, crate::policy::PolicyError> {
     let mut scores_only = policy.clone();
     scores_only.audit_rate = 0.0;
     scores_only.max_reviews_per_hour = None;
     scores_only.near_duplicate.enabled = false;
-    let mut policy = ReviewPolicy::new(scores_only, labels.to_vec()).ok()?;
-    Some(
-        predictions
-            .iter()
-            .map(|p| matches!(policy.decide(&p.scores, 0, 0), Ok(Decision::Review { .. })))
-            .collect(),
-    )
+    let mut policy = ReviewPolicy::new(scores_only, labels.to_vec())?;
+    Ok(predictions
+        .iter()
+        .map(|p| matches!(policy.decide(&p.scores, 0, 0), Ok(Decision::Review { .. })))
+        .collect())
 }
 
 /// The report's header facts.

@@ -60,6 +60,8 @@ impl ImageStore {
             };
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
             if bucket.is_empty()
+                || bucket == "."
+                || bucket == ".."
                 || key.is_empty()
                 || key
                     .split('/')
@@ -121,13 +123,14 @@ pub fn from_folders(dir: &Path) -> Result<Vec<LabelledFrame>, FinetuneError> {
                 FinetuneError::Data(format!("{}: folder name is not UTF-8", class.display()))
             })?
             .to_string();
+        check_label(&label, &class.display().to_string())?;
         let mut images: Vec<PathBuf> = std::fs::read_dir(&class)
             .map_err(|e| FinetuneError::Io {
                 what: format!("listing {}", class.display()),
                 source: e,
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.is_file() && is_image_name(p))
+            .filter(|p| p.is_file() && is_image_name(p) && !is_hidden(p))
             .collect();
         images.sort();
         let target = if label == NONE_OF_THESE {
@@ -156,6 +159,8 @@ pub fn from_manifest(
     })?;
     let dir = file.parent().unwrap_or(Path::new("."));
     let mut frames = Vec::new();
+    // A byte-order mark is not JSON, but some editors write one.
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
     for (n, line) in text.lines().enumerate() {
         if line.trim().is_empty() {
             continue;
@@ -167,6 +172,7 @@ pub fn from_manifest(
             ))
         })?;
         let name = row.metadata.class_name;
+        check_label(&name, &origin)?;
         let target = if name == NONE_OF_THESE {
             Target::NoneOfThese
         } else {
@@ -185,4 +191,21 @@ fn is_hidden(path: &Path) -> bool {
     path.file_name()
         .and_then(|n| n.to_str())
         .is_some_and(|n| n.starts_with('.'))
+}
+
+/// A class name must survive a round trip through a labels file (one per line,
+/// trimmed): non-empty, no surrounding whitespace, no control characters.
+fn check_label(label: &str, origin: &str) -> Result<(), FinetuneError> {
+    let problem = if label.is_empty() {
+        "it is empty"
+    } else if label.trim() != label {
+        "it starts or ends with whitespace"
+    } else if label.chars().any(char::is_control) {
+        "it contains a control character (a newline?)"
+    } else {
+        return Ok(());
+    };
+    Err(FinetuneError::Data(format!(
+        "{origin}: label {label:?} cannot be a class name: {problem}"
+    )))
 }

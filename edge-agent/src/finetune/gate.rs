@@ -20,6 +20,8 @@ pub struct GateSet {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateResult {
     pub promote: bool,
+    /// False when there was nothing held out to compare on (promoted ungated).
+    pub gated: bool,
     /// "promote" or "keep parent".
     pub decision: String,
     /// One sentence: why.
@@ -72,6 +74,7 @@ pub fn decide(sets: Vec<GateSet>, max_regression: f64) -> GateResult {
         ),
     };
     GateResult {
+        gated: worst.is_some(),
         promote,
         decision: if promote { "promote" } else { "keep parent" }.into(),
         reason,
@@ -117,7 +120,7 @@ mod tests {
     #[test]
     fn no_held_out_frames_promotes_and_says_so() {
         let r = decide(vec![set("split", 0, 0.0, 0.0)], 0.0);
-        assert!(r.promote && r.reason.contains("no held-out frames"));
+        assert!(r.promote && !r.gated && r.reason.contains("no held-out frames"));
     }
 
     #[test]

@@ -42,11 +42,14 @@ pub enum FinetuneError {
     Embedding(String),
     #[error("inference failed: {0}")]
     Inference(String),
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         what: String,
+        #[source]
         source: std::io::Error,
     },
+    #[error("{0}")]
+    Fit(String),
     /// A source of labelled frames is unusable (names the file and line).
     #[error("{0}")]
     Data(String),

@@ -26,107 +26,201 @@ pub struct NewPackage<'a> {
     pub lineage: LineageSection,
     pub replay: &'a [ReplayFrame],
     pub features: usize,
+    /// The self-test input (the parent's, or one made for a parent without one) and
+    /// the scores the fitted head gives for it in Rust: the written `.tflite` must
+    /// reproduce them, which ties the file to what the gate scored.
+    pub check_input: Vec<f32>,
+    pub check_scores: Vec<f32>,
+}
+
+/// File names inside a written package (the parent's names, reduced to their last
+/// component: a manifest may point anywhere, the package is self-contained).
+const SELF_TEST_FILE: &str = "selftest.f32";
+
+/// Refuses an `--out` that cannot take a new package, before any work is done.
+pub fn check_out(out: &Path) -> Result<(), FinetuneError> {
+    let fail = |message: &str| FinetuneError::Output {
+        path: out.to_path_buf(),
+        message: message.into(),
+    };
+    match std::fs::symlink_metadata(out) {
+        Err(_) => {}
+        Ok(m) if !m.is_dir() => {
+            return Err(fail(
+                "exists and is not a directory (nothing was overwritten)",
+            ))
+        }
+        Ok(_) => {
+            let empty = std::fs::read_dir(out)
+                .map(|mut d| d.next().is_none())
+                .unwrap_or(false);
+            if !empty {
+                return Err(fail(
+                    "exists and is not empty: choose a new directory (nothing was overwritten)",
+                ));
+            }
+        }
+    }
+    if out.file_name().is_none() {
+        return Err(fail("has no directory name"));
+    }
+    Ok(())
 }
 
 /// Writes the package into `out` and returns the path of its manifest.
 pub fn write(out: &Path, new: NewPackage) -> Result<PathBuf, FinetuneError> {
-    let fail = |message: String| FinetuneError::Output {
-        path: out.to_path_buf(),
-        message,
-    };
-    if out.exists() {
-        let empty = std::fs::read_dir(out)
-            .map(|mut d| d.next().is_none())
-            .unwrap_or(false);
-        if !empty {
-            return Err(fail(
-                "exists and is not empty: choose a new directory (nothing was overwritten)".into(),
-            ));
-        }
-    }
+    check_out(out)?;
     let name = out
         .file_name()
-        .ok_or_else(|| fail("has no directory name".into()))?
+        .expect("checked")
         .to_string_lossy()
         .into_owned();
+    remove_stale_staging(out, &name);
     let staging = out.with_file_name(format!(".{name}.partial-{}", std::process::id()));
     let _ = std::fs::remove_dir_all(&staging);
     let io = |what: String| move |source| FinetuneError::Io { what, source };
     std::fs::create_dir_all(&staging).map_err(io(format!("creating {}", staging.display())))?;
-    let result = assemble(&staging, &new);
+    let result = assemble(&staging, &new).and_then(|manifest| {
+        sync_dir(&staging)?;
+        if out.exists() {
+            std::fs::remove_dir(out)
+                .map_err(io(format!("replacing the empty {}", out.display())))?;
+        }
+        std::fs::rename(&staging, out).map_err(io(format!(
+            "renaming {} to {}",
+            staging.display(),
+            out.display()
+        )))?;
+        if let Some(parent) = out.parent() {
+            sync_dir(parent)?;
+        }
+        Ok(out.join(manifest.file_name().expect("a file")))
+    });
     if result.is_err() {
         let _ = std::fs::remove_dir_all(&staging);
-        return result;
     }
-    if out.exists() {
-        std::fs::remove_dir(out).map_err(io(format!("replacing the empty {}", out.display())))?;
-    }
-    std::fs::rename(&staging, out).map_err(io(format!(
-        "renaming {} to {}",
-        staging.display(),
-        out.display()
-    )))?;
-    Ok(out.join(manifest_name(new.parent)))
+    result
 }
 
-fn manifest_name(parent: &ModelPackage) -> String {
-    parent
-        .manifest_path
+/// Removes `.{name}.partial-<pid>` siblings left by a retrain that was killed (its
+/// process is gone).
+fn remove_stale_staging(out: &Path, name: &str) {
+    let prefix = format!(".{name}.partial-");
+    let dir = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name().to_string_lossy().into_owned();
+        let Some(pid) = file_name.strip_prefix(&prefix) else {
+            continue;
+        };
+        if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
+    }
+}
+
+fn sync_dir(dir: &Path) -> Result<(), FinetuneError> {
+    std::fs::File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(|source| FinetuneError::Io {
+            what: format!("syncing {}", dir.display()),
+            source,
+        })
+}
+
+fn base_name(path: &str, fallback: &str) -> String {
+    Path::new(path)
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_else(|| "model.toml".into())
+        .filter(|n| n != ".." && n != ".")
+        .unwrap_or_else(|| fallback.to_string())
 }
 
 fn assemble(dir: &Path, new: &NewPackage) -> Result<PathBuf, FinetuneError> {
     let parent = new.parent;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);
-        std::fs::write(&path, bytes).map_err(|source| FinetuneError::Io {
-            what: format!("writing {}", path.display()),
-            source,
-        })
+        std::fs::write(&path, bytes)
+            .and_then(|()| std::fs::File::open(&path)?.sync_all())
+            .map_err(|source| FinetuneError::Io {
+                what: format!("writing {}", path.display()),
+                source,
+            })
     };
     let mut manifest = parent.manifest.clone();
     manifest.model.version = new.version.clone();
     manifest.model.sha256 = protocol::sha256_hex(&new.model_bytes);
+    manifest.model.file = base_name(&manifest.model.file, "model.tflite");
+    manifest.model.labels = base_name(&manifest.model.labels, "labels.txt");
     manifest.lineage = Some(new.lineage.clone());
+    let tolerance = manifest.self_test.as_ref().map_or(1e-4, |t| t.tolerance);
+    let test_file = manifest
+        .self_test
+        .as_ref()
+        .map_or(SELF_TEST_FILE.to_string(), |t| {
+            base_name(&t.input, SELF_TEST_FILE)
+        });
+    manifest.self_test = None;
     write(&manifest.model.file, &new.model_bytes)?;
     write(
         &manifest.model.labels,
         (new.labels.join("\n") + "\n").as_bytes(),
     )?;
-    let parent_test = manifest.self_test.take();
-    if let (Some(test), Some(input)) = (&parent_test, &parent.self_test_input) {
-        let bytes: Vec<u8> = input.iter().flat_map(|v| v.to_le_bytes()).collect();
-        write(&test.input, &bytes)?;
-    }
-    let manifest_path = dir.join(manifest_name(parent));
+    let input_bytes: Vec<u8> = new
+        .check_input
+        .iter()
+        .flat_map(|v| v.to_le_bytes())
+        .collect();
+    write(&test_file, &input_bytes)?;
+    let manifest_name = base_name(
+        &parent
+            .manifest_path
+            .file_name()
+            .unwrap_or_default()
+            .to_string_lossy(),
+        "model.toml",
+    );
+    let manifest_path = dir.join(&manifest_name);
     let to_toml = |m: &crate::model::ModelManifest| {
         let body = toml::to_string(m).expect("a manifest serializes");
         format!("# Model manifest written by `edge-agent retrain` (see [lineage]).\n{body}")
     };
-    write(
-        &manifest_path.file_name().unwrap().to_string_lossy(),
-        to_toml(&manifest).as_bytes(),
-    )?;
+    write(&manifest_name, to_toml(&manifest).as_bytes())?;
 
-    if let (Some(test), Some(input)) = (parent_test, &parent.self_test_input) {
-        let unchecked = ModelPackage::load(&manifest_path)?;
-        let mut reference = TfliteBackend::new(&unchecked, &BackendOptions::default())?;
-        reference.input_mut().copy_from_slice(input);
-        let scores = reference
-            .run()
-            .map_err(|e| FinetuneError::Inference(e.to_string()))?
-            .to_vec();
-        manifest.self_test = Some(SelfTestSection { scores, ..test });
-        write(
-            &manifest_path.file_name().unwrap().to_string_lossy(),
-            to_toml(&manifest).as_bytes(),
-        )?;
-        let package = ModelPackage::load(&manifest_path)?;
-        let mut backend = TfliteBackend::new(&package, &BackendOptions::default())?;
-        self_test(&package, &mut backend)?;
+    // The reference runtime on the written file must give what the fitted head gave.
+    let unchecked = ModelPackage::load(&manifest_path)?;
+    let mut reference = TfliteBackend::new(&unchecked, &BackendOptions::default())?;
+    reference.input_mut().copy_from_slice(&new.check_input);
+    let scores = reference
+        .run()
+        .map_err(|e| FinetuneError::Inference(e.to_string()))?
+        .to_vec();
+    for (i, (got, want)) in scores.iter().zip(&new.check_scores).enumerate() {
+        let diff = (got - want).abs();
+        if diff.is_nan() || diff > tolerance {
+            return Err(FinetuneError::Output {
+                path: manifest_path.clone(),
+                message: format!(
+                    "the written model gives {got} for score {i} ({}) of the self-test input, the fitted layer {want}",
+                    new.labels.get(i).map(String::as_str).unwrap_or("?")
+                ),
+            });
+        }
     }
+    manifest.self_test = Some(SelfTestSection {
+        input: test_file,
+        scores,
+        tolerance,
+    });
+    write(&manifest_name, to_toml(&manifest).as_bytes())?;
+    let package = ModelPackage::load(&manifest_path)?;
+    let mut backend = TfliteBackend::new(&package, &BackendOptions::default())?;
+    self_test(&package, &mut backend)?;
     replay::save(dir, new.features, new.replay)?;
     Ok(manifest_path)
 }

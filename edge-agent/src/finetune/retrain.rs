@@ -69,6 +69,8 @@ pub struct RetrainReport {
     pub frames_held_out: usize,
     pub frames_replayed: usize,
     pub frames_skipped: usize,
+    /// Images met more than once (by content); each counted once, the newest label kept.
+    pub frames_duplicate: usize,
     pub anchors: usize,
     pub new_classes: Vec<String>,
     pub fit: FitSummary,
@@ -92,6 +94,7 @@ pub fn retrain(
     options: &RetrainOptions,
 ) -> Result<RetrainReport, FinetuneError> {
     let started = Instant::now();
+    output::check_out(&options.out)?;
     let frames = dataset::load(&options.data, &options.attribute, &options.store)?;
     let holdout_sets: Vec<(String, Vec<LabelledFrame>)> = options
         .holdout
@@ -187,16 +190,39 @@ pub fn retrain(
         })
         .collect();
     let replay_count = pool.len();
+    // One item per image (by sha256): a manifest exported again, or a frame already
+    // in the replay set, must neither count twice nor sit in both halves of the split.
+    // The newest label wins (a later review corrects an earlier one).
+    let mut duplicates = 0;
+    let mut position: std::collections::HashMap<String, usize> = pool
+        .iter()
+        .enumerate()
+        .map(|(i, item)| (item.sha256.clone(), i))
+        .collect();
+    duplicates += replay_count - position.len();
     for (frame, e) in frames.iter().zip(embedded) {
-        if let Some(e) = e {
-            pool.push(Item {
-                embedding: e.embedding,
-                target: none_target(frame.target.clone()),
-                sha256: e.image_sha256,
-                file: Some(e.path),
-            });
+        let Some(e) = e else { continue };
+        let item = Item {
+            embedding: e.embedding,
+            target: none_target(frame.target.clone()),
+            sha256: e.image_sha256,
+            file: Some(e.path),
+        };
+        match position.get(&item.sha256) {
+            Some(&i) => {
+                duplicates += 1;
+                pool[i] = item;
+            }
+            None => {
+                position.insert(item.sha256.clone(), pool.len());
+                pool.push(item);
+            }
         }
     }
+    if duplicates > 0 {
+        pool = dedup_keep_last(pool);
+    }
+    let replay_count = pool.iter().filter(|i| i.file.is_none()).count();
     if pool.is_empty() {
         return Err(FinetuneError::EmptyTrainingSet(format!(
             "all {skipped} images were skipped"
@@ -220,26 +246,23 @@ pub fn retrain(
         Target::NoneOfThese => None,
     };
 
-    // The mean embedding of every frame at hand (the new classes' rows start as
-    // boundaries between their frames and it; see `fit::grow`).
-    let mut reference = vec![0.0f32; head.features];
-    let everything: Vec<&[f32]> = pool
-        .iter()
-        .map(|i| i.embedding.as_slice())
-        .chain(anchors.iter().map(Vec::as_slice))
-        .chain(
-            holdout_embedded
-                .iter()
-                .flat_map(|(_, _, e)| e.iter().flatten().map(|e| e.embedding.as_slice())),
-        )
-        .collect();
-    for e in &everything {
-        for (r, x) in reference.iter_mut().zip(*e) {
-            *r += x / everything.len() as f32;
-        }
-    }
     let keys: Vec<Target> = pool.iter().map(|i| i.target.clone()).collect();
     let parts = split(&keys, options.holdout_fraction, options.seed);
+    // The mean embedding of every frame fitted on (the new classes' rows start as
+    // boundaries between their frames and it; see `fit::grow`). Held-out frames stay
+    // out of it, as out of everything the fit sees.
+    let mut reference = vec![0.0f32; head.features];
+    let fitted: Vec<&[f32]> = parts
+        .train
+        .iter()
+        .map(|&i| pool[i].embedding.as_slice())
+        .chain(anchors.iter().map(Vec::as_slice))
+        .collect();
+    for e in &fitted {
+        for (r, x) in reference.iter_mut().zip(*e) {
+            *r += x / fitted.len() as f32;
+        }
+    }
     let start = fit::grow(
         &head,
         &new_classes
@@ -284,7 +307,12 @@ pub fn retrain(
             }
         })
         .collect();
-    let anchor_targets: Vec<Vec<f32>> = anchors.iter().map(|e| head.scores(e)).collect();
+    // The parent's probabilities (a softmax of the logits, also for a model that
+    // outputs logits: the fit's loss is on probabilities).
+    let anchor_targets: Vec<Vec<f32>> = anchors
+        .iter()
+        .map(|e| crate::model::head::softmax(&head.logits(e)))
+        .collect();
     let samples: Vec<Sample> = samples
         .into_iter()
         .chain(anchors.iter().zip(&anchor_targets).map(|(e, q)| Sample {
@@ -296,6 +324,17 @@ pub fn retrain(
     let t_fit = Instant::now();
     let (candidate, fit_summary) = fit::fit(&start, &samples, &options.fit);
     let fit_time = t_fit.elapsed();
+    if !candidate
+        .weights
+        .iter()
+        .chain(&candidate.bias)
+        .all(|v| v.is_finite())
+    {
+        return Err(FinetuneError::Fit(format!(
+            "the fit diverged (non-finite weights after {} iterations); try a larger --l2",
+            fit_summary.iterations
+        )));
+    }
 
     // The gate: the held-out split, then each --holdout set.
     let score_set = |name: String, items: Vec<(&[f32], Option<usize>)>| {
@@ -336,6 +375,13 @@ pub fn retrain(
     }
     let verdict = gate::decide(sets, options.max_regression);
 
+    let check_input = parent.self_test_input.clone().unwrap_or_else(|| {
+        // A parent without a self-test: a fixed pattern in the normalized range.
+        (0..parent.manifest.input_len())
+            .map(|i| (i as f32 * 0.618_034).fract() * 2.0 - 1.0)
+            .collect()
+    });
+    let check_scores = candidate.scores(&embedder.embed(&check_input)?);
     let parent_bytes = parent.read_model()?;
     let model_bytes = replace_head(&parent_bytes, &candidate)?;
     let mut digest_lines: Vec<String> = parts
@@ -386,6 +432,8 @@ pub fn retrain(
             lineage,
             replay: &replay_out,
             features: head.features,
+            check_input,
+            check_scores,
         },
     )?;
 
@@ -398,7 +446,7 @@ pub fn retrain(
     let relabelled = pool
         .iter()
         .enumerate()
-        .skip(replay_count)
+        .filter(|(_, item)| item.file.is_some())
         .map(|(i, item)| Relabelled {
             file: item
                 .file
@@ -420,6 +468,7 @@ pub fn retrain(
         frames_held_out: parts.holdout.len(),
         frames_replayed: replay_count,
         frames_skipped: skipped,
+        frames_duplicate: duplicates,
         anchors: anchors.len(),
         new_classes,
         fit: fit_summary,
@@ -458,4 +507,18 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
+}
+
+/// `pool` with the items an image's later occurrence replaced removed; used only
+/// when there were duplicates. (Replacement happens in place, so what is left to do
+/// is dropping any item whose sha256 occurs again later.)
+fn dedup_keep_last(pool: Vec<Item>) -> Vec<Item> {
+    let mut seen = std::collections::HashSet::new();
+    let mut out: Vec<Item> = pool
+        .into_iter()
+        .rev()
+        .filter(|i| seen.insert(i.sha256.clone()))
+        .collect();
+    out.reverse();
+    out
 }
