@@ -7,6 +7,9 @@
 
 use serde::{Deserialize, Serialize};
 
+use super::retrain::argmax;
+use crate::model::head::DenseHead;
+
 /// One held-out set's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GateSet {
@@ -40,6 +43,29 @@ pub fn accuracy(predicted: &[usize], truth: &[Option<usize>]) -> (usize, f64) {
     let right = counted.iter().filter(|(p, t)| p == t).count();
     let n = counted.len();
     (n, if n == 0 { 0.0 } else { right as f64 / n as f64 })
+}
+
+/// Scores parent and candidate on one set of (embedding, truth) pairs.
+pub fn score_set<'a>(
+    name: String,
+    parent: &DenseHead,
+    candidate: &DenseHead,
+    items: impl Iterator<Item = (&'a [f32], Option<usize>)>,
+) -> GateSet {
+    let (mut truth, mut by_parent, mut by_candidate) = (Vec::new(), Vec::new(), Vec::new());
+    for (embedding, t) in items {
+        truth.push(t);
+        by_parent.push(argmax(&parent.scores(embedding)));
+        by_candidate.push(argmax(&candidate.scores(embedding)));
+    }
+    let (frames, parent_accuracy) = accuracy(&by_parent, &truth);
+    let (_, candidate_accuracy) = accuracy(&by_candidate, &truth);
+    GateSet {
+        name,
+        frames,
+        parent_accuracy,
+        candidate_accuracy,
+    }
 }
 
 /// Decides from the sets' results.

@@ -19,6 +19,7 @@ pub mod embed;
 pub mod fit;
 pub mod gate;
 pub mod output;
+pub mod pool;
 pub mod replay;
 pub mod retrain;
 pub mod split;

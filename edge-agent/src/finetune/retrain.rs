@@ -10,10 +10,11 @@ use serde::Serialize;
 
 use super::dataset::{self, ImageStore, LabelledFrame, Target};
 use super::embed::{embed_all, Embedder};
-use super::fit::{self, FitOptions, FitSummary, Objective, Sample};
-use super::gate::{self, GateResult, GateSet};
+use super::fit::{self, FitOptions, FitSummary};
+use super::gate::{self, GateResult};
 use super::output::{self, NewPackage};
-use super::replay::{self, ReplayFrame};
+use super::pool::{index_of, target_name, Item, Pool};
+use super::replay;
 use super::split::split;
 use super::FinetuneError;
 use crate::inference::{BackendChoice, BackendOptions};
@@ -79,14 +80,6 @@ pub struct RetrainReport {
     pub embedding_seconds: f64,
     pub fit_seconds: f64,
     pub total_seconds: f64,
-}
-
-/// One frame in the pool the split is drawn from.
-struct Item {
-    embedding: Vec<f32>,
-    target: Target,
-    sha256: String,
-    file: Option<PathBuf>,
 }
 
 pub fn retrain(
@@ -175,152 +168,40 @@ pub fn retrain(
         }
         t => t,
     };
-    let mut pool: Vec<Item> = replayed
-        .iter()
+    let replay_items: Vec<Item> = replayed
+        .into_iter()
         .map(|r| Item {
-            embedding: r.embedding.clone(),
-            target: none_target(
-                r.label
-                    .clone()
-                    .map(Target::Label)
-                    .unwrap_or(Target::NoneOfThese),
-            ),
-            sha256: r.image_sha256.clone(),
+            embedding: r.embedding,
+            target: none_target(r.label.map(Target::Label).unwrap_or(Target::NoneOfThese)),
+            sha256: r.image_sha256,
             file: None,
         })
         .collect();
-    let replay_count = pool.len();
-    // One item per image (by sha256): a manifest exported again, or a frame already
-    // in the replay set, must neither count twice nor sit in both halves of the split.
-    // The newest label wins (a later review corrects an earlier one).
-    let mut duplicates = 0;
-    let mut position: std::collections::HashMap<String, usize> = pool
-        .iter()
-        .enumerate()
-        .map(|(i, item)| (item.sha256.clone(), i))
-        .collect();
-    duplicates += replay_count - position.len();
-    for (frame, e) in frames.iter().zip(embedded) {
-        let Some(e) = e else { continue };
-        let item = Item {
+    let new_items = frames.iter().zip(embedded).filter_map(|(frame, e)| {
+        e.map(|e| Item {
             embedding: e.embedding,
             target: none_target(frame.target.clone()),
             sha256: e.image_sha256,
             file: Some(e.path),
-        };
-        match position.get(&item.sha256) {
-            Some(&i) => {
-                duplicates += 1;
-                pool[i] = item;
-            }
-            None => {
-                position.insert(item.sha256.clone(), pool.len());
-                pool.push(item);
-            }
-        }
-    }
-    if duplicates > 0 {
-        pool = dedup_keep_last(pool);
-    }
-    let replay_count = pool.iter().filter(|i| i.file.is_none()).count();
-    if pool.is_empty() {
+        })
+    });
+    let pool = Pool::build(replay_items, new_items);
+    if pool.items.is_empty() {
         return Err(FinetuneError::EmptyTrainingSet(format!(
             "all {skipped} images were skipped"
         )));
     }
-
-    // Labels: the parent's, then new ones in name order.
-    let mut labels = parent.labels.clone();
-    let new_classes: Vec<String> = pool
-        .iter()
-        .filter_map(|i| match &i.target {
-            Target::Label(l) if !parent.labels.contains(l) => Some(l.clone()),
-            _ => None,
-        })
-        .collect::<BTreeSet<_>>()
-        .into_iter()
-        .collect();
-    labels.extend(new_classes.iter().cloned());
-    let index_of = |t: &Target| match t {
-        Target::Label(l) => labels.iter().position(|x| x == l),
-        Target::NoneOfThese => None,
-    };
-
-    let keys: Vec<Target> = pool.iter().map(|i| i.target.clone()).collect();
+    let (labels, new_classes) = pool.labels(&parent.labels);
+    let keys: Vec<Target> = pool.items.iter().map(|i| i.target.clone()).collect();
     let parts = split(&keys, options.holdout_fraction, options.seed);
-    // The mean embedding of every frame fitted on (the new classes' rows start as
-    // boundaries between their frames and it; see `fit::grow`). Held-out frames stay
-    // out of it, as out of everything the fit sees.
-    let mut reference = vec![0.0f32; head.features];
-    let fitted: Vec<&[f32]> = parts
-        .train
-        .iter()
-        .map(|&i| pool[i].embedding.as_slice())
-        .chain(anchors.iter().map(Vec::as_slice))
-        .collect();
-    for e in &fitted {
-        for (r, x) in reference.iter_mut().zip(*e) {
-            *r += x / fitted.len() as f32;
-        }
-    }
-    let start = fit::grow(
-        &head,
-        &new_classes
-            .iter()
-            .map(|label| {
-                let members: Vec<&Item> = parts
-                    .train
-                    .iter()
-                    .map(|&i| &pool[i])
-                    .filter(|i| i.target == Target::Label(label.clone()))
-                    .collect();
-                let mut mean = vec![0.0f32; head.features];
-                let mut top_logit = 0.0f32;
-                for m in &members {
-                    for (a, x) in mean.iter_mut().zip(&m.embedding) {
-                        *a += x / members.len() as f32;
-                    }
-                    top_logit += head
-                        .logits(&m.embedding)
-                        .into_iter()
-                        .fold(f32::MIN, f32::max)
-                        / members.len() as f32;
-                }
-                (mean, top_logit)
-            })
-            .collect::<Vec<_>>(),
-        &reference,
-    );
-    let samples: Vec<Sample> = parts
-        .train
-        .iter()
-        .map(|&i| {
-            let item = &pool[i];
-            let objective = match index_of(&item.target) {
-                Some(c) => Objective::Class(c),
-                None => Objective::NotClass(argmax(&head.scores(&item.embedding))),
-            };
-            Sample {
-                embedding: &item.embedding,
-                objective,
-                weight: 1.0,
-            }
-        })
-        .collect();
+    let start = pool.start_head(&head, &new_classes, &parts.train, &anchors);
     // The parent's probabilities (a softmax of the logits, also for a model that
     // outputs logits: the fit's loss is on probabilities).
     let anchor_targets: Vec<Vec<f32>> = anchors
         .iter()
         .map(|e| crate::model::head::softmax(&head.logits(e)))
         .collect();
-    let samples: Vec<Sample> = samples
-        .into_iter()
-        .chain(anchors.iter().zip(&anchor_targets).map(|(e, q)| Sample {
-            embedding: e,
-            objective: Objective::Match(q),
-            weight: 1.0,
-        }))
-        .collect();
+    let samples = pool.samples(&head, &labels, &parts.train, &anchors, &anchor_targets);
     let t_fit = Instant::now();
     let (candidate, fit_summary) = fit::fit(&start, &samples, &options.fit);
     let fit_time = t_fit.elapsed();
@@ -337,40 +218,27 @@ pub fn retrain(
     }
 
     // The gate: the held-out split, then each --holdout set.
-    let score_set = |name: String, items: Vec<(&[f32], Option<usize>)>| {
-        let truth: Vec<Option<usize>> = items.iter().map(|(_, t)| *t).collect();
-        let parent_pred: Vec<usize> = items.iter().map(|(e, _)| argmax(&head.scores(e))).collect();
-        let cand_pred: Vec<usize> = items
-            .iter()
-            .map(|(e, _)| argmax(&candidate.scores(e)))
-            .collect();
-        let (frames, parent_accuracy) = gate::accuracy(&parent_pred, &truth);
-        let (_, candidate_accuracy) = gate::accuracy(&cand_pred, &truth);
-        GateSet {
-            name,
-            frames,
-            parent_accuracy,
-            candidate_accuracy,
-        }
-    };
-    let mut sets = vec![score_set(
+    let index = |t: &Target| index_of(&labels, t);
+    let mut sets = vec![gate::score_set(
         "the held-out split".into(),
-        parts
-            .holdout
-            .iter()
-            .map(|&i| (pool[i].embedding.as_slice(), index_of(&pool[i].target)))
-            .collect(),
+        &head,
+        &candidate,
+        parts.holdout.iter().map(|&i| {
+            (
+                pool.items[i].embedding.as_slice(),
+                index(&pool.items[i].target),
+            )
+        }),
     )];
     for (name, set, embedded) in &holdout_embedded {
-        sets.push(score_set(
+        sets.push(gate::score_set(
             name.clone(),
-            set.iter()
-                .zip(embedded)
-                .filter_map(|(f, e)| {
-                    e.as_ref()
-                        .map(|e| (e.embedding.as_slice(), index_of(&f.target)))
-                })
-                .collect(),
+            &head,
+            &candidate,
+            set.iter().zip(embedded).filter_map(|(f, e)| {
+                e.as_ref()
+                    .map(|e| (e.embedding.as_slice(), index(&f.target)))
+            }),
         ));
     }
     let verdict = gate::decide(sets, options.max_regression);
@@ -384,12 +252,6 @@ pub fn retrain(
     let check_scores = candidate.scores(&embedder.embed(&check_input)?);
     let parent_bytes = parent.read_model()?;
     let model_bytes = replace_head(&parent_bytes, &candidate)?;
-    let mut digest_lines: Vec<String> = parts
-        .train
-        .iter()
-        .map(|&i| format!("{}\t{}\n", target_name(&pool[i].target), pool[i].sha256))
-        .collect();
-    digest_lines.sort();
     let version = options
         .version
         .clone()
@@ -398,10 +260,10 @@ pub fn retrain(
         parent_name: parent.manifest.model.name.clone(),
         parent_version: parent.manifest.model.version.clone(),
         parent_sha256: parent.manifest.model.sha256.clone(),
-        training_data_sha256: protocol::sha256_hex(digest_lines.concat().as_bytes()),
+        training_data_sha256: pool.digest(&parts.train),
         created: protocol::timestamp::format_rfc3339_utc(now_ms()),
         frames_trained: parts.train.len() as u64,
-        frames_replayed: replay_count as u64,
+        frames_replayed: pool.replayed() as u64,
         frames_held_out: parts.holdout.len() as u64,
         new_classes: new_classes.clone(),
         fit_iterations: fit_summary.iterations as u64,
@@ -411,17 +273,7 @@ pub fn retrain(
         decision: verdict.decision.clone(),
         decision_reason: verdict.reason.clone(),
     };
-    let replay_out: Vec<ReplayFrame> = pool
-        .iter()
-        .map(|i| ReplayFrame {
-            label: match &i.target {
-                Target::Label(l) => Some(l.clone()),
-                Target::NoneOfThese => None,
-            },
-            image_sha256: i.sha256.clone(),
-            embedding: i.embedding.clone(),
-        })
-        .collect();
+    let replay_out = pool.to_replay();
     let manifest = output::write(
         &options.out,
         NewPackage {
@@ -444,6 +296,7 @@ pub fn retrain(
         (names[i].clone(), s[i])
     };
     let relabelled = pool
+        .items
         .iter()
         .enumerate()
         .filter(|(_, item)| item.file.is_some())
@@ -466,9 +319,9 @@ pub fn retrain(
         backend: embedder.backend_name().into(),
         frames_trained: parts.train.len(),
         frames_held_out: parts.holdout.len(),
-        frames_replayed: replay_count,
+        frames_replayed: pool.replayed(),
         frames_skipped: skipped,
-        frames_duplicate: duplicates,
+        frames_duplicate: pool.duplicates,
         anchors: anchors.len(),
         new_classes,
         fit: fit_summary,
@@ -478,13 +331,6 @@ pub fn retrain(
         fit_seconds: secs(fit_time),
         total_seconds: secs(started.elapsed()),
     })
-}
-
-fn target_name(t: &Target) -> String {
-    match t {
-        Target::Label(l) => l.clone(),
-        Target::NoneOfThese => protocol::a2i::NONE_OF_THESE.into(),
-    }
 }
 
 /// Index of the highest score; ties: the lowest index (as `top_k`).
@@ -507,18 +353,4 @@ fn now_ms() -> i64 {
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
         .unwrap_or(0)
-}
-
-/// `pool` with the items an image's later occurrence replaced removed; used only
-/// when there were duplicates. (Replacement happens in place, so what is left to do
-/// is dropping any item whose sha256 occurs again later.)
-fn dedup_keep_last(pool: Vec<Item>) -> Vec<Item> {
-    let mut seen = std::collections::HashSet::new();
-    let mut out: Vec<Item> = pool
-        .into_iter()
-        .rev()
-        .filter(|i| seen.insert(i.sha256.clone()))
-        .collect();
-    out.reverse();
-    out
 }
