@@ -286,3 +286,16 @@ fn edge_agent_default_config() -> String {
     let out = edge_agent(&["print-default-config"]);
     String::from_utf8(out.stdout).unwrap()
 }
+
+#[test]
+fn eval_of_only_none_of_these_frames_says_there_is_nothing_to_score() {
+    let dir = tempfile::tempdir().unwrap();
+    write_variants(&dir.path().join("none of these"), "coffee.png", 1, 2);
+    let out = edge_agent(&["eval", "--data", dir.path().to_str().unwrap()]);
+    assert_eq!(code(&out), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("nothing to score: of 2 frames, 2 are \"none of these\""),
+        "{}",
+        stderr(&out)
+    );
+}

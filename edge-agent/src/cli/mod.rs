@@ -103,7 +103,7 @@ pub struct DataArgs {
     #[arg(long, default_value = protocol::manifest::DEFAULT_ATTRIBUTE)]
     pub label_attribute: String,
     /// Where `s3://bucket/key` images are read from: a directory laid out
-    /// `<DIR>/<bucket>/<key>` (local mode's store, or a synced copy of the bucket).
+    /// `<DIR>/<bucket>/<key>` (local mode's `local-mode/objects`, or a synced copy of the bucket).
     #[arg(long, value_name = "DIR")]
     pub store: Option<PathBuf>,
     /// Go on past missing or undecodable images, counting them.

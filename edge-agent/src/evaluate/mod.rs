@@ -102,6 +102,12 @@ pub fn evaluate(
             }
         }
     }
+    if predictions.is_empty() {
+        return Err(FinetuneError::Data(format!(
+            "nothing to score: of {} frames, {none_of_these} are \"none of these\" and {skipped} were skipped",
+            frames.len()
+        )));
+    }
     let metrics = metrics::evaluate(&labels, &predictions, 10);
     let full_curve = metrics::review_curve(&predictions);
     let target_point = metrics::threshold_for_catch(&full_curve, catch_target);

@@ -6,7 +6,7 @@
 //!   export` writes it), whose `source-ref` is a local path (relative to the manifest
 //!   file) or an `s3://bucket/key` URI. `s3://` images are read from a local object
 //!   store directory (`--store DIR`, laid out `<DIR>/<bucket>/<key>` as local mode's
-//!   store is); for AWS S3, `aws s3 sync` the bucket's events prefix into such a
+//!   `local-mode/objects` is); for AWS S3, `aws s3 sync` the bucket's events prefix into such a
 //!   directory first (the device build carries no S3 client).
 //!
 //! The label of a manifest row is its `<attribute>-metadata.class-name`; the answer
@@ -55,7 +55,7 @@ impl ImageStore {
         if let Some(rest) = source_ref.strip_prefix("s3://") {
             let Some(dir) = &self.dir else {
                 return Err(FinetuneError::Data(format!(
-                    "{origin}: image {source_ref} is in S3: pass --store DIR, a local copy laid out <DIR>/<bucket>/<key> (local mode's store directory, or `aws s3 sync` of the bucket)"
+                    "{origin}: image {source_ref} is in S3: pass --store DIR, a local copy laid out <DIR>/<bucket>/<key> (local mode's local-mode/objects, or `aws s3 sync` of the bucket)"
                 )));
             };
             let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
