@@ -22,3 +22,29 @@ pub enum ReviewReason {
     /// --review N` (labelled frames the model got wrong or was least sure about).
     Requested,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_reason_is_tagged_by_kind_and_reads_back() {
+        let reasons = vec![
+            ReviewReason::LowConfidence {
+                score: 0.4,
+                threshold: 0.6,
+            },
+            ReviewReason::Audit { rate: 0.01 },
+            ReviewReason::Requested,
+        ];
+        let json = serde_json::to_string(&reasons).unwrap();
+        assert_eq!(
+            json,
+            r#"[{"kind":"low_confidence","score":0.4,"threshold":0.6},{"kind":"audit","rate":0.01},{"kind":"requested"}]"#
+        );
+        assert_eq!(
+            serde_json::from_str::<Vec<ReviewReason>>(&json).unwrap(),
+            reasons
+        );
+    }
+}
