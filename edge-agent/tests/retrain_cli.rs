@@ -446,3 +446,75 @@ fn retrain_refuses_a_model_whose_last_layer_it_cannot_retrain() {
         "{e}"
     );
 }
+
+#[test]
+fn both_backends_give_the_same_embedding() {
+    let package = ModelPackage::load(&default_manifest()).unwrap();
+    let fixtures = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+    let mut embeddings = Vec::new();
+    for (kind, library) in [
+        (BackendKind::Tflite, None),
+        (BackendKind::Litert, Some(common::litert_library())),
+    ] {
+        let choice = BackendChoice { kind, library };
+        let mut embedder = edge_agent::finetune::embed::Embedder::load(
+            &package,
+            &BackendOptions::default(),
+            &choice,
+        )
+        .unwrap_or_else(|e| panic!("{kind:?}: {e}"));
+        assert_eq!(embedder.backend_name(), kind.as_str());
+        let mut per_backend = Vec::new();
+        for name in ["chelsea", "hubble", "rocket"] {
+            let tensor = edge_agent::model::f32_from_le_bytes(
+                &std::fs::read(fixtures.join(format!("{name}.input.f32"))).unwrap(),
+            );
+            per_backend.push(embedder.embed(&tensor).unwrap());
+        }
+        embeddings.push(per_backend);
+    }
+    for (a, b) in embeddings[0].iter().zip(&embeddings[1]) {
+        assert_eq!(a.len(), 1280);
+        let worst = a
+            .iter()
+            .zip(b)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(
+            worst < 1e-3,
+            "tflite and litert embeddings differ by {worst}"
+        );
+    }
+}
+
+#[test]
+fn the_same_data_and_seed_give_the_same_model_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    write_variants(&d.join("data/cat"), "chelsea.jpg", 1, 3);
+    write_variants(&d.join("data/Samoyed"), "astronaut.jpg", 1, 3);
+    let mut shas = Vec::new();
+    for out in ["a", "b"] {
+        let run = edge_agent(&[
+            "retrain",
+            "--json",
+            "--backend",
+            "tflite",
+            "--seed",
+            "7",
+            "--data",
+            d.join("data").to_str().unwrap(),
+            "--out",
+            d.join(out).to_str().unwrap(),
+        ]);
+        assert!(matches!(run.status.code(), Some(0 | 4)), "{}", stderr(&run));
+        shas.push(
+            ModelPackage::load(&d.join(out).join("dogs_mobilenetv2.toml"))
+                .unwrap()
+                .manifest
+                .model
+                .sha256,
+        );
+    }
+    assert_eq!(shas[0], shas[1]);
+}
