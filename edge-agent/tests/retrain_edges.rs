@@ -299,3 +299,19 @@ fn eval_of_only_none_of_these_frames_says_there_is_nothing_to_score() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_bare_relative_out_works_from_the_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    small_set(&dir.path().join("data"), 2);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .current_dir(dir.path())
+        .env_remove("EDGE_AGENT_LITERT_LIB")
+        .args(["retrain", "--model"])
+        .arg(default_manifest())
+        .args(["--data", "data", "--out", "v2"])
+        .output()
+        .unwrap();
+    assert!(matches!(code(&out), Some(0 | 4)), "{}", stderr(&out));
+    assert!(ModelPackage::load(&dir.path().join("v2/dogs_mobilenetv2.toml")).is_ok());
+}

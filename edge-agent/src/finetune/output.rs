@@ -91,9 +91,7 @@ pub fn write(out: &Path, new: NewPackage) -> Result<PathBuf, FinetuneError> {
             staging.display(),
             out.display()
         )))?;
-        if let Some(parent) = out.parent() {
-            sync_dir(parent)?;
-        }
+        sync_dir(parent_dir(out))?;
         Ok(out.join(manifest.file_name().expect("a file")))
     });
     if result.is_err() {
@@ -106,11 +104,7 @@ pub fn write(out: &Path, new: NewPackage) -> Result<PathBuf, FinetuneError> {
 /// process is gone).
 fn remove_stale_staging(out: &Path, name: &str) {
     let prefix = format!(".{name}.partial-");
-    let dir = match out.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let Ok(entries) = std::fs::read_dir(dir) else {
+    let Ok(entries) = std::fs::read_dir(parent_dir(out)) else {
         return;
     };
     for entry in entries.flatten() {
@@ -121,6 +115,14 @@ fn remove_stale_staging(out: &Path, name: &str) {
         if pid.parse::<u32>().is_ok() && !Path::new("/proc").join(pid).exists() {
             let _ = std::fs::remove_dir_all(entry.path());
         }
+    }
+}
+
+/// The directory `out` is in (`.` for a bare name such as `--out v2`).
+fn parent_dir(out: &Path) -> &Path {
+    match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
     }
 }
 
