@@ -315,3 +315,40 @@ fn a_bare_relative_out_works_from_the_current_directory() {
     assert!(matches!(code(&out), Some(0 | 4)), "{}", stderr(&out));
     assert!(ModelPackage::load(&dir.path().join("v2/dogs_mobilenetv2.toml")).is_ok());
 }
+
+#[test]
+fn none_of_these_answers_are_negatives_unless_asked_to_be_a_class() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    small_set(&d.join("data"), 3);
+    write_variants(&d.join("data/none of these"), "coffee.png", 1, 3);
+    let mut labels = Vec::new();
+    for (out, extra) in [("neg", None), ("cls", Some("--none-as-class"))] {
+        let mut args = vec!["retrain", "--json", "--backend", "tflite", "--data"];
+        let data = d.join("data");
+        let out_dir = d.join(out);
+        args.push(data.to_str().unwrap());
+        args.extend(["--out", out_dir.to_str().unwrap()]);
+        args.extend(extra);
+        let run = edge_agent(&args);
+        assert!(matches!(code(&run), Some(0 | 4)), "{}", stderr(&run));
+        let report = stdout_json(&run);
+        assert_eq!(
+            report["frames_trained"].as_u64().unwrap()
+                + report["frames_held_out"].as_u64().unwrap(),
+            9
+        );
+        labels.push(
+            ModelPackage::load(&out_dir.join("dogs_mobilenetv2.toml"))
+                .unwrap()
+                .labels,
+        );
+    }
+    assert!(
+        !labels[0].contains(&"none of these".to_string()),
+        "a negative, not a class"
+    );
+    assert_eq!(labels[0].len(), 20, "19 + cat");
+    assert_eq!(labels[1].last().map(String::as_str), Some("none of these"));
+    assert_eq!(labels[1].len(), 21);
+}
