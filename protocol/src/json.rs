@@ -124,11 +124,24 @@ pub(crate) fn check_sha256(
     }
 }
 
+/// Splits `s3://bucket/key` into bucket and key, both non-empty. The one parser of
+/// object URIs in the workspace (events, manifests, A2I output, restarts).
+pub fn parse_s3_uri(uri: &str) -> Option<(&str, &str)> {
+    let (bucket, key) = uri.strip_prefix("s3://")?.split_once('/')?;
+    (!bucket.is_empty() && !key.is_empty()).then_some((bucket, key))
+}
+
+/// Splits `s3://bucket[/prefix]` (an output location, as an A2I flow definition's
+/// `S3OutputPath`) into a non-empty bucket and a prefix, possibly empty.
+pub fn parse_s3_prefix_uri(uri: &str) -> Option<(&str, &str)> {
+    let rest = uri.strip_prefix("s3://")?;
+    let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+    (!bucket.is_empty()).then_some((bucket, prefix))
+}
+
 /// True for `s3://bucket/key` with a non-empty bucket and key.
 pub fn is_s3_uri(s: &str) -> bool {
-    s.strip_prefix("s3://")
-        .and_then(|rest| rest.split_once('/'))
-        .is_some_and(|(bucket, key)| !bucket.is_empty() && !key.is_empty())
+    parse_s3_uri(s).is_some()
 }
 
 pub(crate) fn check_s3_uri(
@@ -176,6 +189,12 @@ mod tests {
     #[test]
     fn s3_uris_need_a_bucket_and_a_key() {
         assert!(is_s3_uri("s3://bucket/events/a.jpg"));
+        assert_eq!(parse_s3_uri("s3://b/k/x.json"), Some(("b", "k/x.json")));
+        assert_eq!(parse_s3_uri("s3://b/"), None);
+        assert_eq!(parse_s3_uri("http://b/k"), None);
+        assert_eq!(parse_s3_prefix_uri("s3://b"), Some(("b", "")));
+        assert_eq!(parse_s3_prefix_uri("s3://b/out/"), Some(("b", "out/")));
+        assert_eq!(parse_s3_prefix_uri("s3:///out"), None);
         assert!(!is_s3_uri("s3://bucket/"));
         assert!(!is_s3_uri("s3:///key"));
         assert!(!is_s3_uri("https://bucket/key"));

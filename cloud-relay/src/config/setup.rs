@@ -140,9 +140,7 @@ impl SetupConfig {
             ));
         }
         let path = self.output_path(config);
-        let ok = path
-            .strip_prefix("s3://")
-            .is_some_and(|rest| !rest.is_empty() && !rest.starts_with('/'));
+        let ok = protocol::json::parse_s3_prefix_uri(&path).is_some();
         if !ok || path.len() > 1024 {
             return Err(invalid(
                 "a2i.setup.output_path",

@@ -18,13 +18,14 @@ use rumqttc::v5::AsyncClient;
 
 use super::a2i::A2iClient;
 use super::a2i::LoopSummary;
-use super::keys::{parse_s3_uri, KeyLayout};
+use super::keys::KeyLayout;
 use super::loops::{parse_loop_name, NotReviewed};
 use super::metrics::{inc, Metrics};
 use super::results::{build_row, LoopTracker, Todo};
 use super::retry::{retry, Failure};
 use super::s3::{Put, S3Store};
 use crate::config::Config;
+use protocol::json::parse_s3_uri;
 
 /// Loops listed this close to a listing's newest are listed again next time, in case
 /// one created just before became visible just after.

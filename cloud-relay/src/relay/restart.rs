@@ -8,10 +8,11 @@ use protocol::a2i::InputContent;
 use protocol::EventMeta;
 
 use super::a2i::{A2iClient, LoopStart, LoopState};
-use super::keys::{parse_s3_uri, KeyLayout};
+use super::keys::KeyLayout;
 use super::loops::{loop_name, parse_loop_name, NotReviewed};
 use super::s3::S3Store;
 use crate::config::Config;
+use protocol::json::parse_s3_uri;
 
 /// Why a loop could not be restarted (the others still are).
 #[derive(Debug, thiserror::Error)]

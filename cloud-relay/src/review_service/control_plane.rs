@@ -174,13 +174,10 @@ impl ControlPlane {
     ) -> Result<ControlEvent, ControlError> {
         validate_resource_name("FlowDefinitionName", &flow.name)?;
         let path = flow.output_path();
-        match path.strip_prefix("s3://") {
-            Some(rest) if !rest.is_empty() && !rest.starts_with('/') => {}
-            _ => {
-                return Err(ControlError::Validation(format!(
-                    "OutputConfig.S3OutputPath {path:?} must be an s3://bucket[/prefix] URI"
-                )))
-            }
+        if protocol::json::parse_s3_prefix_uri(path).is_none() {
+            return Err(ControlError::Validation(format!(
+                "OutputConfig.S3OutputPath {path:?} must be an s3://bucket[/prefix] URI"
+            )));
         }
         if let Some(ui_arn) = flow.human_task_ui_arn() {
             let ui = name_from_arn(ui_arn, "human-task-ui").ok_or_else(|| {

@@ -55,12 +55,8 @@ pub struct OutputKey {
 impl OutputKey {
     /// Parses `s3://bucket/key`.
     pub fn from_s3_uri(uri: &str) -> Result<Self, OutputSinkError> {
-        let bad = || OutputSinkError::BadKey(uri.to_owned());
-        let rest = uri.strip_prefix("s3://").ok_or_else(bad)?;
-        let (bucket, key) = rest.split_once('/').ok_or_else(bad)?;
-        if bucket.is_empty() || key.is_empty() {
-            return Err(bad());
-        }
+        let (bucket, key) = protocol::json::parse_s3_uri(uri)
+            .ok_or_else(|| OutputSinkError::BadKey(uri.to_owned()))?;
         Ok(Self {
             bucket: bucket.to_owned(),
             key: key.to_owned(),

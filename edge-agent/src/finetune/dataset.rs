@@ -52,25 +52,23 @@ impl ImageStore {
         manifest_dir: &Path,
         origin: &str,
     ) -> Result<PathBuf, FinetuneError> {
-        if let Some(rest) = source_ref.strip_prefix("s3://") {
+        if source_ref.starts_with("s3://") {
             let Some(dir) = &self.dir else {
                 return Err(FinetuneError::Data(format!(
                     "{origin}: image {source_ref} is in S3: pass --store DIR, a local copy laid out <DIR>/<bucket>/<key> (local mode's local-mode/objects, or `aws s3 sync` of the bucket)"
                 )));
             };
-            let (bucket, key) = rest.split_once('/').unwrap_or((rest, ""));
-            if bucket.is_empty()
-                || bucket == "."
-                || bucket == ".."
-                || key.is_empty()
-                || key
-                    .split('/')
-                    .any(|s| s.is_empty() || s == "." || s == "..")
-            {
+            // The key's segments become path components under the store: none may
+            // be empty, "." or "..", nor the bucket, so no URI leaves the store.
+            let usable = protocol::json::parse_s3_uri(source_ref).filter(|(bucket, key)| {
+                !matches!(*bucket, "." | "..")
+                    && key.split('/').all(|s| !matches!(s, "" | "." | ".."))
+            });
+            let Some((bucket, key)) = usable else {
                 return Err(FinetuneError::Data(format!(
                     "{origin}: source-ref {source_ref:?} is not an s3://bucket/key URI this store can hold"
                 )));
-            }
+            };
             return Ok(dir.join(bucket).join(key));
         }
         let path = source_ref.strip_prefix("file://").unwrap_or(source_ref);
