@@ -5,6 +5,7 @@
 //! pass the time in, which keeps every message builder deterministic and testable.
 
 use thiserror::Error;
+use time::{Date, Month};
 
 /// A timestamp string that does not have the expected shape or names an impossible
 /// date. Carries the offending text so the error names it.
@@ -69,8 +70,16 @@ fn err(input: &str, problem: &'static str) -> TimestampError {
 fn split(unix_ms: i64) -> (String, i64) {
     let days = unix_ms.div_euclid(MS_PER_DAY);
     let time_ms = unix_ms.rem_euclid(MS_PER_DAY);
-    let (y, m, d) = civil_from_days(days);
-    (format!("{y:04}-{m:02}-{d:02}"), time_ms)
+    let date = date_from_days(days);
+    (
+        format!(
+            "{:04}-{:02}-{:02}",
+            date.year(),
+            u8::from(date.month()),
+            date.day()
+        ),
+        time_ms,
+    )
 }
 
 fn hms(time_ms: i64) -> String {
@@ -112,12 +121,11 @@ fn parse(input: &str) -> Result<(i64, Zone), TimestampError> {
     let minute = digits(input, b, 14..16)?;
     expect(input, b, 16, b":")?;
     let second = digits(input, b, 17..19)?;
-    if !(1..=12).contains(&month) {
-        return Err(err(input, "has a month outside 01-12"));
-    }
-    if day < 1 || day > days_in_month(year, month) {
-        return Err(err(input, "names a day that month does not have"));
-    }
+    let month =
+        Month::try_from(month as u8).map_err(|_| err(input, "has a month outside 01-12"))?;
+    // Four digits: 0000..=9999, all within `time`'s range.
+    let date = Date::from_calendar_date(year as i32, month, day as u8)
+        .map_err(|_| err(input, "names a day that month does not have"))?;
     if hour > 23 || minute > 59 || second > 59 {
         return Err(err(input, "has an hour, minute or second out of range"));
     }
@@ -148,45 +156,21 @@ fn parse(input: &str) -> Result<(i64, Zone), TimestampError> {
         }
         _ => return Err(err(input, "has trailing text that is not a zone")),
     };
-    let days = days_from_civil(year, month, day);
+    let days = i64::from(date.to_julian_day()) - UNIX_EPOCH_JULIAN_DAY;
     let ms = days * MS_PER_DAY + ((hour * 60 + minute) * 60 + second) * 1000 + millis;
     Ok((ms, zone))
 }
 
-fn is_leap(y: i64) -> bool {
-    (y % 4 == 0 && y % 100 != 0) || y % 400 == 0
-}
+/// 1970-01-01 as a Julian day number (the calendar is the `time` crate's).
+const UNIX_EPOCH_JULIAN_DAY: i64 = 2_440_588;
 
-fn days_in_month(y: i64, m: i64) -> i64 {
-    match m {
-        2 if is_leap(y) => 29,
-        2 => 28,
-        4 | 6 | 9 | 11 => 30,
-        _ => 31,
-    }
-}
-
-/// Days since 1970-01-01 of a proleptic Gregorian date (Howard Hinnant's algorithm).
-fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
-    let y = if m <= 2 { y - 1 } else { y };
-    let era = y.div_euclid(400);
-    let yoe = y - era * 400;
-    let mp = (m + 9) % 12;
-    let doy = (153 * mp + 2) / 5 + d - 1;
-    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
-    era * 146_097 + doe - 719_468
-}
-
-fn civil_from_days(z: i64) -> (i64, i64, i64) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z - era * 146_097;
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    (yoe + era * 400 + i64::from(m <= 2), m, d)
+/// The proleptic Gregorian date `days` after 1970-01-01; `time` spans the years
+/// -9999..=9999 and a timestamp beyond them (no clock gives one) is held at the ends.
+fn date_from_days(days: i64) -> Date {
+    i32::try_from(days + UNIX_EPOCH_JULIAN_DAY)
+        .ok()
+        .and_then(|j| Date::from_julian_day(j).ok())
+        .unwrap_or(if days < 0 { Date::MIN } else { Date::MAX })
 }
 
 #[cfg(test)]

@@ -156,19 +156,10 @@ pub async fn blocking<R: Send + 'static>(
         .map_err(|e| ServiceError::Internal(e.to_string()))?
 }
 
-/// `2024-05-01T12:00:00.123Z`: the ISO 8601 form REST-JSON timestamps use.
+/// `2024-05-01T12:00:00.123Z`: the ISO 8601 form REST-JSON timestamps use (the
+/// protocol crate's one RFC 3339 formatter).
 pub fn iso8601(t: OffsetDateTime) -> String {
-    let t = t.to_offset(time::UtcOffset::UTC);
-    format!(
-        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
-        t.year(),
-        u8::from(t.month()),
-        t.day(),
-        t.hour(),
-        t.minute(),
-        t.second(),
-        t.millisecond()
-    )
+    protocol::timestamp::format_rfc3339_utc(t.unix_timestamp_nanos().div_euclid(1_000_000) as i64)
 }
 
 /// Query-string timestamps: RFC 3339 (what the SDKs send), a bare date (`2020-02-24`,
