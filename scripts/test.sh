@@ -10,11 +10,12 @@ fi
 export CARGO_TERM_COLOR=never
 cargo build --workspace --all-targets --locked
 export EDGE_AGENT_LITERT_LIB; EDGE_AGENT_LITERT_LIB="$(scripts/fetch-litert.sh)"  # the litert backend's tests need it
-cargo test --workspace --locked --no-fail-fast
+# playwright-core (npm; it downloads no browser) drives Debian's chromium in the
+# reviewer page test, which is required to run here, not skipped. One cargo test
+# invocation for everything: a second, narrower one (`-p cloud-relay`) resolves other
+# features and rebuilds dependencies. Screenshots land in target/reviewer-page*.png.
+npm ci --prefix cloud-relay/tests/web --no-audit --no-fund
+EDGE_A2I_REQUIRE_BROWSER=1 cargo test --workspace --locked --no-fail-fast
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 CLOUD_RELAY_BIN="$target_dir/debug/cloud-relay" python3 -m pytest -q tests/a2i_boto3
-# The reviewer page in headless Chromium (Debian's chromium; playwright-core from npm
-# downloads no browser). Screenshots land in target/reviewer-page*.png.
-npm ci --prefix cloud-relay/tests/web --no-audit --no-fund
-EDGE_A2I_REQUIRE_BROWSER=1 cargo test -p cloud-relay --locked --test local_review_page
