@@ -446,6 +446,7 @@ async fn a_reviewer_labels_three_frames_by_click_and_keyboard_and_skips_one_in_c
                         human_annotated: true,
                         creation_date: "2026-11-25T09:00:00.000000".into(),
                         job_name: "labeling-job/edge-a2i-dogs".into(),
+                        tie: false,
                     },
                 };
                 rows.push(ManifestRow::parse(&row.to_json_line(), "label").unwrap());

@@ -54,6 +54,10 @@ pub struct ClassificationMetadata {
     /// ISO 8601 without zone: `2026-11-25T09:00:00.000000`.
     pub creation_date: String,
     pub job_name: String,
+    /// The reviewers' answers tied and the label submitted first won (see
+    /// [`crate::a2i`]); written as `"tie":true` only when set, read as false when
+    /// absent (Ground Truth itself never writes it).
+    pub tie: bool,
 }
 
 /// One augmented-manifest line.
@@ -108,6 +112,9 @@ impl ManifestRow {
         );
         meta.insert("creation-date".into(), m.creation_date.clone().into());
         meta.insert("job-name".into(), m.job_name.clone().into());
+        if m.tie {
+            meta.insert("tie".into(), true.into());
+        }
         let mut row = Map::new();
         row.insert(SOURCE_REF.into(), self.source_ref.clone().into());
         row.insert(self.attribute.clone(), self.class_index.into());
@@ -187,6 +194,12 @@ impl ManifestRow {
         parse_iso8601_utc(&creation_date)
             .map_err(|e| invalid(&key("creation-date"), e.to_string()))?;
         let job_name = string(meta, "job-name", &meta_key)?.to_owned();
+        let tie = match meta.get("tie") {
+            None => false,
+            Some(v) => v
+                .as_bool()
+                .ok_or_else(|| invalid(&key("tie"), "is not true or false".into()))?,
+        };
         Ok(ManifestRow {
             source_ref: source_ref.to_owned(),
             attribute: attribute.to_owned(),
@@ -197,6 +210,7 @@ impl ManifestRow {
                 human_annotated,
                 creation_date,
                 job_name,
+                tie,
             },
         })
     }
@@ -250,6 +264,7 @@ mod tests {
                 human_annotated: true,
                 creation_date: crate::timestamp::format_manifest_date(1_795_597_200_000),
                 job_name: "labeling-job/edge-a2i-dogs".into(),
+                tie: false,
             },
         }
     }
@@ -277,6 +292,21 @@ mod tests {
         assert_eq!(
             ManifestRow::parse(&r.to_json_line(), "dog-breed").unwrap(),
             r
+        );
+    }
+
+    #[test]
+    fn a_tie_is_a_metadata_field_written_only_when_set_and_read_back() {
+        let mut r = row("label");
+        r.metadata.tie = true;
+        let line = r.to_json_line();
+        assert!(line.contains("\"tie\":true"), "{line}");
+        assert_eq!(ManifestRow::parse(&line, "label").unwrap(), r);
+        let bad = line.replace("\"tie\":true", "\"tie\":\"yes\"");
+        let e = ManifestRow::parse(&bad, "label").unwrap_err().to_string();
+        assert!(
+            e.contains("label-metadata.tie") && e.contains("true or false"),
+            "{e}"
         );
     }
 

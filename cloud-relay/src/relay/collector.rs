@@ -134,7 +134,7 @@ impl Collector {
                 return Ok(());
             }
         };
-        if reviewed.tie {
+        if reviewed.row.metadata.tie {
             tracing::info!(loop_name = %name, label = %reviewed.review.label, "reviewers tied; row flagged");
         }
         let line = reviewed.row_line().into_bytes();

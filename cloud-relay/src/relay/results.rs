@@ -100,21 +100,13 @@ pub struct Reviewed {
     pub event_id: EventId,
     pub device: DeviceId,
     pub row: ManifestRow,
-    pub tie: bool,
     pub review: ReviewResult,
 }
 
 impl Reviewed {
-    /// The row as stored: one JSON line; a tie is flagged in the metadata.
+    /// The row as stored: one JSON line (a tie is flagged in the metadata).
     pub fn row_line(&self) -> String {
-        let mut value = self.row.to_json_value();
-        if self.tie {
-            let key = format!("{}-metadata", self.row.attribute);
-            if let Some(meta) = value.get_mut(&key).and_then(|m| m.as_object_mut()) {
-                meta.insert("tie".into(), true.into());
-            }
-        }
-        value.to_string() + "\n"
+        self.row.to_json_line() + "\n"
     }
 }
 
@@ -168,6 +160,7 @@ pub fn build_row(
             human_annotated: true,
             creation_date: format_manifest_date(submitted),
             job_name: job_name.to_owned(),
+            tie: verdict.tie,
         },
     };
     let review = ReviewResult {
@@ -182,7 +175,6 @@ pub fn build_row(
         event_id: input.event_id,
         device: input.device_id,
         row,
-        tie: verdict.tie,
         review,
     })
 }
@@ -308,7 +300,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert_eq!((r.row.class_index, r.tie), (1, false));
+        assert_eq!((r.row.class_index, r.row.metadata.tie), (1, false));
         assert!((r.row.metadata.confidence - 2.0 / 3.0).abs() < 1e-9);
         let r = build_row(
             &output(&[
@@ -321,7 +313,7 @@ mod tests {
             0,
         )
         .unwrap();
-        assert!(r.tie);
+        assert!(r.row.metadata.tie);
         assert_eq!(
             r.row.metadata.class_name, "beagle",
             "tie goes to the first submitted"

@@ -76,6 +76,7 @@ pub fn manifest_row(source_ref: &str, class_name: &str, attribute: &str) -> Stri
             human_annotated: true,
             creation_date: "2026-11-29T09:00:00.000000".into(),
             job_name: "labeling-job/edge-a2i-test".into(),
+            tie: false,
         },
     }
     .to_json_line()
