@@ -288,6 +288,19 @@ fn the_gate_keeps_the_parent_when_a_holdout_set_gets_worse() {
     assert_eq!(lineage.decision, "keep parent");
 }
 
+/// `retrain --backend tflite --data DATA --out OUT`, which must be refused.
+fn refuse_retrain(data: &str, out: &str) -> String {
+    refusal(&[
+        "retrain",
+        "--backend",
+        "tflite",
+        "--data",
+        data,
+        "--out",
+        out,
+    ])
+}
+
 fn refusal(args: &[&str]) -> String {
     let out = edge_agent(args);
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
@@ -312,15 +325,7 @@ fn retrain_refuses_bad_data_naming_what_is_wrong() {
 
     // A row whose image is missing: named, with its line; --skip-bad goes on.
     let m = write("missing.manifest", &[&good, &missing]);
-    let e = refusal(&[
-        "retrain",
-        "--backend",
-        "tflite",
-        "--data",
-        &m,
-        "--out",
-        &out("o1"),
-    ]);
+    let e = refuse_retrain(&m, &out("o1"));
     assert!(
         e.contains("missing.manifest:2")
             && e.contains("gone.jpg")
@@ -348,15 +353,7 @@ fn retrain_refuses_bad_data_naming_what_is_wrong() {
 
     // An undecodable image.
     let m = write("broken.manifest", &[&broken]);
-    let e = refusal(&[
-        "retrain",
-        "--backend",
-        "tflite",
-        "--data",
-        &m,
-        "--out",
-        &out("o3"),
-    ]);
+    let e = refuse_retrain(&m, &out("o3"));
     assert!(
         e.contains("broken.manifest:1")
             && e.contains("broken.jpg")
@@ -394,15 +391,7 @@ fn retrain_refuses_bad_data_naming_what_is_wrong() {
     // An --out that holds something is never overwritten.
     std::fs::create_dir_all(d.join("taken")).unwrap();
     std::fs::write(d.join("taken/keep.txt"), "mine").unwrap();
-    let e = refusal(&[
-        "retrain",
-        "--backend",
-        "tflite",
-        "--data",
-        &m,
-        "--out",
-        &out("taken"),
-    ]);
+    let e = refuse_retrain(&m, &out("taken"));
     assert!(e.contains("exists and is not empty"), "{e}");
     assert_eq!(
         std::fs::read_to_string(d.join("taken/keep.txt")).unwrap(),
