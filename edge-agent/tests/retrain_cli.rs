@@ -213,9 +213,7 @@ fn same_top1_everywhere(package: &ModelPackage) {
         for input in &inputs {
             let tensor = edge_agent::model::f32_from_le_bytes(&std::fs::read(input).unwrap());
             backend.input_mut().copy_from_slice(&tensor);
-            top.push(edge_agent::finetune::retrain::argmax(
-                backend.run().unwrap(),
-            ));
+            top.push(edge_agent::inference::argmax(backend.run().unwrap()));
         }
         tops.push((kind.as_str().to_string(), top));
     }

@@ -163,7 +163,7 @@ fn request_reviews(
         .predictions
         .iter()
         .map(|p| {
-            let top = crate::finetune::retrain::argmax(&p.scores);
+            let top = crate::inference::argmax(&p.scores);
             let confidence = p.scores.get(top).copied().unwrap_or(0.0);
             (top == p.truth, confidence, p.file.as_str())
         })

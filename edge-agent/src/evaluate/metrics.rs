@@ -20,7 +20,6 @@
 //!   catch).
 
 use serde::{Deserialize, Serialize};
-use std::cmp::Ordering;
 
 /// At most this many points are kept in [`Metrics::review_curve`].
 pub const MAX_REVIEW_POINTS: usize = 512;
@@ -149,13 +148,10 @@ impl Outcome {
 
 /// Index and score of the highest score, the lowest index winning ties.
 fn top1(scores: &[f32]) -> Option<(usize, f32)> {
-    let mut best: Option<(usize, f32)> = None;
-    for (i, &s) in scores.iter().enumerate() {
-        if best.is_none_or(|(_, b)| s.total_cmp(&b) == Ordering::Greater) {
-            best = Some((i, s));
-        }
-    }
-    best
+    (!scores.is_empty()).then(|| {
+        let i = crate::inference::argmax(scores);
+        (i, scores[i])
+    })
 }
 
 /// `num / den`, or 0.0 when `den` is 0 (sklearn's `zero_division=0`).

@@ -14,7 +14,7 @@
 
 use std::path::PathBuf;
 
-use crate::inference::InferenceBackend;
+use crate::inference::{first_mismatch, InferenceBackend};
 use crate::inference::{select_backend, BackendChoice, BackendOptions, BackendSelection};
 use crate::model::head::{embedding_model, read_head, DenseHead};
 use crate::model::{ModelPackage, SelfTestSection};
@@ -99,13 +99,13 @@ impl Embedder {
         // The head is summed in another order than the runtime's kernel: allow a
         // little more than the self-test's own tolerance.
         let tolerance = test.tolerance.max(1e-5) * 4.0;
-        for (i, (got, want)) in scores.iter().zip(&test.scores).enumerate() {
-            if (got - want).abs() > tolerance || got.is_nan() {
-                return Err(FinetuneError::Embedding(format!(
-                    "embedding + head give {got} for score {i} ({}) of the self-test input, the model gives {want}",
-                    labels.get(i).map(String::as_str).unwrap_or("?")
-                )));
-            }
+        if let Some(i) = first_mismatch(&scores, &test.scores, tolerance) {
+            return Err(FinetuneError::Embedding(format!(
+                "embedding + head give {} for score {i} ({}) of the self-test input, the model gives {}",
+                scores[i],
+                labels.get(i).map(String::as_str).unwrap_or("?"),
+                test.scores[i]
+            )));
         }
         Ok(())
     }

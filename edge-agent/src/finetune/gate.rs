@@ -7,7 +7,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use super::retrain::argmax;
+use crate::inference::argmax;
 use crate::model::head::DenseHead;
 
 /// One held-out set's result.

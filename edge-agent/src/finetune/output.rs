@@ -13,8 +13,10 @@ use std::path::{Path, PathBuf};
 
 use super::replay::{self, ReplayFrame};
 use super::FinetuneError;
-use crate::inference::{self_test, BackendOptions, InferenceBackend, TfliteBackend};
-use crate::model::{LineageSection, ModelPackage, SelfTestSection};
+use crate::inference::{
+    first_mismatch, self_test, BackendOptions, InferenceBackend, TfliteBackend,
+};
+use crate::model::{f32_to_le_bytes, LineageSection, ModelPackage, SelfTestSection};
 
 /// What goes into the new package.
 pub struct NewPackage<'a> {
@@ -173,11 +175,7 @@ fn assemble(dir: &Path, new: &NewPackage) -> Result<PathBuf, FinetuneError> {
         &manifest.model.labels,
         (new.labels.join("\n") + "\n").as_bytes(),
     )?;
-    let input_bytes: Vec<u8> = new
-        .check_input
-        .iter()
-        .flat_map(|v| v.to_le_bytes())
-        .collect();
+    let input_bytes = f32_to_le_bytes(&new.check_input);
     write(&test_file, &input_bytes)?;
     let manifest_name = base_name(
         &parent
@@ -202,17 +200,16 @@ fn assemble(dir: &Path, new: &NewPackage) -> Result<PathBuf, FinetuneError> {
         .run()
         .map_err(|e| FinetuneError::Inference(e.to_string()))?
         .to_vec();
-    for (i, (got, want)) in scores.iter().zip(&new.check_scores).enumerate() {
-        let diff = (got - want).abs();
-        if diff.is_nan() || diff > tolerance {
-            return Err(FinetuneError::Output {
-                path: manifest_path.clone(),
-                message: format!(
-                    "the written model gives {got} for score {i} ({}) of the self-test input, the fitted layer {want}",
-                    new.labels.get(i).map(String::as_str).unwrap_or("?")
-                ),
-            });
-        }
+    if let Some(i) = first_mismatch(&scores, &new.check_scores, tolerance) {
+        return Err(FinetuneError::Output {
+            path: manifest_path.clone(),
+            message: format!(
+                "the written model gives {} for score {i} ({}) of the self-test input, the fitted layer {}",
+                scores[i],
+                new.labels.get(i).map(String::as_str).unwrap_or("?"),
+                new.check_scores[i]
+            ),
+        });
     }
     manifest.self_test = Some(SelfTestSection {
         input: test_file,
@@ -220,9 +217,9 @@ fn assemble(dir: &Path, new: &NewPackage) -> Result<PathBuf, FinetuneError> {
         tolerance,
     });
     write(&manifest_name, to_toml(&manifest).as_bytes())?;
-    let package = ModelPackage::load(&manifest_path)?;
-    let mut backend = TfliteBackend::new(&package, &BackendOptions::default())?;
-    self_test(&package, &mut backend)?;
+    // The finished manifest as the agent will read it (the scores after a TOML round
+    // trip), on the interpreter already built for this model file.
+    self_test(&ModelPackage::load(&manifest_path)?, &mut reference)?;
     replay::save(dir, new.features, new.replay)?;
     Ok(manifest_path)
 }

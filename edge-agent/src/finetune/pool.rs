@@ -126,7 +126,9 @@ impl Pool {
             let item = &self.items[i];
             let objective = match index_of(labels, &item.target) {
                 Some(c) => Objective::Class(c),
-                None => Objective::NotClass(super::retrain::argmax(&head.scores(&item.embedding))),
+                None => {
+                    Objective::NotClass(crate::inference::argmax(&head.scores(&item.embedding)))
+                }
             };
             Sample {
                 embedding: &item.embedding,

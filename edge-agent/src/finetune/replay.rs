@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 use super::FinetuneError;
-use crate::model::f32_from_le_bytes;
+use crate::model::{f32_from_le_bytes, f32_to_le_bytes};
 
 pub const JSON_FILE: &str = "replay.json";
 pub const DATA_FILE: &str = "replay.f32";
@@ -98,7 +98,7 @@ pub fn save(dir: &Path, features: usize, frames: &[ReplayFrame]) -> Result<(), F
     };
     let data: Vec<u8> = frames
         .iter()
-        .flat_map(|f| f.embedding.iter().flat_map(|v| v.to_le_bytes()))
+        .flat_map(|f| f32_to_le_bytes(&f.embedding))
         .collect();
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);

@@ -17,7 +17,7 @@ use super::pool::{index_of, target_name, Item, Pool};
 use super::replay;
 use super::split::split;
 use super::FinetuneError;
-use crate::inference::{BackendChoice, BackendOptions};
+use crate::inference::{argmax, BackendChoice, BackendOptions};
 use crate::model::head::{replace_head, DenseHead};
 use crate::model::{LineageSection, ModelPackage};
 
@@ -261,7 +261,7 @@ pub fn retrain(
         parent_version: parent.manifest.model.version.clone(),
         parent_sha256: parent.manifest.model.sha256.clone(),
         training_data_sha256: pool.digest(&parts.train),
-        created: protocol::timestamp::format_rfc3339_utc(now_ms()),
+        created: protocol::timestamp::format_rfc3339_utc(crate::source::now_ms() as i64),
         frames_trained: parts.train.len() as u64,
         frames_replayed: pool.replayed() as u64,
         frames_held_out: parts.holdout.len() as u64,
@@ -333,24 +333,6 @@ pub fn retrain(
     })
 }
 
-/// Index of the highest score; ties: the lowest index (as `top_k`).
-pub fn argmax(scores: &[f32]) -> usize {
-    let mut best = 0;
-    for (i, s) in scores.iter().enumerate() {
-        if *s > scores[best] {
-            best = i;
-        }
-    }
-    best
-}
-
 fn secs(d: Duration) -> f64 {
     d.as_secs_f64()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
 }

@@ -73,16 +73,34 @@ pub fn self_test(
             test.scores.len()
         )));
     }
-    for (i, (got, want)) in scores.iter().zip(&test.scores).enumerate() {
-        let diff = (got - want).abs();
-        if diff.is_nan() || diff > test.tolerance {
-            return Err(fail(format!(
-                "score {i} ({}) is {got}, expected {want} within {}",
-                package.labels[i], test.tolerance
-            )));
-        }
+    if let Some(i) = first_mismatch(scores, &test.scores, test.tolerance) {
+        return Err(fail(format!(
+            "score {i} ({}) is {}, expected {} within {}",
+            package.labels[i], scores[i], test.scores[i], test.tolerance
+        )));
     }
     Ok(())
+}
+
+/// Index of the highest score, the lowest index winning ties (the order of
+/// [`top_k`]); 0 for no scores.
+pub fn argmax(scores: &[f32]) -> usize {
+    let mut best = 0;
+    for (i, s) in scores.iter().enumerate() {
+        if s.total_cmp(&scores[best]) == std::cmp::Ordering::Greater {
+            best = i;
+        }
+    }
+    best
+}
+
+/// The first index where `got` and `want` differ by more than `tolerance` (a NaN
+/// difference counts as one); `None` when every pair is within it.
+pub fn first_mismatch(got: &[f32], want: &[f32], tolerance: f32) -> Option<usize> {
+    got.iter().zip(want).position(|(g, w)| {
+        let diff = (g - w).abs();
+        diff.is_nan() || diff > tolerance
+    })
 }
 
 /// One label and its score.

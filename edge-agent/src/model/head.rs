@@ -171,8 +171,8 @@ pub fn replace_head(model: &[u8], head: &DenseHead) -> Result<Vec<u8>, HeadError
             head.classes, old.classes
         ));
     }
-    let weights = f32_bytes(&head.weights);
-    let bias = f32_bytes(&head.bias);
+    let weights = super::f32_to_le_bytes(&head.weights);
+    let bias = super::f32_to_le_bytes(&head.bias);
     let mut out = model.to_vec();
     if head.classes == old.classes {
         let w = layout.weights_data.0 + 4;
@@ -203,10 +203,6 @@ fn append_vector(out: &mut Vec<u8>, field: usize, data: &[u8]) -> Result<(), Hea
     let offset = u32::try_from(at - field).map_err(|_| damaged("model over 4 GiB"))?;
     out[field..field + 4].copy_from_slice(&offset.to_le_bytes());
     Ok(())
-}
-
-fn f32_bytes(values: &[f32]) -> Vec<u8> {
-    values.iter().flat_map(|v| v.to_le_bytes()).collect()
 }
 
 fn layout(model: &[u8]) -> Result<Layout, HeadError> {

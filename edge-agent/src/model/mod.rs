@@ -15,8 +15,8 @@ pub use manifest::{
     OutputSection, ResizeFilter, ScoreKind, SelfTestSection, MANIFEST_FORMAT,
 };
 pub use package::{
-    default_manifest_candidates, f32_from_le_bytes, find_default_manifest, MappedModel,
-    ModelPackage,
+    default_manifest_candidates, f32_from_le_bytes, f32_to_le_bytes, find_default_manifest,
+    MappedModel, ModelPackage,
 };
 
 #[derive(Debug, thiserror::Error)]

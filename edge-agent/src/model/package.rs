@@ -98,6 +98,12 @@ impl ModelPackage {
     }
 }
 
+/// Encodes floats as a little-endian f32 tensor file (the inverse of
+/// [`f32_from_le_bytes`]).
+pub fn f32_to_le_bytes(values: &[f32]) -> Vec<u8> {
+    values.iter().flat_map(|v| v.to_le_bytes()).collect()
+}
+
 /// Decodes a little-endian f32 tensor file.
 pub fn f32_from_le_bytes(bytes: &[u8]) -> Vec<f32> {
     bytes
