@@ -352,3 +352,27 @@ fn none_of_these_answers_are_negatives_unless_asked_to_be_a_class() {
     assert_eq!(labels[1].last().map(String::as_str), Some("none of these"));
     assert_eq!(labels[1].len(), 21);
 }
+
+#[test]
+fn a_data_or_anchor_path_that_does_not_exist_is_named_as_such() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let out = d.join("o").to_str().unwrap().to_string();
+    let nope = d.join("nope").to_str().unwrap().to_string();
+    let run = edge_agent(&["retrain", "--data", &nope, "--out", &out]);
+    assert_eq!(code(&run), Some(2));
+    assert!(
+        stderr(&run).contains("nope: no such file or folder"),
+        "{}",
+        stderr(&run)
+    );
+    small_set(&d.join("data"), 1);
+    let data = d.join("data").to_str().unwrap().to_string();
+    let run = edge_agent(&["retrain", "--data", &data, "--anchor", &nope, "--out", &out]);
+    assert_eq!(code(&run), Some(2));
+    assert!(
+        stderr(&run).contains("anchor ") && stderr(&run).contains("nope: no such file or folder"),
+        "{}",
+        stderr(&run)
+    );
+}

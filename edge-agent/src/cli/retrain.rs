@@ -104,8 +104,14 @@ fn print_report(out: &mut impl Write, r: &RetrainReport) -> std::io::Result<()> 
     writeln!(out, "parent:     {} (backend {})", r.parent, r.backend)?;
     writeln!(
         out,
-        "frames:     {} trained, {} held out, {} replayed from the parent, {} anchors, {} skipped",
-        r.frames_trained, r.frames_held_out, r.frames_replayed, r.anchors, r.frames_skipped
+        "frames:     {} trained, {} held out (together: {} new, {} from the parent's replay set); {} anchors, {} skipped, {} met twice (newest label kept)",
+        r.frames_trained,
+        r.frames_held_out,
+        r.frames_trained + r.frames_held_out - r.frames_replayed,
+        r.frames_replayed,
+        r.anchors,
+        r.frames_skipped,
+        r.frames_duplicate
     )?;
     if !r.new_classes.is_empty() {
         writeln!(out, "new classes: {}", r.new_classes.join(", "))?;

@@ -85,6 +85,12 @@ pub fn load(
 ) -> Result<Vec<LabelledFrame>, FinetuneError> {
     let mut frames = Vec::new();
     for source in sources {
+        if !source.exists() {
+            return Err(FinetuneError::Data(format!(
+                "{}: no such file or folder (expected a class folder or an augmented manifest)",
+                source.display()
+            )));
+        }
         if source.is_dir() {
             frames.extend(from_folders(source)?);
         } else {

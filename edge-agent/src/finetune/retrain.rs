@@ -116,6 +116,12 @@ pub fn retrain(
         )));
     }
 
+    if let Some(missing) = options.anchors.iter().find(|p| !p.exists()) {
+        return Err(FinetuneError::Data(format!(
+            "anchor {}: no such file or folder",
+            missing.display()
+        )));
+    }
     let anchor_frames: Vec<LabelledFrame> = crate::cli::expand_paths(&options.anchors)
         .map_err(|e| FinetuneError::Io {
             what: format!("listing the anchors {:?}", options.anchors),
