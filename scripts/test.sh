@@ -12,10 +12,10 @@ cargo build --workspace --all-targets --locked
 export EDGE_AGENT_LITERT_LIB; EDGE_AGENT_LITERT_LIB="$(scripts/fetch-litert.sh)"  # the litert backend's tests need it
 # playwright-core (npm; it downloads no browser) drives Debian's chromium in the
 # reviewer page test, which is required to run here, not skipped. One cargo test
-# invocation for everything: a second, narrower one (`-p cloud-relay`) resolves other
+# invocation for everything: a second, narrower one (`-p local-aws`) resolves other
 # features and rebuilds dependencies. Screenshots land in target/reviewer-page*.png.
-npm ci --prefix cloud-relay/tests/web --no-audit --no-fund
+npm ci --prefix local-aws/tests/web --no-audit --no-fund
 EDGE_A2I_REQUIRE_BROWSER=1 cargo test --workspace --locked --no-fail-fast
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
-CLOUD_RELAY_BIN="$target_dir/debug/cloud-relay" python3 -m pytest -q tests/a2i_boto3
+LOCAL_AWS_BIN="$target_dir/debug/local-aws" python3 -m pytest -q tests/a2i_boto3

@@ -1,12 +1,10 @@
 //! cloud-relay binary: argument parsing, logging, signals. The work is in the library.
 
 use std::io::Write;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use cloud_relay::review_service::{self, ReviewServiceConfig};
 
 #[derive(Parser)]
 #[command(version, about)]
@@ -63,41 +61,6 @@ enum Command {
     /// Human loops that ended (Stopped, Failed) without answers.
     #[command(subcommand)]
     Loops(LoopsCommand),
-    /// Serve the local A2I-compatible review service (A2I runtime + SageMaker
-    /// flow-definition API). Prints `listening on http://ADDR` as its first stdout line.
-    ReviewService {
-        /// Address to listen on; port 0 picks a free one. Keep it on loopback:
-        /// requests are not authenticated (SigV4 signatures are not verified).
-        #[arg(long, default_value_t = review_service::default_listen())]
-        listen: SocketAddr,
-        /// Directory for the service's durable state (created if missing).
-        #[arg(long)]
-        state_dir: PathBuf,
-        /// Local object store root: output.json goes to OUTPUT_DIR/<bucket>/<key>.
-        #[arg(long)]
-        output_dir: PathBuf,
-        #[arg(long, default_value_t = review_service::default_region())]
-        region: String,
-        #[arg(long, default_value_t = review_service::default_account_id())]
-        account_id: String,
-        /// Most human loops in progress at once (ServiceQuotaExceededException beyond).
-        #[arg(long, default_value_t = review_service::store::default_max_in_progress())]
-        max_in_progress_loops: usize,
-        /// Access token of the reviewer page (default: a fresh random one). The page's
-        /// URL, token included, is printed as the second stdout line.
-        #[arg(long, env = "EDGE_A2I_REVIEW_TOKEN", hide_env_values = true)]
-        review_token: Option<String>,
-    },
-    /// Serve a directory as S3 on loopback: local mode's object store. Prints
-    /// `listening on http://ADDR` as its first stdout line.
-    ObjectStore(cloud_relay::local::cli::ObjectStoreArgs),
-    /// Run the embedded MQTT broker on loopback (keeps nothing across restarts).
-    /// Prints `listening on mqtt://ADDR ...` as its first stdout line.
-    Broker(cloud_relay::local::cli::BrokerArgs),
-    /// Local mode in one command: broker, object store, review service and relay in
-    /// this process, edge-agent as a child, over a folder of frames. Prints
-    /// `reviewer page: URL` as its first stdout line, then progress; Ctrl-C stops it.
-    Local(cloud_relay::local::demo::LocalArgs),
 }
 
 #[derive(Subcommand)]
@@ -144,20 +107,13 @@ enum LoopsCommand {
 
 #[tokio::main]
 async fn main() -> std::process::ExitCode {
+    if let Some(moved) = moved_to_local_aws(std::env::args().nth(1).as_deref()) {
+        eprintln!("cloud-relay: `{moved}` moved to the local-aws binary: run `{}` (scripts/demo.sh runs local mode)",
+            if moved == "local" { "local-aws run".to_owned() } else { format!("local-aws {moved}") });
+        return std::process::ExitCode::from(2);
+    }
     let cli = Cli::parse();
-    // Local mode's broker logs every probe and disconnect as an error: keep it quiet.
-    let default_filter = match cli.command {
-        Command::Local(_) => "info,rumqttd=off",
-        _ => "info",
-    };
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| default_filter.into()),
-        )
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    cloud_relay::process::init_tracing("info");
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
@@ -172,7 +128,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = cloud_relay::config::Config::load(&config.path)?;
-            cloud_relay::relay::run(config, shutdown_signal()).await?;
+            cloud_relay::relay::run(config, cloud_relay::process::shutdown_signal()).await?;
             Ok(())
         }
         Command::CheckConfig {
@@ -233,60 +189,6 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let config = cloud_relay::config::Config::load(&config.path)?;
             loops_restart(&config, all, names).await
         }
-        Command::ObjectStore(args) => {
-            cloud_relay::local::cli::object_store(args, shutdown_signal()).await
-        }
-        Command::Broker(args) => cloud_relay::local::cli::broker(args, shutdown_signal()).await,
-        Command::Local(args) => cloud_relay::local::demo::run(args, shutdown_signal()).await,
-        Command::ReviewService {
-            listen,
-            state_dir,
-            output_dir,
-            region,
-            account_id,
-            max_in_progress_loops,
-            review_token,
-        } => {
-            let config = ReviewServiceConfig {
-                listen,
-                state_dir,
-                output_dir,
-                region,
-                account_id,
-                max_in_progress_loops,
-            };
-            let service = config.open_service().with_context(|| {
-                format!("opening state directory {}", config.state_dir.display())
-            })?;
-            let listener = tokio::net::TcpListener::bind(config.listen)
-                .await
-                .with_context(|| format!("binding {}", config.listen))?;
-            let addr = listener.local_addr()?;
-            let token =
-                review_token.unwrap_or_else(cloud_relay::local::review_page::generate_token);
-            let page = cloud_relay::local::review_page::ReviewPageConfig {
-                token: token.clone(),
-                store: cloud_relay::local::object_store::DirStore::open(&config.output_dir)
-                    .with_context(|| {
-                        format!("opening object store {}", config.output_dir.display())
-                    })?,
-                answers_file: config.state_dir.join("review-page-answers.json"),
-            };
-            let mut out = std::io::stdout().lock();
-            writeln!(out, "listening on http://{addr}")?;
-            writeln!(
-                out,
-                "reviewer page: {}",
-                cloud_relay::local::review_page::page_url(addr, &token)
-            )?;
-            out.flush()?;
-            drop(out);
-            tracing::info!(%addr, "review service started");
-            cloud_relay::local::review_page::serve(listener, service, page, shutdown_signal())
-                .await?;
-            tracing::info!("review service stopped");
-            Ok(())
-        }
     }
 }
 
@@ -328,21 +230,8 @@ async fn loops_restart(
     Ok(())
 }
 
-/// SIGINT or SIGTERM (systemd's stop).
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        let mut term =
-            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                Ok(s) => s,
-                Err(_) => return ctrl_c.await.unwrap_or(()),
-            };
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
-        }
-    }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+/// Local mode's subcommands left this binary for `local-aws`, which holds local mode
+/// (the relay's crate holds only what runs against AWS); their old names get a hint.
+fn moved_to_local_aws(arg: Option<&str>) -> Option<&str> {
+    arg.filter(|a| ["local", "review-service", "object-store", "broker"].contains(a))
 }

@@ -1,4 +1,4 @@
-//! `cloud-relay setup` against the real `cloud-relay review-service` process (the
+//! `cloud-relay setup` against the real `local-aws review-service` process (the
 //! SageMaker control-plane subset, JSON 1.1, signed requests): the first run creates
 //! the task UI and the flow definition and prints their ARNs, a second run creates
 //! nothing and prints the same ARNs, the task UI's template offers every label and
@@ -28,12 +28,12 @@ struct ReviewService {
     _dir: tempfile::TempDir,
 }
 
-/// `cloud-relay review-service` on a free loopback port.
+/// `local-aws review-service` on a free loopback port.
 fn start_review_service() -> ReviewService {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("review-service.log");
     let child = spawn_with_log(
-        Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
+        Command::new(test_support::workspace_bin("local-aws"))
             .arg("review-service")
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))

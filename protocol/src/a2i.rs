@@ -20,7 +20,7 @@ use serde_json::{Map, Value};
 use thiserror::Error;
 
 use crate::event::{EventId, EventMeta, TopK};
-use crate::timestamp::parse_rfc3339_utc;
+use crate::timestamp::{format_rfc3339_utc, parse_rfc3339_utc};
 use crate::topics::DeviceId;
 
 /// The answer reviewers give when the frame shows none of the model's classes. A
@@ -54,7 +54,8 @@ pub struct HumanLoopOutput {
     pub flow_definition_arn: String,
     pub human_answers: Vec<HumanAnswer>,
     pub human_loop_name: String,
-    pub input_content: Map<String, Value>,
+    /// `InputContent` of the loop, parsed (A2I embeds it as JSON, not as a string).
+    pub input_content: Value,
 }
 
 /// One reviewer's answer.
@@ -63,8 +64,9 @@ pub struct HumanLoopOutput {
 pub struct HumanAnswer {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub acceptance_time: Option<String>,
-    /// The worker's form, keyed by element name.
-    pub answer_content: Map<String, Value>,
+    /// The worker's form, keyed by element name, e.g.
+    /// `{"annotatedResult": {"label": "beagle"}}`.
+    pub answer_content: Value,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub submission_time: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -76,6 +78,29 @@ pub struct HumanAnswer {
 }
 
 impl HumanAnswer {
+    /// A `<crowd-image-classifier name=field>` answer as A2I records it: times in
+    /// milliseconds since the Unix epoch (UTC), written as RFC 3339 with milliseconds;
+    /// `time_spent_in_seconds` is `submitted_ms - accepted_ms`.
+    pub fn classification(
+        field: &str,
+        label: &str,
+        worker_id: &str,
+        accepted_ms: i64,
+        submitted_ms: i64,
+        worker_metadata: Option<Value>,
+    ) -> Self {
+        let mut content = Map::new();
+        content.insert(field.to_owned(), serde_json::json!({ "label": label }));
+        HumanAnswer {
+            acceptance_time: Some(format_rfc3339_utc(accepted_ms)),
+            answer_content: Value::Object(content),
+            submission_time: Some(format_rfc3339_utc(submitted_ms)),
+            time_spent_in_seconds: Some((submitted_ms - accepted_ms) as f64 / 1000.0),
+            worker_id: Some(worker_id.to_owned()),
+            worker_metadata,
+        }
+    }
+
     /// `answerContent.<field>.label`, what a `<crowd-image-classifier name=field>` submits.
     pub fn label(&self, field: &str) -> Option<&str> {
         self.answer_content.get(field)?.get("label")?.as_str()
@@ -120,7 +145,7 @@ impl HumanLoopOutput {
 
     /// The input we sent, read back from `inputContent`.
     pub fn input(&self) -> Result<InputContent, A2iError> {
-        serde_json::from_value(Value::Object(self.input_content.clone())).map_err(|source| {
+        serde_json::from_value(self.input_content.clone()).map_err(|source| {
             A2iError::InputContent {
                 human_loop_name: self.human_loop_name.clone(),
                 source,

@@ -135,7 +135,10 @@ fn input_content_carries_the_image_uri_initial_value_and_event_details() {
 #[test]
 fn foreign_input_content_is_reported() {
     let mut out = HumanLoopOutput::from_json(&output(vec![])).unwrap();
-    out.input_content.remove("event_id");
+    out.input_content
+        .as_object_mut()
+        .unwrap()
+        .remove("event_id");
     let e = out.input().unwrap_err().to_string();
     assert!(
         e.contains("inputContent is not ours") && e.contains("event_id"),
@@ -228,5 +231,38 @@ fn no_answers_give_no_label() {
             agreement: 0.0,
             tie: false
         }
+    );
+}
+
+#[test]
+fn a_classification_answer_is_written_with_the_a2i_field_names() {
+    let answer = HumanAnswer::classification(
+        DEFAULT_ANSWER_FIELD,
+        "beagle",
+        "w1",
+        1_714_564_800_000,
+        1_714_564_802_500,
+        None,
+    );
+    let out = HumanLoopOutput {
+        flow_definition_arn: "arn:aws:sagemaker:us-east-1:000000000000:flow-definition/f".into(),
+        human_answers: vec![answer],
+        human_loop_name: "l1".into(),
+        input_content: json!({"taskObject": "s3://b/i.jpg"}),
+    };
+    let v: Value = serde_json::from_slice(&out.to_json()).unwrap();
+    assert_eq!(v["humanLoopName"], "l1");
+    assert_eq!(v["inputContent"]["taskObject"], "s3://b/i.jpg");
+    let a = &v["humanAnswers"][0];
+    assert_eq!(a["answerContent"]["annotatedResult"]["label"], "beagle");
+    assert_eq!(a["workerId"], "w1");
+    assert_eq!(a["acceptanceTime"], "2024-05-01T12:00:00.000Z");
+    assert_eq!(a["submissionTime"], "2024-05-01T12:00:02.500Z");
+    assert_eq!(a["timeSpentInSeconds"], 2.5);
+    assert!(a.get("workerMetadata").is_none());
+    let back = HumanLoopOutput::from_json(&out.to_json()).unwrap();
+    assert_eq!(
+        back.label_answers(DEFAULT_ANSWER_FIELD).unwrap()[0].label,
+        "beagle"
     );
 }

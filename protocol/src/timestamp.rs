@@ -1,8 +1,9 @@
 //! Timestamps as the messages carry them: RFC 3339 UTC strings
 //! (`2026-11-25T09:00:00.000Z`) in events and status, and Ground Truth's zone-less
 //! ISO 8601 `creation-date` (`2026-11-25T09:00:00.000000`) in manifest rows. This
-//! module converts them to and from Unix milliseconds. It never reads a clock: callers
-//! pass the time in, which keeps every message builder deterministic and testable.
+//! module converts them to and from Unix milliseconds. Only [`now_ms`] reads the clock
+//! (the one copy the workspace has); the converters take the time as an argument,
+//! which keeps every message builder deterministic and testable.
 
 use thiserror::Error;
 use time::{Date, Month};
@@ -17,6 +18,14 @@ pub struct TimestampError {
 }
 
 const MS_PER_DAY: i64 = 86_400_000;
+
+/// The wall clock in milliseconds since the Unix epoch (0 if the clock is before it).
+pub fn now_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
 
 /// Formats Unix milliseconds as RFC 3339 UTC with millisecond precision:
 /// `2026-11-25T09:00:00.000Z`.

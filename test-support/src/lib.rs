@@ -10,7 +10,8 @@
 //!   TLS, 128 KiB payloads, QoS <= 1), with stop/kill/start/restart on the same port.
 //! - [`MotoS3`]: a moto S3 server process; with feature `s3`, [`s3_client`] and
 //!   [`create_bucket`].
-//! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log.
+//! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log;
+//!   [`workspace_bin`]: another package's binary from the same target directory.
 //!
 //! See README.md for examples, including the rumqttc TLS settings for the broker.
 
@@ -32,7 +33,7 @@ pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
 pub use moto::{MotoS3, MotoS3Builder};
 pub use port::free_port;
-pub use process::{log_tail, spawn_with_log, ChildGuard};
+pub use process::{log_tail, spawn_with_log, workspace_bin, ChildGuard};
 #[cfg(feature = "s3")]
 pub use s3::{create_bucket, s3_client};
 pub use wait::{poll_for, poll_until, wait_for, wait_for_async, wait_until, wait_until_async};

@@ -128,6 +128,28 @@ pub fn spawn_with_log(cmd: &mut Command, log_path: &Path) -> std::io::Result<Chi
 
 /// The last `lines` lines of the file at `path` (reads at most its last 64 KiB);
 /// a note instead when it cannot be read.
+/// A binary of another workspace package, from the target directory this test runs
+/// from (`target/<profile>/deps/<test>` → `target/<profile>/<name>`). Cargo sets
+/// `CARGO_BIN_EXE_<name>` only for the test's own package; `cargo test --workspace`
+/// builds every package's binaries before running tests.
+///
+/// # Panics
+/// If the binary is not there, saying how to build it.
+pub fn workspace_bin(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("the test executable's path");
+    let profile_dir = exe
+        .parent()
+        .and_then(|deps| deps.parent())
+        .expect("a test runs from target/<profile>/deps");
+    let bin = profile_dir.join(name);
+    assert!(
+        bin.is_file(),
+        "{} is missing: run `cargo build --workspace` first (`cargo test --workspace` does)",
+        bin.display()
+    );
+    bin
+}
+
 pub fn log_tail(path: &Path, lines: usize) -> String {
     const MAX_BYTES: u64 = 64 * 1024;
     let read = || -> std::io::Result<String> {

@@ -1,10 +1,10 @@
-"""boto3 against the local review service (`cloud-relay review-service`).
+"""boto3 against the local review service (`local-aws review-service`).
 
 The real binary is started by the tests on 127.0.0.1:0 and driven with boto3's
 `sagemaker-a2i-runtime` and `sagemaker` clients, changing nothing but endpoint_url:
 the same calls a Python user of A2I would make.
 
-Run:  CLOUD_RELAY_BIN=/path/to/cloud-relay python3 -m pytest tests/a2i_boto3 -q
+Run:  LOCAL_AWS_BIN=/path/to/local-aws python3 -m pytest tests/a2i_boto3 -q
 """
 
 import datetime as dt
@@ -26,17 +26,17 @@ TEMPLATE = '<crowd-form><crowd-image-classifier name="annotatedResult" categorie
 START_DEADLINE_S = 30
 
 
-def cloud_relay_bin() -> str:
-    path = os.environ.get("CLOUD_RELAY_BIN")
+def local_aws_bin() -> str:
+    path = os.environ.get("LOCAL_AWS_BIN")
     if not path:
-        pytest.fail("set CLOUD_RELAY_BIN to the cloud-relay binary (e.g. target/debug/cloud-relay)")
+        pytest.fail("set LOCAL_AWS_BIN to the local-aws binary (e.g. target/debug/local-aws)")
     if not os.access(path, os.X_OK):
-        pytest.fail(f"CLOUD_RELAY_BIN={path} is not an executable file")
+        pytest.fail(f"LOCAL_AWS_BIN={path} is not an executable file")
     return path
 
 
 class ReviewService:
-    """One `cloud-relay review-service` process on a state directory."""
+    """One `local-aws review-service` process on a state directory."""
 
     def __init__(self, state_dir: Path, output_dir: Path):
         self.state_dir = state_dir
@@ -47,7 +47,7 @@ class ReviewService:
     def start(self):
         log = open(self.state_dir.parent / "service.log", "ab")
         self.proc = subprocess.Popen(
-            [cloud_relay_bin(), "review-service", "--listen", "127.0.0.1:0",
+            [local_aws_bin(), "review-service", "--listen", "127.0.0.1:0",
              "--state-dir", str(self.state_dir), "--output-dir", str(self.output_dir)],
             stdout=subprocess.PIPE, stderr=log,
         )

@@ -41,10 +41,7 @@ pub struct Collector {
 }
 
 fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as i64)
-        .unwrap_or(0)
+    protocol::timestamp::now_ms() as i64
 }
 
 impl Collector {

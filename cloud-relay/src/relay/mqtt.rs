@@ -31,6 +31,7 @@ use super::metrics::{inc, Metrics};
 use super::pipeline::Pipeline;
 use super::RelayError;
 use crate::config::Config;
+use protocol::timestamp::now_ms;
 use protocol::{AssemblerLimits, DeviceId, EventId, Receipt};
 
 /// Largest packet the relay accepts: above IoT Core's 128 KiB, so an oversized event
@@ -206,13 +207,6 @@ enum Done {
         ack: Ticket,
         staged: Staged,
     },
-}
-
-fn now_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// What the driver has sent to the broker, in order, by [`spawn_sender`].

@@ -2,9 +2,6 @@
 //! endpoint URL in the config), one code path for both. Calls return classified
 //! [`Failure`]s for [`super::retry`]; "put only if absent" uses `If-None-Match: *`
 //! (a 412 means another relay, or an earlier run, wrote it first).
-//!
-//! It also implements the review service's [`OutputSink`], so the local review
-//! service can write `output.json` into the same S3-compatible store.
 
 use aws_sdk_s3::config::http::HttpResponse;
 use aws_sdk_s3::config::{BehaviorVersion, Region};
@@ -13,7 +10,6 @@ use aws_sdk_s3::primitives::ByteStream;
 
 use super::retry::Failure;
 use crate::config::S3Config;
-use crate::review_service::output::{OutputKey, OutputSink, OutputSinkError, PutFuture};
 
 /// Classifies any AWS SDK error: throttling, 5xx and transport trouble are transient.
 pub fn classify<E>(err: SdkError<E, HttpResponse>) -> Failure
@@ -159,6 +155,19 @@ impl S3Store {
         .await
     }
 
+    /// [`S3Store::put`] into another bucket (A2I writes `output.json` to the flow
+    /// definition's output bucket, which need not be the frames bucket).
+    pub async fn put_in(
+        &self,
+        bucket: &str,
+        key: &str,
+        body: Vec<u8>,
+        content_type: &str,
+        if_absent: bool,
+    ) -> Result<Put, Failure> {
+        put_in(&self.client, bucket, key, body, content_type, if_absent).await
+    }
+
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
         self.get_in(&self.bucket, key).await
     }
@@ -263,26 +272,5 @@ async fn put_in(
             Err(Failure::Transient(DisplayErrorContext(&e).to_string()))
         }
         Err(e) => Err(classify(e)),
-    }
-}
-
-impl OutputSink for S3Store {
-    fn put_output<'a>(&'a self, key: &'a OutputKey, bytes: Vec<u8>) -> PutFuture<'a> {
-        Box::pin(async move {
-            put_in(
-                &self.client,
-                &key.bucket,
-                &key.key,
-                bytes,
-                "application/json",
-                false,
-            )
-            .await
-            .map(|_| ())
-            .map_err(|e| OutputSinkError::Store {
-                key: key.to_string(),
-                message: e.to_string(),
-            })
-        })
     }
 }

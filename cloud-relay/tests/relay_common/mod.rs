@@ -23,8 +23,8 @@ use std::time::{Duration, Instant};
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use cloud_relay::relay::s3::S3Store;
-use cloud_relay::review_service::service::NewFlowDefinition;
-use cloud_relay::review_service::{self, HumanAnswer, ReviewService, ServiceIdentity};
+use local_aws::review_service::service::NewFlowDefinition;
+use local_aws::review_service::{self, HumanAnswer, ReviewService, ServiceIdentity};
 use protocol::event::EVENT_VERSION;
 use protocol::reason::ReviewReason;
 use protocol::{
@@ -338,15 +338,9 @@ listen = "127.0.0.1:{metrics_port}"
     pub async fn answer_all(&self, label: &str) -> usize {
         let mut n = 0;
         for l in self.review.in_progress_loops() {
-            let now = time::OffsetDateTime::now_utc();
-            let answer = HumanAnswer {
-                answer_content: serde_json::json!({"annotatedResult": {"label": label}}),
-                worker_id: "w1".into(),
-                acceptance_time: now,
-                submission_time: now,
-                time_spent_in_seconds: 1.0,
-                worker_metadata: None,
-            };
+            let now = protocol::timestamp::now_ms() as i64;
+            let answer =
+                HumanAnswer::classification("annotatedResult", label, "w1", now - 1000, now, None);
             self.review
                 .complete_loop(&l.name, vec![answer])
                 .await

@@ -18,7 +18,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 /// One frame as a source produced it: encoded image bytes, not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -286,12 +286,7 @@ impl Drop for SourceHandle {
 }
 
 /// Milliseconds since the Unix epoch, for [`SourceFrame::captured_at_ms`].
-pub fn now_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
-}
+pub use protocol::timestamp::now_ms;
 
 #[cfg(test)]
 mod tests {

@@ -9,7 +9,7 @@ use std::time::Duration;
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
-use cloud_relay::local::object_store::{self, DirStore};
+use local_aws::object_store::{self, DirStore};
 use test_support::InProcessServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use cloud_relay::local::broker::{BrokerConfig, EmbeddedBroker};
+use local_aws::broker::{BrokerConfig, EmbeddedBroker};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::time::timeout;
 

@@ -37,7 +37,7 @@ use axum::Router;
 pub use answers::{AnswerBook, Outcome};
 pub use auth::generate_token;
 
-use crate::local::object_store::DirStore;
+use crate::object_store::DirStore;
 use crate::review_service::persist::write_atomically;
 use crate::review_service::{http as a2i_http, ReviewService};
 

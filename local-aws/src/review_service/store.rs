@@ -17,8 +17,8 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::output::HumanAnswer;
 use super::page_token::PageCursor;
+use protocol::a2i::HumanAnswer;
 
 /// Largest page `ListHumanLoops` returns (the API's `MaxResults` maximum).
 pub const MAX_PAGE_SIZE: i32 = 100;

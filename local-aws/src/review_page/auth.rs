@@ -86,7 +86,7 @@ pub async fn require_token(State(token): State<String>, req: Request, next: Next
     let body = Html(
         "<!doctype html><meta charset=utf-8><title>edge-a2i review: token needed</title>\
          <body style=\"font:16px system-ui;margin:3rem\"><h1>Access token needed</h1>\
-         <p>Open the reviewer page with the link <code>cloud-relay</code> printed at start \
+         <p>Open the reviewer page with the link <code>local-aws</code> printed at start \
          (it ends in <code>?token=...</code>).</p></body>",
     );
     (StatusCode::UNAUTHORIZED, body).into_response()

@@ -7,10 +7,12 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+use protocol::a2i::{HumanAnswer, HumanLoopOutput};
 use time::OffsetDateTime;
 
 use super::control_plane::{name_from_arn, ControlError, FlowDefinition, HumanTaskUi};
-use super::output::{A2iOutput, HumanAnswer, OutputKey, OutputSink, OutputSinkError};
+
+use super::output::{OutputKey, OutputSink, OutputSinkError};
 use super::persist::{PersistError, ReviewEvent, ReviewState, StateDir};
 use super::store::{FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, StartRequest};
 
@@ -225,7 +227,7 @@ impl ReviewService {
             let l = s.loops.describe(name)?;
             let input_content = serde_json::from_str(&l.input_content)
                 .unwrap_or_else(|_| serde_json::Value::String(l.input_content.clone()));
-            let doc = A2iOutput {
+            let doc = HumanLoopOutput {
                 flow_definition_arn: l.flow_definition_arn.clone(),
                 human_answers: answers.clone(),
                 human_loop_name: l.name.clone(),

@@ -24,11 +24,12 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-pub use output::{A2iOutput, DirOutputSink, HumanAnswer, OutputKey, OutputSink, OutputSinkError};
+pub use output::{DirOutputSink, OutputKey, OutputSink, OutputSinkError};
+pub use protocol::a2i::{HumanAnswer, HumanLoopOutput};
 pub use service::{ReviewService, ServiceError, ServiceIdentity};
 pub use store::{HumanLoop, HumanLoopStatus, HumanLoopStore};
 
-/// Everything `cloud-relay review-service` needs.
+/// Everything `local-aws review-service` needs.
 #[derive(Debug, Clone)]
 pub struct ReviewServiceConfig {
     /// Loopback by default: requests are not authenticated (SigV4 is not verified).

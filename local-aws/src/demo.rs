@@ -1,4 +1,4 @@
-//! `cloud-relay local`: local mode in one command. In this process: the embedded MQTT
+//! `local-aws run`: local mode in one command. In this process: the embedded MQTT
 //! broker, the object store (S3 API over `<state>/objects`), the review service with
 //! its reviewer page, and the relay; as a child process: `edge-agent run` with a
 //! generated config whose folder source is `<state>/agent/inbox`. Frames are copied
@@ -26,9 +26,9 @@ use tokio::sync::watch;
 use super::broker::{BrokerConfig, EmbeddedBroker};
 use super::object_store::{self, DirStore, ListRequest, ObjectStoreConfig};
 use super::review_page::{self, ReviewPageConfig};
-use crate::config::Config;
-use crate::relay;
 use crate::review_service::{self, ReviewService, ServiceIdentity};
+use cloud_relay::config::Config;
+use cloud_relay::relay;
 
 mod generated;
 mod paths;
@@ -47,7 +47,7 @@ const FRAME_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// How often intake, progress and the manifest are refreshed.
 const TICK: Duration = Duration::from_secs(2);
 
-/// `cloud-relay local`.
+/// `local-aws run`.
 #[derive(Debug, clap::Args)]
 pub struct LocalArgs {
     /// Folder of image files (jpg, png) to classify. Default: ./models/samples, else

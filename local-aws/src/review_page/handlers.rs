@@ -12,7 +12,6 @@ use axum::Json;
 use protocol::a2i::{DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use time::OffsetDateTime;
 
 use super::answers::Outcome;
 use super::PageState;
@@ -252,7 +251,7 @@ fn sniff_content_type(bytes: &[u8], key: &str) -> &'static str {
         [0x89, b'P', b'N', b'G', ..] => "image/png",
         [b'R', b'I', b'F', b'F', _, _, _, _, b'W', b'E', b'B', b'P', ..] => "image/webp",
         [b'G', b'I', b'F', b'8', ..] => "image/gif",
-        _ => crate::local::object_store::content_type_for(key),
+        _ => crate::object_store::content_type_for(key),
     }
 }
 
@@ -328,25 +327,25 @@ pub(super) async fn answer(
             body.label
         )));
     }
-    let now = OffsetDateTime::now_utc();
+    let now_ms = protocol::timestamp::now_ms() as i64;
     let spent = body
         .time_spent_seconds
         .filter(|s| s.is_finite())
         .unwrap_or(0.0)
         .clamp(0.0, 86_400.0);
     let spent = (spent * 1000.0).round() / 1000.0;
-    let answer = HumanAnswer {
-        answer_content: json!({ DEFAULT_ANSWER_FIELD: { "label": body.label } }),
-        worker_id: who.clone(),
-        acceptance_time: now - time::Duration::seconds_f64(spent),
-        submission_time: now,
-        time_spent_in_seconds: spent,
-        worker_metadata: Some(json!({"identityData": {
+    let answer = HumanAnswer::classification(
+        DEFAULT_ANSWER_FIELD,
+        &body.label,
+        &who,
+        now_ms - (spent * 1000.0) as i64,
+        now_ms,
+        Some(json!({"identityData": {
             "identityProviderType": "Local",
             "issuer": "edge-a2i reviewer page",
             "sub": who,
         }})),
-    };
+    );
 
     let mut book = state.book.lock().await;
     let outcome = book

@@ -1,4 +1,4 @@
-//! The one-command local mode end to end: `cloud-relay local` over three sample
+//! The one-command local mode end to end: `local-aws run` over three sample
 //! photos (real edge-agent child, embedded broker, object store, review service,
 //! relay); every frame answered through the reviewer page's JSON endpoints; the
 //! augmented manifest checked; then a second run over the same state directory
@@ -19,17 +19,10 @@ const SAMPLES: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.png"];
 const BUCKET: &str = "edge-a2i-local";
 
 fn agent_bin() -> PathBuf {
-    let relay = Path::new(env!("CARGO_BIN_EXE_cloud-relay"));
-    let bin = relay.with_file_name("edge-agent");
-    assert!(
-        bin.is_file(),
-        "{} is missing: run cargo build -p edge-agent first",
-        bin.display()
-    );
-    bin
+    test_support::workspace_bin("edge-agent")
 }
 
-/// A running `cloud-relay local`; its stdout lines are collected as they come.
+/// A running `local-aws run`; its stdout lines are collected as they come.
 struct Local {
     child: Child,
     lines: Arc<Mutex<Vec<String>>>,
@@ -43,8 +36,8 @@ impl Local {
             .append(true)
             .open(state.with_extension("log"))
             .unwrap();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
-            .arg("local")
+        let mut child = Command::new(env!("CARGO_BIN_EXE_local-aws"))
+            .arg("run")
             .arg("--frames")
             .arg(frames)
             .arg("--state-dir")
@@ -85,7 +78,7 @@ impl Local {
                 return t;
             }
             if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("cloud-relay local exited ({status}) while waiting for {what}; stdout: {:#?}\nstderr: {}", self.lines(), self.stderr());
+                panic!("local-aws run exited ({status}) while waiting for {what}; stdout: {:#?}\nstderr: {}", self.lines(), self.stderr());
             }
             if Instant::now() > deadline {
                 panic!(

@@ -14,7 +14,7 @@ use std::time::Duration;
 use aws_sdk_sagemakera2iruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sagemakera2iruntime::primitives::DateTime;
 use aws_sdk_sagemakera2iruntime::types::{HumanLoopInput, HumanLoopStatus, SortOrder};
-use cloud_relay::review_service::{self, HumanAnswer, ReviewService, ReviewServiceConfig};
+use local_aws::review_service::{self, HumanAnswer, ReviewService, ReviewServiceConfig};
 use serde_json::{json, Value};
 use test_support::InProcessServer;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -470,15 +470,15 @@ async fn the_aws_sdks_drive_the_local_review_service_and_state_survives_a_restar
     assert_eq!((status, error.as_deref()), (400, Some("ResourceInUse")));
 
     // The reviewer page completes a loop: output.json lands where A2I puts it.
-    let t = time::OffsetDateTime::now_utc();
-    let answer = HumanAnswer {
-        answer_content: serde_json::json!({"annotatedResult": {"label": "pug"}}),
-        worker_id: "local-reviewer".into(),
-        acceptance_time: t,
-        submission_time: t,
-        time_spent_in_seconds: 1.5,
-        worker_metadata: None,
-    };
+    let t = protocol::timestamp::now_ms() as i64;
+    let answer = HumanAnswer::classification(
+        "annotatedResult",
+        "pug",
+        "local-reviewer",
+        t - 1500,
+        t,
+        None,
+    );
     let uri = running
         .service
         .complete_loop("event-0001", vec![answer])

@@ -42,7 +42,7 @@ impl AnswerBook {
         if have.iter().any(|a| a.worker_id == answer.worker_id) {
             return Err(AnswerError::AlreadyAnswered {
                 name: name.to_owned(),
-                reviewer: answer.worker_id.clone(),
+                reviewer: answer.worker_id.clone().unwrap_or_default(),
             });
         }
         if have.len() + 1 >= needed.max(1) {
@@ -73,7 +73,7 @@ impl AnswerBook {
     pub fn answered_by(&self, name: &str, reviewer: &str) -> bool {
         self.pending
             .get(name)
-            .is_some_and(|v| v.iter().any(|a| a.worker_id == reviewer))
+            .is_some_and(|v| v.iter().any(|a| a.worker_id.as_deref() == Some(reviewer)))
     }
 
     pub fn count(&self, name: &str) -> usize {
@@ -91,15 +91,8 @@ mod tests {
     use super::*;
 
     fn answer(worker: &str, label: &str) -> HumanAnswer {
-        let t = time::macros::datetime!(2026-11-25 09:00:00 UTC);
-        HumanAnswer {
-            answer_content: serde_json::json!({"annotatedResult": {"label": label}}),
-            worker_id: worker.into(),
-            acceptance_time: t,
-            submission_time: t,
-            time_spent_in_seconds: 1.0,
-            worker_metadata: None,
-        }
+        let t = 1_795_597_200_000; // 2026-11-25T09:00:00Z
+        HumanAnswer::classification("annotatedResult", label, worker, t, t + 1000, None)
     }
 
     #[test]
@@ -136,7 +129,10 @@ mod tests {
         let Outcome::Complete(all) = book.check("l", &answer("cy", "beagle"), 3).unwrap() else {
             panic!("third answer completes");
         };
-        let who: Vec<_> = all.iter().map(|a| a.worker_id.as_str()).collect();
+        let who: Vec<_> = all
+            .iter()
+            .map(|a| a.worker_id.as_deref().unwrap_or_default())
+            .collect();
         assert_eq!(who, ["ann", "bob", "cy"]);
         assert!(book.answered_by("l", "ann") && !book.answered_by("l", "cy"));
         assert!(book.forget("l"));

@@ -23,14 +23,15 @@ fn req(name: &str) -> StartRequest {
 }
 
 fn answer() -> HumanAnswer {
-    HumanAnswer {
-        answer_content: json!({"annotatedResult": {"label": "beagle"}}),
-        worker_id: "w1".into(),
-        acceptance_time: T0,
-        submission_time: T0 + Duration::seconds(5),
-        time_spent_in_seconds: 5.0,
-        worker_metadata: None,
-    }
+    let ms = |t: OffsetDateTime| (t.unix_timestamp_nanos() / 1_000_000) as i64;
+    HumanAnswer::classification(
+        "annotatedResult",
+        "beagle",
+        "w1",
+        ms(T0),
+        ms(T0 + Duration::seconds(5)),
+        None,
+    )
 }
 
 fn store_with(loops: &[(&str, &str, OffsetDateTime)]) -> HumanLoopStore {

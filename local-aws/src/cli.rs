@@ -1,6 +1,6 @@
-//! The local-mode subcommands of `cloud-relay`: `object-store` and `broker`, each
-//! printing `listening on ...` as its first stdout line (tests and scripts read it),
-//! then serving until the shutdown future completes.
+//! The stand-ins' subcommands of `local-aws`: `review-service`, `object-store` and
+//! `broker`, each printing `listening on ...` as its first stdout line (tests and
+//! scripts read it), then serving until the shutdown future completes.
 
 use std::future::Future;
 use std::io::Write;
@@ -11,8 +11,80 @@ use anyhow::Context;
 
 use super::broker::{self, BrokerConfig, EmbeddedBroker};
 use super::object_store::{self, ObjectStoreConfig};
+use super::review_page;
+use super::review_service::{self, ReviewServiceConfig};
 
-/// `cloud-relay object-store`: a directory served over the S3 API.
+/// `local-aws review-service`: the A2I runtime and SageMaker flow-definition API with
+/// the reviewer page.
+#[derive(Debug, clap::Args)]
+pub struct ReviewServiceArgs {
+    /// Address to listen on; port 0 picks a free one. Keep it on loopback:
+    /// requests are not authenticated (SigV4 signatures are not verified).
+    #[arg(long, default_value_t = review_service::default_listen())]
+    pub listen: SocketAddr,
+    /// Directory for the service's durable state (created if missing).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// Local object store root: output.json goes to OUTPUT_DIR/<bucket>/<key>.
+    #[arg(long)]
+    pub output_dir: PathBuf,
+    #[arg(long, default_value_t = review_service::default_region())]
+    pub region: String,
+    #[arg(long, default_value_t = review_service::default_account_id())]
+    pub account_id: String,
+    /// Most human loops in progress at once (ServiceQuotaExceededException beyond).
+    #[arg(long, default_value_t = review_service::store::default_max_in_progress())]
+    pub max_in_progress_loops: usize,
+    /// Access token of the reviewer page (default: a fresh random one). The page's
+    /// URL, token included, is printed as the second stdout line.
+    #[arg(long, env = "EDGE_A2I_REVIEW_TOKEN", hide_env_values = true)]
+    pub review_token: Option<String>,
+}
+
+pub async fn review_service(
+    args: ReviewServiceArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let config = ReviewServiceConfig {
+        listen: args.listen,
+        state_dir: args.state_dir,
+        output_dir: args.output_dir,
+        region: args.region,
+        account_id: args.account_id,
+        max_in_progress_loops: args.max_in_progress_loops,
+    };
+    let service = config
+        .open_service()
+        .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(config.listen)
+        .await
+        .with_context(|| format!("binding {}", config.listen))?;
+    let addr = listener.local_addr()?;
+    let token = args
+        .review_token
+        .unwrap_or_else(review_page::generate_token);
+    let page = review_page::ReviewPageConfig {
+        token: token.clone(),
+        store: object_store::DirStore::open(&config.output_dir)
+            .with_context(|| format!("opening object store {}", config.output_dir.display()))?,
+        answers_file: config.state_dir.join("review-page-answers.json"),
+    };
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "listening on http://{addr}")?;
+    writeln!(
+        out,
+        "reviewer page: {}",
+        review_page::page_url(addr, &token)
+    )?;
+    out.flush()?;
+    drop(out);
+    tracing::info!(%addr, "review service started");
+    review_page::serve(listener, service, page, shutdown).await?;
+    tracing::info!("review service stopped");
+    Ok(())
+}
+
+/// `local-aws object-store`: a directory served over the S3 API.
 #[derive(Debug, clap::Args)]
 pub struct ObjectStoreArgs {
     /// Directory holding the buckets (`ROOT/<bucket>/<key>`); created if missing.
@@ -57,7 +129,7 @@ pub async fn object_store(
     Ok(())
 }
 
-/// `cloud-relay broker`: the embedded MQTT broker on its own.
+/// `local-aws broker`: the embedded MQTT broker on its own.
 #[derive(Debug, clap::Args)]
 pub struct BrokerArgs {
     /// MQTT 3.1.1 address; port 0 picks a free one.

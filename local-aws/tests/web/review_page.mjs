@@ -1,7 +1,7 @@
 // Drives the reviewer page in headless Chromium (Debian's /usr/bin/chromium, through
 // playwright-core, which downloads no browser). Started by
-// cloud-relay/tests/local_review_page.rs with:
-//   REVIEW_URL   the page URL with its token (as cloud-relay prints it)
+// local-aws/tests/local_review_page.rs with:
+//   REVIEW_URL   the page URL with its token (as local-aws prints it)
 //   PLAN         JSON list of steps, one per frame in queue order:
 //                {"click": "<label>"} | {"key": "<1-9|0|n>"} | {"skip": true}
 //   SCREENSHOT   where to save the screenshot of the page mid-review (PNG)

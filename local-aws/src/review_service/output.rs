@@ -1,49 +1,17 @@
 //! The A2I `output.json` document and where it is written.
 //!
-//! [`A2iOutput`] is the file A2I leaves in S3 when a human loop completes
-//! (`flowDefinitionArn`, `humanLoopName`, `inputContent`, `humanAnswers[]`); the relay's
-//! collector reads the same shape from real A2I, so the local service writes it exactly
-//! so. (When `protocol` grows its A2I-output module, these types should move there.)
+//! The document is [`protocol::a2i::HumanLoopOutput`], the one type the relay's
+//! collector reads from real A2I and the local service writes.
 //!
 //! [`OutputSink`] is the boundary to the object store: one method, `put_output`. The
-//! relay's S3 client implements it in production; [`DirOutputSink`] writes a directory
+//! relay's S3 client implements it ([`crate::s3_sink`], for an S3 server); [`DirOutputSink`] writes a directory
 //! laid out like buckets (`<root>/<bucket>/<key>`), atomically, for local mode and tests.
 
 use std::future::Future;
 use std::path::PathBuf;
 use std::pin::Pin;
 
-use serde::{Deserialize, Serialize};
-use time::OffsetDateTime;
-
 use super::persist::write_atomically;
-
-/// One reviewer's answer to a human loop, as it appears in `humanAnswers[]`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct HumanAnswer {
-    /// The worker's form, e.g. `{"annotatedResult": {"label": "beagle"}}`.
-    pub answer_content: serde_json::Value,
-    pub worker_id: String,
-    #[serde(with = "time::serde::rfc3339")]
-    pub acceptance_time: OffsetDateTime,
-    #[serde(with = "time::serde::rfc3339")]
-    pub submission_time: OffsetDateTime,
-    pub time_spent_in_seconds: f64,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub worker_metadata: Option<serde_json::Value>,
-}
-
-/// The `output.json` of a completed human loop.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
-pub struct A2iOutput {
-    pub flow_definition_arn: String,
-    pub human_answers: Vec<HumanAnswer>,
-    pub human_loop_name: String,
-    /// `InputContent` of the loop, parsed (A2I embeds it as JSON, not as a string).
-    pub input_content: serde_json::Value,
-}
 
 /// An object in the store: bucket and key.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -187,37 +155,5 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 1, "no temp files left: {leftovers:?}");
-    }
-
-    #[test]
-    fn output_json_uses_the_a2i_field_names() {
-        let t = time::macros::datetime!(2024-05-01 12:00:00 UTC);
-        let out = A2iOutput {
-            flow_definition_arn: "arn:aws:sagemaker:us-east-1:000000000000:flow-definition/f"
-                .into(),
-            human_answers: vec![HumanAnswer {
-                answer_content: serde_json::json!({"annotatedResult": {"label": "beagle"}}),
-                worker_id: "w1".into(),
-                acceptance_time: t,
-                submission_time: t,
-                time_spent_in_seconds: 2.5,
-                worker_metadata: None,
-            }],
-            human_loop_name: "l1".into(),
-            input_content: serde_json::json!({"taskObject": "s3://b/i.jpg"}),
-        };
-        let v = serde_json::to_value(&out).unwrap();
-        assert_eq!(v["humanLoopName"], "l1");
-        assert_eq!(v["inputContent"]["taskObject"], "s3://b/i.jpg");
-        assert_eq!(
-            v["humanAnswers"][0]["answerContent"]["annotatedResult"]["label"],
-            "beagle"
-        );
-        assert_eq!(v["humanAnswers"][0]["workerId"], "w1");
-        assert_eq!(
-            v["humanAnswers"][0]["submissionTime"],
-            "2024-05-01T12:00:00Z"
-        );
-        assert_eq!(v["humanAnswers"][0]["timeSpentInSeconds"], 2.5);
     }
 }

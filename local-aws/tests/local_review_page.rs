@@ -2,11 +2,11 @@
 //! local object store holding real photos (models/samples):
 //! - its access token guards every /review route;
 //! - a flow that asks for two reviewers completes only with two distinct ones;
-//! - in headless Chromium (cloud-relay/tests/web), three frames are labelled (one by
+//! - in headless Chromium (local-aws/tests/web), three frames are labelled (one by
 //!   click, two by keyboard) and one skipped; the output.json files hold exactly those
 //!   labels in A2I's layout, and the manifest rows built from them match.
 //!
-//! The browser test needs `npm ci` in cloud-relay/tests/web and /usr/bin/chromium;
+//! The browser test needs `npm ci` in local-aws/tests/web and /usr/bin/chromium;
 //! without them it says so and passes, unless EDGE_A2I_REQUIRE_BROWSER=1 (scripts/test.sh).
 
 use std::net::SocketAddr;
@@ -14,11 +14,11 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use cloud_relay::local::object_store::{DirStore, PutMode};
-use cloud_relay::local::review_page::{self, ReviewPageConfig};
-use cloud_relay::review_service::service::NewFlowDefinition;
-use cloud_relay::review_service::store::StartRequest;
-use cloud_relay::review_service::{HumanLoopStatus, OutputKey, ReviewService, ServiceIdentity};
+use local_aws::object_store::{DirStore, PutMode};
+use local_aws::review_page::{self, ReviewPageConfig};
+use local_aws::review_service::service::NewFlowDefinition;
+use local_aws::review_service::store::StartRequest;
+use local_aws::review_service::{HumanLoopStatus, OutputKey, ReviewService, ServiceIdentity};
 use protocol::a2i::{consolidate, HumanLoopOutput, DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use protocol::manifest::{ClassificationMetadata, ManifestRow};
 use serde_json::{json, Value};
@@ -341,7 +341,7 @@ async fn a_flow_asking_for_two_reviewers_completes_with_the_second_distinct_one(
 }
 
 fn browser_ready() -> Result<PathBuf, String> {
-    let web = workspace().join("cloud-relay/tests/web");
+    let web = workspace().join("local-aws/tests/web");
     if !web.join("node_modules/playwright-core").is_dir() {
         return Err(format!("run `npm ci` in {}", web.display()));
     }

@@ -27,7 +27,7 @@ pub use s3::DirS3;
 
 use crate::review_service::output::{OutputKey, OutputSink, OutputSinkError, PutFuture};
 
-/// Everything `cloud-relay object-store` needs.
+/// Everything `local-aws object-store` needs.
 #[derive(Debug, Clone)]
 pub struct ObjectStoreConfig {
     pub root: PathBuf,
