@@ -15,7 +15,7 @@ pub const COOKIE: &str = "ea2i_review_token";
 pub fn generate_token() -> String {
     let mut bytes = [0u8; 16];
     getrandom::fill(&mut bytes).expect("the OS random source works");
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    hex::encode(bytes)
 }
 
 /// Tokens must be long enough not to be guessed and safe in a URL and a cookie.

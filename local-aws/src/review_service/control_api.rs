@@ -14,8 +14,8 @@ use sha2::{Digest, Sha256};
 use time::OffsetDateTime;
 
 use super::control_plane::ControlError;
-use super::http::{blocking, request_id, ApiError};
 use super::service::{NewFlowDefinition, ReviewService, ServiceError};
+use super::wire::{blocking, parse_body, request_id, required, ApiError};
 
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
@@ -76,15 +76,6 @@ fn epoch_seconds(t: OffsetDateTime) -> f64 {
     t.unix_timestamp_nanos() as f64 / 1e9
 }
 
-fn body<T: serde::de::DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
-    serde_json::from_slice(if bytes.is_empty() { b"{}" } else { bytes })
-        .map_err(|e| ApiError::validation(format!("request body: {e}")))
-}
-
-fn required<T>(field: &str, v: Option<T>) -> Result<T, ApiError> {
-    v.ok_or_else(|| ApiError::validation(format!("{field} is required")))
-}
-
 #[derive(Deserialize)]
 #[serde(rename_all = "PascalCase")]
 struct TaskUiName {
@@ -129,7 +120,7 @@ async fn call(
 ) -> Result<Value, ApiError> {
     match op {
         "CreateHumanTaskUi" => {
-            let b: CreateTaskUi = body(bytes)?;
+            let b: CreateTaskUi = parse_body(bytes)?;
             let name = required("HumanTaskUiName", b.human_task_ui_name)?;
             let content = required(
                 "UiTemplate.Content",
@@ -141,15 +132,12 @@ async fn call(
             Ok(json!({ "HumanTaskUiArn": arn }))
         }
         "DescribeHumanTaskUi" => {
-            let b: TaskUiName = body(bytes)?;
+            let b: TaskUiName = parse_body(bytes)?;
             let name = required("HumanTaskUiName", b.human_task_ui_name)?;
             let ui = service
                 .describe_human_task_ui(&name)
                 .map_err(control_error)?;
-            let sha: String = Sha256::digest(ui.template.as_bytes())
-                .iter()
-                .map(|b| format!("{b:02x}"))
-                .collect();
+            let sha = hex::encode(Sha256::digest(ui.template.as_bytes()));
             Ok(json!({
                 "HumanTaskUiArn": ui.arn,
                 "HumanTaskUiName": ui.name,
@@ -162,7 +150,7 @@ async fn call(
             }))
         }
         "DeleteHumanTaskUi" => {
-            let b: TaskUiName = body(bytes)?;
+            let b: TaskUiName = parse_body(bytes)?;
             let name = required("HumanTaskUiName", b.human_task_ui_name)?;
             blocking(service, move |s| s.delete_human_task_ui(&name))
                 .await
@@ -170,7 +158,7 @@ async fn call(
             Ok(json!({}))
         }
         "CreateFlowDefinition" => {
-            let b: CreateFlow = body(bytes)?;
+            let b: CreateFlow = parse_body(bytes)?;
             let new = NewFlowDefinition {
                 name: required("FlowDefinitionName", b.flow_definition_name)?,
                 output_config: required("OutputConfig", b.output_config)?,
@@ -185,7 +173,7 @@ async fn call(
             Ok(json!({ "FlowDefinitionArn": arn }))
         }
         "DescribeFlowDefinition" => {
-            let b: FlowName = body(bytes)?;
+            let b: FlowName = parse_body(bytes)?;
             let name = required("FlowDefinitionName", b.flow_definition_name)?;
             let f = service
                 .describe_flow_definition(&name)
@@ -210,7 +198,7 @@ async fn call(
             Ok(v)
         }
         "DeleteFlowDefinition" => {
-            let b: FlowName = body(bytes)?;
+            let b: FlowName = parse_body(bytes)?;
             let name = required("FlowDefinitionName", b.flow_definition_name)?;
             blocking(service, move |s| s.delete_flow_definition(&name))
                 .await

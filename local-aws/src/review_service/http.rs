@@ -20,8 +20,6 @@
 //! service binds to loopback by default; anything reachable from other hosts must sit
 //! behind something that authenticates.
 
-use std::sync::atomic::{AtomicU64, Ordering};
-
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
 use axum::extract::{DefaultBodyLimit, Path, Query, State};
@@ -37,6 +35,7 @@ use time::OffsetDateTime;
 use super::control_api;
 use super::service::{ReviewService, ServiceError};
 use super::store::{HumanLoop, HumanLoopStatus, ListQuery, LoopError, SortOrder, StartRequest};
+use super::wire::{blocking, parse_body, request_id, required, ApiError};
 
 /// Request bodies up to this size: `InputContent` may be 3 MiB, escaped in JSON.
 const BODY_LIMIT: usize = 8 * 1024 * 1024;
@@ -64,27 +63,7 @@ pub fn router(service: ReviewService) -> Router {
         .with_state(service)
 }
 
-/// An error as AWS services send it.
-#[derive(Debug)]
-pub struct ApiError {
-    pub status: StatusCode,
-    pub code: &'static str,
-    pub message: String,
-}
-
 impl ApiError {
-    pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
-    }
-
-    pub fn validation(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::BAD_REQUEST, "ValidationException", message)
-    }
-
     /// The A2I runtime's error for a service error.
     fn runtime(e: ServiceError) -> Self {
         use StatusCode as S;
@@ -112,29 +91,6 @@ impl ApiError {
     }
 }
 
-impl IntoResponse for ApiError {
-    fn into_response(self) -> Response {
-        let body = json!({"__type": self.code, "message": self.message});
-        let mut resp = (self.status, body.to_string()).into_response();
-        let h = resp.headers_mut();
-        h.insert("x-amzn-ErrorType", HeaderValue::from_static(self.code));
-        h.insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
-        h.insert("x-amzn-RequestId", request_id());
-        resp
-    }
-}
-
-/// A fresh `x-amzn-RequestId` (unique per process run, UUID-shaped).
-pub fn request_id() -> HeaderValue {
-    static NEXT: AtomicU64 = AtomicU64::new(1);
-    let n = NEXT.fetch_add(1, Ordering::Relaxed);
-    let id = format!("{:08x}-0000-4000-8000-{n:012x}", std::process::id());
-    HeaderValue::from_str(&id).expect("hex is a valid header value")
-}
-
 fn ok_json(body: Value) -> Response {
     let mut resp = (StatusCode::OK, body.to_string()).into_response();
     let h = resp.headers_mut();
@@ -144,16 +100,6 @@ fn ok_json(body: Value) -> Response {
     );
     h.insert("x-amzn-RequestId", request_id());
     resp
-}
-
-/// Runs a (disk-writing) service call on the blocking pool.
-pub async fn blocking<R: Send + 'static>(
-    service: ReviewService,
-    f: impl FnOnce(&ReviewService) -> Result<R, ServiceError> + Send + 'static,
-) -> Result<R, ServiceError> {
-    tokio::task::spawn_blocking(move || f(&service))
-        .await
-        .map_err(|e| ServiceError::Internal(e.to_string()))?
 }
 
 /// `2024-05-01T12:00:00.123Z`: the ISO 8601 form REST-JSON timestamps use (the
@@ -180,19 +126,6 @@ pub fn parse_timestamp(field: &str, s: &str) -> Result<OffsetDateTime, ApiError>
     Err(ApiError::validation(format!(
         "{field} {s:?} is not an ISO 8601 timestamp"
     )))
-}
-
-fn parse_body<T: serde::de::DeserializeOwned>(body: &[u8]) -> Result<T, ApiError> {
-    let body = if body.is_empty() {
-        b"{}".as_slice()
-    } else {
-        body
-    };
-    serde_json::from_slice(body).map_err(|e| ApiError::validation(format!("request body: {e}")))
-}
-
-fn required<T>(field: &str, v: Option<T>) -> Result<T, ApiError> {
-    v.ok_or_else(|| ApiError::validation(format!("{field} is required")))
 }
 
 #[derive(Deserialize)]

@@ -8,7 +8,8 @@
 //! - [`service`]: [`ReviewService`], the handle that journals and applies changes, and
 //!   [`ReviewService::complete_loop`], the reviewer page's entry point, which writes
 //!   `output.json` through an [`OutputSink`];
-//! - [`http`] / [`control_api`]: axum, mapping HTTP to service calls and back.
+//! - [`http`] / [`control_api`]: axum, mapping HTTP to service calls and back, with
+//!   what both share (the AWS error shape, request ids) in [`wire`].
 
 pub mod control_api;
 pub mod control_plane;
@@ -18,6 +19,7 @@ mod page_token;
 pub mod persist;
 pub mod service;
 pub mod store;
+pub mod wire;
 
 use std::future::Future;
 use std::net::SocketAddr;

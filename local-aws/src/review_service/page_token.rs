@@ -2,7 +2,18 @@
 //! (creation time and name, the sort key), so that pages stay consistent while loops
 //! are started and deleted between calls.
 
-use super::store::{LoopError, SortOrder};
+/// ListHumanLoops' `SortOrder`, by creation time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SortOrder {
+    Ascending,
+    /// The default, as for the other SageMaker `List*` calls: newest first.
+    #[default]
+    Descending,
+}
+
+/// A token this service did not issue for a request in this sort order.
+#[derive(Debug, PartialEq, Eq)]
+pub struct BadToken;
 
 /// The position after which the next page starts. Encoded as hex so that clients
 /// treat it as opaque; it carries the sort order so a token is not reused with another.
@@ -17,39 +28,31 @@ impl PageCursor {
             SortOrder::Ascending => 'A',
             SortOrder::Descending => 'D',
         };
-        let plain = format!("v1:{o}:{}:{}", self.creation_nanos, self.name);
-        plain.bytes().map(|b| format!("{b:02x}")).collect()
+        hex::encode(format!("v1:{o}:{}:{}", self.creation_nanos, self.name))
     }
 
-    pub fn decode(token: &str, order: SortOrder) -> Result<Self, LoopError> {
-        let bad =
-            || LoopError::Invalid(format!("NextToken {token:?} is not valid for this request"));
-        // Two hex digits per byte (checked by `get` below); 8192 is the API's limit.
+    pub fn decode(token: &str, order: SortOrder) -> Result<Self, BadToken> {
+        // 8192 characters is the API's limit.
         if token.len() > 8192 {
-            return Err(bad());
+            return Err(BadToken);
         }
-        let bytes = (0..token.len())
-            .step_by(2)
-            .map(|i| {
-                u8::from_str_radix(token.get(i..i + 2).ok_or_else(bad)?, 16).map_err(|_| bad())
-            })
-            .collect::<Result<Vec<u8>, _>>()?;
-        let plain = String::from_utf8(bytes).map_err(|_| bad())?;
+        let bytes = hex::decode(token).map_err(|_| BadToken)?;
+        let plain = String::from_utf8(bytes).map_err(|_| BadToken)?;
         let mut parts = plain.splitn(4, ':');
         let (Some("v1"), Some(o), Some(nanos), Some(name)) =
             (parts.next(), parts.next(), parts.next(), parts.next())
         else {
-            return Err(bad());
+            return Err(BadToken);
         };
         let expected = match order {
             SortOrder::Ascending => "A",
             SortOrder::Descending => "D",
         };
         if o != expected {
-            return Err(bad());
+            return Err(BadToken);
         }
         Ok(Self {
-            creation_nanos: nanos.parse().map_err(|_| bad())?,
+            creation_nanos: nanos.parse().map_err(|_| BadToken)?,
             name: name.to_owned(),
         })
     }

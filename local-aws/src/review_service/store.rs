@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
 use super::page_token::PageCursor;
+pub use super::page_token::SortOrder;
 use protocol::a2i::HumanAnswer;
 
 /// Largest page `ListHumanLoops` returns (the API's `MaxResults` maximum).
@@ -44,14 +45,6 @@ impl HumanLoopStatus {
             Self::Stopping => "Stopping",
         }
     }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SortOrder {
-    Ascending,
-    /// The default, as for the other SageMaker `List*` calls: newest first.
-    #[default]
-    Descending,
 }
 
 /// The flow definition a loop belongs to, resolved by the caller from the control plane.
@@ -437,7 +430,11 @@ impl HumanLoopStore {
         let cursor = q
             .next_token
             .as_deref()
-            .map(|t| PageCursor::decode(t, q.sort_order))
+            .map(|t| {
+                PageCursor::decode(t, q.sort_order).map_err(|_| {
+                    LoopError::Invalid(format!("NextToken {t:?} is not valid for this request"))
+                })
+            })
             .transpose()?;
         let mut matching: Vec<&HumanLoop> = self
             .loops
