@@ -363,7 +363,7 @@ impl AgentConfig {
             backoff: Backoff {
                 initial: self.outbox.resend_after,
                 max: self.outbox.resend_max,
-                ..Backoff::default()
+                ..crate::outbox::default_resend_backoff()
             },
         }
     }

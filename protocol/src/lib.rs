@@ -19,6 +19,7 @@
 
 pub mod a2i;
 pub mod assembler;
+pub mod backoff;
 pub mod envelope;
 pub mod event;
 pub mod json;

@@ -31,6 +31,7 @@ use super::metrics::{inc, Metrics};
 use super::pipeline::Pipeline;
 use super::RelayError;
 use crate::config::Config;
+use protocol::backoff::{Backoff, Retries};
 use protocol::timestamp::now_ms;
 use protocol::{AssemblerLimits, DeviceId, EventId, Receipt};
 
@@ -153,7 +154,11 @@ fn spawn_eventloop(
     tx: mpsc::Sender<Incoming>,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
-        let mut delay = Duration::from_millis(200);
+        // Reconnects: 200 ms doubling to 30 s, from the start again once connected.
+        let mut retries = Retries::new(Backoff::new(
+            Duration::from_millis(200),
+            Duration::from_secs(30),
+        ));
         loop {
             match eventloop.poll().await {
                 Ok(Event::Incoming(Packet::Publish(p))) => {
@@ -162,7 +167,7 @@ fn spawn_eventloop(
                     }
                 }
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    delay = Duration::from_millis(200);
+                    retries.reset();
                     tracing::info!(
                         session_present = ack.session_present,
                         "reconnected to the broker"
@@ -182,9 +187,9 @@ fn spawn_eventloop(
                     if tx.is_closed() {
                         return;
                     }
+                    let delay = retries.next_delay(0.0);
                     tracing::warn!(error = %e, retry_in = ?delay, "broker connection lost");
                     tokio::time::sleep(delay).await;
-                    delay = (delay * 2).min(Duration::from_secs(30));
                 }
             }
         }

@@ -9,10 +9,11 @@
 //! to a dependency start failing, one line when it answers again.
 
 use std::future::Future;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use protocol::backoff::{jitter_sample, Backoff, Retries};
 use tokio::sync::Notify;
 
 use super::metrics::Metrics;
@@ -39,52 +40,11 @@ impl std::fmt::Display for Failure {
     }
 }
 
-/// Exponential backoff with "full jitter" (a random delay up to the current ceiling),
-/// so relays that failed together do not retry together.
-#[derive(Debug, Clone)]
-pub struct Backoff {
-    initial: Duration,
-    max: Duration,
-    attempt: u32,
-    seed: u64,
-}
-
-impl Backoff {
-    pub fn new(config: &RetryConfig) -> Self {
-        static SEED: AtomicU64 = AtomicU64::new(0x2545_f491_4f6c_dd1d);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.subsec_nanos() as u64)
-            .unwrap_or(0);
-        Backoff {
-            initial: config.initial_backoff,
-            max: config.max_backoff,
-            attempt: 0,
-            seed: SEED.fetch_add(0x9e37_79b9_7f4a_7c15, Ordering::Relaxed) ^ nanos | 1,
-        }
-    }
-
-    /// The ceiling for the next delay: initial * 2^attempt, at most max.
-    pub fn ceiling(&self) -> Duration {
-        let factor = 1u32 << self.attempt.min(20);
-        self.initial.saturating_mul(factor).min(self.max)
-    }
-
-    /// The next delay: between half the ceiling and the ceiling.
-    pub fn next_delay(&mut self) -> Duration {
-        let ceiling = self.ceiling();
-        self.attempt = self.attempt.saturating_add(1);
-        self.seed ^= self.seed << 13;
-        self.seed ^= self.seed >> 7;
-        self.seed ^= self.seed << 17;
-        let half = ceiling / 2;
-        let spread = ceiling.saturating_sub(half).as_nanos() as u64;
-        half + Duration::from_nanos(if spread == 0 { 0 } else { self.seed % spread })
-    }
-
-    pub fn attempts(&self) -> u32 {
-        self.attempt
-    }
+/// The retry delays of `config`: doubling from `initial_backoff` to `max_backoff`, each
+/// a random value in the upper half of its ceiling, so relays that failed together do
+/// not retry together.
+pub fn backoff(config: &RetryConfig) -> Backoff {
+    Backoff::new(config.initial_backoff, config.max_backoff).with_jitter(0.5)
 }
 
 /// Closed while a quota error holds: no new work starts until a call succeeds.
@@ -244,7 +204,7 @@ where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
 {
-    let mut backoff = Backoff::new(config);
+    let mut retries = Retries::new(backoff(config));
     loop {
         let started = Instant::now();
         let result = call().await;
@@ -274,8 +234,8 @@ where
                     gate.close();
                 }
                 metrics.retry(what);
-                let delay = backoff.next_delay();
-                tracing::debug!(what, %failure, attempt = backoff.attempts(), ?delay, "retrying");
+                let delay = retries.next_delay(jitter_sample());
+                tracing::debug!(what, %failure, attempt = retries.failures(), ?delay, "retrying");
                 tokio::time::sleep(delay).await;
             }
         }
@@ -295,15 +255,14 @@ mod tests {
 
     #[test]
     fn backoff_doubles_up_to_the_maximum_with_jitter_in_the_upper_half() {
-        let mut b = Backoff::new(&config());
-        let mut ceilings = vec![];
-        for _ in 0..8 {
-            let ceiling = b.ceiling();
-            let d = b.next_delay();
-            assert!(d >= ceiling / 2 && d <= ceiling, "{d:?} vs {ceiling:?}");
-            ceilings.push(ceiling.as_millis());
-        }
+        let b = backoff(&config());
+        let ceilings: Vec<_> = (1..=8).map(|a| b.ceiling(a).as_millis()).collect();
         assert_eq!(ceilings, [100, 200, 400, 800, 1600, 2000, 2000, 2000]);
+        for a in 1..=8 {
+            let ceiling = b.ceiling(a);
+            assert_eq!(b.delay(a, 0.0), ceiling);
+            assert_eq!(b.delay(a, 1.0), ceiling / 2);
+        }
     }
 
     #[tokio::test(start_paused = true)]

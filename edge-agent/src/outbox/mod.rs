@@ -81,7 +81,8 @@ pub use lock::lock_path;
 pub use recover::{Opened, Recovery};
 pub use schedule::{
     bytes_to_free, default_initial_resend, default_jitter, default_max_resend,
-    latest_plausible_resend, resend_is_due, Backoff, Delivery, State, UnixMillis,
+    default_resend_backoff, latest_plausible_resend, resend_is_due, Backoff, Delivery, State,
+    UnixMillis,
 };
 pub use schema::SCHEMA_VERSION;
 pub use store::Outbox;
@@ -104,7 +105,7 @@ impl Default for OutboxConfig {
     fn default() -> Self {
         OutboxConfig {
             max_bytes: default_max_bytes(),
-            backoff: Backoff::default(),
+            backoff: default_resend_backoff(),
         }
     }
 }
@@ -117,7 +118,9 @@ impl OutboxConfig {
                 "max_bytes must be greater than zero".into(),
             ));
         }
-        self.backoff.validate().map_err(OutboxError::InvalidConfig)
+        self.backoff
+            .validate()
+            .map_err(|e| OutboxError::InvalidConfig(format!("resend timeout: {e}")))
     }
 }
 

@@ -94,19 +94,12 @@ impl Default for Delivery {
     }
 }
 
-/// How long to wait for a receipt before resending: `initial`, doubling with every
-/// acknowledged attempt, capped at `max`, minus a random share of up to `jitter` of
-/// itself so that a fleet coming back from an outage does not resend in lockstep.
-#[derive(Debug, Clone, Copy, PartialEq)]
-pub struct Backoff {
-    /// Receipt timeout after the first acknowledged publish.
-    pub initial: Duration,
-    /// Upper bound of the receipt timeout.
-    pub max: Duration,
-    /// Fraction of each delay that is randomised, in `[0, 1]`: a delay `d` becomes
-    /// a value in `[d * (1 - jitter), d]`, so the cap is never exceeded.
-    pub jitter: f64,
-}
+/// How long to wait for a receipt before resending is a [`Backoff`]: `initial`,
+/// doubling with every acknowledged attempt, capped at `max`, minus a random share of
+/// up to `jitter` of itself so that a fleet coming back from an outage does not resend
+/// in lockstep. `Backoff::delay(attempts, sample)` is the timeout after the
+/// `attempts`-th acknowledged publish.
+pub use protocol::backoff::Backoff;
 
 /// Default receipt timeout after the first acknowledged publish.
 pub fn default_initial_resend() -> Duration {
@@ -123,52 +116,9 @@ pub fn default_jitter() -> f64 {
     0.2
 }
 
-impl Default for Backoff {
-    fn default() -> Self {
-        Backoff {
-            initial: default_initial_resend(),
-            max: default_max_resend(),
-            jitter: default_jitter(),
-        }
-    }
-}
-
-impl Backoff {
-    /// The receipt timeout after the `attempts`-th acknowledged publish (1-based;
-    /// 0 is treated as 1). `jitter_sample` is a uniform draw from `[0, 1]` made by the
-    /// caller (0 gives the full delay); values outside it, and NaN, are clamped.
-    pub fn delay(&self, attempts: u32, jitter_sample: f64) -> Duration {
-        let doublings = attempts.saturating_sub(1);
-        let base = 1u32
-            .checked_shl(doublings)
-            .and_then(|factor| self.initial.checked_mul(factor))
-            .map_or(self.max, |d| d.min(self.max));
-        let sample = if jitter_sample.is_nan() {
-            0.0
-        } else {
-            jitter_sample.clamp(0.0, 1.0)
-        };
-        let keep = 1.0 - self.jitter.clamp(0.0, 1.0) * sample;
-        // try_: a cap near Duration::MAX must not panic in the float round trip.
-        Duration::try_from_secs_f64(base.as_secs_f64() * keep).map_or(base, |d| d.min(base))
-    }
-
-    /// Checks the settings; the error names the offending field.
-    pub fn validate(&self) -> Result<(), String> {
-        if self.initial.is_zero() {
-            return Err("initial resend timeout must be greater than zero".into());
-        }
-        if self.max < self.initial {
-            return Err(format!(
-                "max resend timeout ({:?}) is shorter than the initial one ({:?})",
-                self.max, self.initial
-            ));
-        }
-        if !(0.0..=1.0).contains(&self.jitter) {
-            return Err(format!("jitter {} is not within [0, 1]", self.jitter));
-        }
-        Ok(())
-    }
+/// The default receipt timeouts: 60 s doubling to 1 h, 20 % of each randomised.
+pub fn default_resend_backoff() -> Backoff {
+    Backoff::new(default_initial_resend(), default_max_resend()).with_jitter(default_jitter())
 }
 
 /// Whether an event waiting for its receipt since a publish should be resent at
@@ -209,7 +159,7 @@ mod tests {
     fn no_jitter() -> Backoff {
         Backoff {
             jitter: 0.0,
-            ..Backoff::default()
+            ..default_resend_backoff()
         }
     }
 
@@ -338,7 +288,7 @@ mod tests {
     fn jitter_shortens_the_delay_by_at_most_its_fraction() {
         let b = Backoff {
             jitter: 0.25,
-            ..Backoff::default()
+            ..default_resend_backoff()
         };
         assert_eq!(b.delay(1, 0.0), Duration::from_secs(60));
         assert_eq!(b.delay(1, 1.0), Duration::from_secs(45));
@@ -351,7 +301,7 @@ mod tests {
     fn out_of_range_jitter_samples_are_clamped() {
         let b = Backoff {
             jitter: 0.5,
-            ..Backoff::default()
+            ..default_resend_backoff()
         };
         assert_eq!(b.delay(1, -3.0), Duration::from_secs(60));
         assert_eq!(b.delay(1, f64::NAN), Duration::from_secs(60));
@@ -360,7 +310,7 @@ mod tests {
 
     #[test]
     fn defaults_are_one_minute_to_one_hour() {
-        let b = Backoff::default();
+        let b = default_resend_backoff();
         assert_eq!(b.initial, Duration::from_secs(60));
         assert_eq!(b.max, Duration::from_secs(3600));
         assert!(b.validate().is_ok());
@@ -370,17 +320,17 @@ mod tests {
     fn validate_rejects_nonsense_settings() {
         let zero = Backoff {
             initial: Duration::ZERO,
-            ..Backoff::default()
+            ..default_resend_backoff()
         };
         assert!(zero.validate().unwrap_err().contains("initial"));
         let inverted = Backoff {
             max: Duration::from_secs(1),
-            ..Backoff::default()
+            ..default_resend_backoff()
         };
         assert!(inverted.validate().unwrap_err().contains("max"));
         let wild = Backoff {
             jitter: 1.5,
-            ..Backoff::default()
+            ..default_resend_backoff()
         };
         assert!(wild.validate().unwrap_err().contains("jitter"));
     }

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 
 use linuxvideo::format::{PixFormat, PixelFormat};
 use linuxvideo::{CapabilityFlags, Device, Fract};
+use protocol::backoff::{Backoff, Retries};
 
 use super::super::{SourceError, SourceFrame, SourceHandle, StopSignal, Wake};
 use super::{run_capture, CameraSourceConfig, FrameGrabber, Grabbed};
@@ -121,21 +122,23 @@ pub fn spawn_camera_source(
     let name = format!("camera-source:{}", config.device.display());
     SourceHandle::spawn(name, move |stop| {
         let mut camera = first;
-        let mut backoff = Duration::from_secs(1);
+        let mut retries = Retries::new(Backoff::new(
+            Duration::from_secs(1),
+            Duration::from_secs(30),
+        ));
         loop {
             if let Some(mut cam) = camera.take() {
                 match run_capture(&mut cam, &config, &tx, &stop) {
                     Ok(_) => return Ok(()),
                     Err(e) => {
                         tracing::warn!(device = %config.device.display(), error = %e, "camera capture failed; reopening");
-                        backoff = Duration::from_secs(1);
+                        retries.reset();
                     }
                 }
             }
-            if stop.wait(backoff) {
+            if stop.wait(retries.next_delay(0.0)) {
                 return Ok(());
             }
-            backoff = (backoff * 2).min(Duration::from_secs(30));
             match V4l2Camera::open(&config) {
                 Ok(cam) => camera = Some(cam),
                 Err(e @ SourceError::CameraFormat { .. }) => return Err(e),
