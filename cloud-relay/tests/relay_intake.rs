@@ -239,6 +239,13 @@ async fn start_up_checks_name_a_missing_bucket_a_broker_that_is_down_and_bad_cer
             "TLS with broker",
         ),
         (
+            text.replace(
+                &bench.broker.certs().ca_cert.display().to_string(),
+                "/nonexistent/ca.pem",
+            ),
+            "cannot read mqtt.tls.ca_file /nonexistent/ca.pem",
+        ),
+        (
             text.replace("flow-definition/dogs", "flow-definition/cats"),
             "flow definition",
         ),

@@ -24,6 +24,7 @@ pub mod envelope;
 pub mod event;
 pub mod json;
 pub mod manifest;
+pub mod mqtt_tls;
 pub mod reason;
 pub mod receipt;
 pub mod reencode;

@@ -34,7 +34,6 @@ pub mod startup;
 pub(crate) mod testing;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,8 +42,8 @@ use crate::config::Config;
 /// Why the relay could not start (the start-up health check) or stopped.
 #[derive(Debug, thiserror::Error)]
 pub enum RelayError {
-    #[error("cannot read certificate or key {path}: {message}")]
-    Certificates { path: PathBuf, message: String },
+    #[error(transparent)]
+    Certificates(#[from] protocol::mqtt_tls::TlsFileError),
     #[error("broker {broker} is unreachable: {message}")]
     BrokerUnreachable { broker: String, message: String },
     #[error("TLS with broker {broker} failed (check ca_file, cert_file and key_file): {message}")]

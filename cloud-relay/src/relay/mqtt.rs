@@ -19,10 +19,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use protocol::mqtt_tls::TlsFiles;
 use rumqttc::v5::mqttbytes::v5::{Packet, Publish};
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions};
-use rumqttc::{TlsConfiguration, Transport};
+use rumqttc::Transport;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::ack_order::{AckOrder, Ticket};
@@ -54,22 +55,13 @@ pub fn options(config: &Config) -> Result<MqttOptions, RelayError> {
         o.set_credentials(user.clone(), password.clone().unwrap_or_default());
     }
     if let Some(tls) = &m.tls {
-        let read = |path: &std::path::PathBuf| {
-            std::fs::read(path).map_err(|source| RelayError::Certificates {
-                path: path.clone(),
-                message: source.to_string(),
-            })
+        let files = TlsFiles {
+            ca: &tls.ca_file,
+            cert: &tls.cert_file,
+            key: &tls.key_file,
+            alpn: &tls.alpn,
         };
-        let ca = read(&tls.ca_file)?;
-        let cert = read(&tls.cert_file)?;
-        let key = read(&tls.key_file)?;
-        let alpn = (!tls.alpn.is_empty())
-            .then(|| tls.alpn.iter().map(|a| a.as_bytes().to_vec()).collect());
-        o.set_transport(Transport::tls_with_config(TlsConfiguration::Simple {
-            ca,
-            alpn,
-            client_auth: Some((cert, key)),
-        }));
+        o.set_transport(Transport::tls_with_config(files.load("mqtt.tls")?));
     }
     Ok(o)
 }
