@@ -11,11 +11,13 @@
 //! - [`MotoS3`]: a moto S3 server process; with feature `s3`, [`s3_client`] and
 //!   [`create_bucket`].
 //! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log.
+//! - [`http_request`]: one blocking HTTP/1.1 request to a server in another process.
 //!
 //! See README.md for examples, including the rumqttc TLS settings for the broker.
 
 mod certs;
 mod error;
+mod http;
 mod in_process;
 mod mosquitto;
 mod moto;
@@ -28,6 +30,7 @@ mod wait;
 
 pub use certs::{ClientCert, TestCerts};
 pub use error::{Error, Result};
+pub use http::{http_request, HttpResponse};
 pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
 pub use moto::{MotoS3, MotoS3Builder};
