@@ -12,11 +12,13 @@
 //!   [`create_bucket`].
 //! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log;
 //!   [`workspace_bin`]: another package's binary from the same target directory.
+//! - [`http_request`]: one blocking HTTP/1.1 request to a server in another process.
 //!
 //! See README.md for examples, including the rumqttc TLS settings for the broker.
 
 mod certs;
 mod error;
+mod http;
 mod in_process;
 mod mosquitto;
 mod moto;
@@ -29,6 +31,7 @@ mod wait;
 
 pub use certs::{ClientCert, TestCerts};
 pub use error::{Error, Result};
+pub use http::{http_request, HttpResponse};
 pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
 pub use moto::{MotoS3, MotoS3Builder};
