@@ -58,8 +58,9 @@ pub struct MqttConfig {
     #[serde(default = "default_session_expiry", with = "humantime_serde")]
     pub session_expiry: Duration,
     /// MQTT 5 receive maximum: unacknowledged events the broker sends at once.
-    #[serde(default = "default_max_inflight")]
-    pub max_inflight: u16,
+    /// Spelt `max_inflight` before; that name is read, with a warning, for a release.
+    #[serde(default = "default_max_in_flight", alias = "max_inflight")]
+    pub max_in_flight: u16,
     #[serde(default)]
     pub tls: Option<TlsConfig>,
     #[serde(default)]
@@ -223,7 +224,7 @@ pub fn default_keep_alive() -> Duration {
 pub fn default_session_expiry() -> Duration {
     Duration::from_secs(24 * 3600)
 }
-pub fn default_max_inflight() -> u16 {
+pub fn default_max_in_flight() -> u16 {
     128
 }
 pub fn default_region() -> String {
@@ -346,8 +347,15 @@ fn invalid(key: &'static str, problem: impl Into<String>) -> ConfigError {
     }
 }
 
+/// Settings renamed so that both daemons spell them alike.
+pub const RENAMED: &[protocol::renamed::Renamed] = &[protocol::renamed::Renamed {
+    old: "mqtt.max_inflight",
+    new: "mqtt.max_in_flight",
+}];
+
 impl Config {
-    /// Reads, parses and validates `path` for `run`; relative `labels_file` is
+    /// Reads, parses and validates `path` for `run`; settings spelt the old way
+    /// ([`RENAMED`]) are read and logged at warn; relative `labels_file` is
     /// resolved against the config file's directory.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
         Config::load_for(path, Purpose::Run)
@@ -359,6 +367,9 @@ impl Config {
             path: path.to_owned(),
             source,
         })?;
+        for warning in protocol::renamed::renamed_keys(&text, RENAMED) {
+            tracing::warn!(config = %path.display(), "{warning}");
+        }
         let mut config = Config::parse(&text).map_err(|e| match e {
             ConfigError::Parse { source, .. } => ConfigError::Parse {
                 path: path.to_owned(),

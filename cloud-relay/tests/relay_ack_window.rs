@@ -1,4 +1,4 @@
-//! The broker's receive window (MQTT 5 receive maximum, the relay's `max_inflight`)
+//! The broker's receive window (MQTT 5 receive maximum, the relay's `max_in_flight`)
 //! is shared by every device: nothing one device sends may keep it closed for the
 //! others. Mosquitto configured like IoT Core, moto's S3, the relay as a process.
 
@@ -18,7 +18,7 @@ async fn start_relay(bench: &Bench) -> (test_support::ChildGuard, u16) {
     let config = bench.relay_config("relay-1", None, port, "");
     let text = std::fs::read_to_string(&config)
         .unwrap()
-        .replace("max_inflight = 64", &format!("max_inflight = {WINDOW}"))
+        .replace("max_in_flight = 64", &format!("max_in_flight = {WINDOW}"))
         .replace("chunk_timeout = \"20s\"", "chunk_timeout = \"10m\"");
     std::fs::write(&config, text).unwrap();
     let log = bench.dir.path().join("relay-1.log");

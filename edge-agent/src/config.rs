@@ -3,6 +3,7 @@
 //! default, defaults from named functions, and `validate()` before anything starts.
 //! `edge-agent print-default-config` prints `DEFAULT_CONFIG`, which a test parses.
 
+use protocol::renamed::Renamed;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -155,12 +156,16 @@ fn default_max_in_flight() -> usize {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TlsSection {
-    /// CA certificate(s) that signed the broker's certificate (PEM).
-    pub ca: PathBuf,
+    /// CA certificate(s) that signed the broker's certificate (PEM). Spelt `ca`
+    /// before; like `cert` and `key`, the old name is read, with a warning, for a release.
+    #[serde(alias = "ca")]
+    pub ca_file: PathBuf,
     /// This device's certificate (PEM).
-    pub cert: PathBuf,
+    #[serde(alias = "cert")]
+    pub cert_file: PathBuf,
     /// This device's private key (PEM).
-    pub key: PathBuf,
+    #[serde(alias = "key")]
+    pub key_file: PathBuf,
     /// Offer ALPN `x-amzn-mqtt-ca` (IoT Core's MQTT on port 443).
     #[serde(default)]
     pub alpn_iot_core: bool,
@@ -256,12 +261,31 @@ pub enum ConfigError {
     Invalid { path: PathBuf, message: String },
 }
 
+/// Settings renamed so that both daemons spell them alike (the relay's names).
+pub const RENAMED: &[Renamed] = &[
+    Renamed {
+        old: "mqtt.tls.ca",
+        new: "mqtt.tls.ca_file",
+    },
+    Renamed {
+        old: "mqtt.tls.cert",
+        new: "mqtt.tls.cert_file",
+    },
+    Renamed {
+        old: "mqtt.tls.key",
+        new: "mqtt.tls.key_file",
+    },
+];
+
 impl AgentConfig {
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
             path: path.to_path_buf(),
             source,
         })?;
+        for warning in protocol::renamed::renamed_keys(&text, RENAMED) {
+            tracing::warn!(config = %path.display(), "{warning}");
+        }
         Self::parse(&text, path)
     }
 
@@ -401,6 +425,24 @@ mod tests {
         let text = DEFAULT_CONFIG.replace("topic_prefix", "topic_prefx");
         let err = parse(&text).unwrap_err().to_string();
         assert!(err.contains("topic_prefx"), "{err}");
+    }
+
+    #[test]
+    fn the_old_tls_file_names_are_read_and_named() {
+        let text = DEFAULT_CONFIG
+            .replace("\nca_file = ", "\nca = ")
+            .replace("\ncert_file = ", "\ncert = ")
+            .replace("\nkey_file = ", "\nkey = ");
+        let old = parse(&text).unwrap().mqtt.tls.unwrap();
+        let new = parse(DEFAULT_CONFIG).unwrap().mqtt.tls.unwrap();
+        assert_eq!(
+            (old.ca_file, old.cert_file, old.key_file),
+            (new.ca_file, new.cert_file, new.key_file)
+        );
+        assert!(protocol::renamed::renamed_keys(DEFAULT_CONFIG, RENAMED).is_empty());
+        let warnings = protocol::renamed::renamed_keys(&text, RENAMED);
+        assert_eq!(warnings.len(), 3, "{warnings:?}");
+        assert!(warnings[0].contains("`mqtt.tls.ca_file`"), "{warnings:?}");
     }
 
     #[test]

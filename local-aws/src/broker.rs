@@ -33,7 +33,7 @@ pub struct BrokerConfig {
     /// Largest packet body (remaining length) accepted.
     pub max_packet_size: usize,
     /// Unacknowledged QoS 1 messages in flight per client.
-    pub max_inflight: usize,
+    pub max_in_flight: usize,
     pub max_connections: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
@@ -45,7 +45,7 @@ impl Default for BrokerConfig {
             listen_v4: default_listen_v4(),
             listen_v5: Some(default_listen_v5()),
             max_packet_size: DEFAULT_MAX_PACKET_SIZE,
-            max_inflight: 100,
+            max_in_flight: 100,
             max_connections: 1000,
             connect_timeout: Duration::from_secs(10),
         }
@@ -92,7 +92,7 @@ impl std::fmt::Debug for EmbeddedBroker {
 impl EmbeddedBroker {
     /// Starts the broker and returns once its listeners accept connections.
     pub async fn start(config: BrokerConfig) -> Result<Self, BrokerError> {
-        if config.max_packet_size == 0 || config.max_inflight == 0 || config.max_connections == 0 {
+        if config.max_packet_size == 0 || config.max_in_flight == 0 || config.max_connections == 0 {
             return Err(BrokerError::Config(
                 "max packet size, max inflight and max connections must be positive".into(),
             ));
@@ -125,7 +125,7 @@ impl EmbeddedBroker {
             connection_timeout_ms: u16::try_from(config.connect_timeout.as_millis())
                 .unwrap_or(u16::MAX),
             max_payload_size: config.max_packet_size,
-            max_inflight_count: config.max_inflight,
+            max_inflight_count: config.max_in_flight,
             auth: None,
             external_auth: None,
             dynamic_filters: true,

@@ -28,6 +28,7 @@ pub mod mqtt_tls;
 pub mod reason;
 pub mod receipt;
 pub mod reencode;
+pub mod renamed;
 pub mod review;
 pub mod status;
 pub mod timestamp;

@@ -257,9 +257,9 @@ reconnect_min = "100ms"
 reconnect_max = "1s"
 
 [mqtt.tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
 
 [outbox]
 resend_after = "3s"

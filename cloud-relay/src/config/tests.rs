@@ -38,6 +38,29 @@ fn a_minimal_config_gets_defaults() {
 }
 
 #[test]
+fn the_old_spelling_of_a_renamed_setting_is_read_and_named() {
+    let old = minimal().replace(
+        "client_id = \"relay-1\"",
+        "client_id = \"relay-1\"\nmax_inflight = 7",
+    );
+    assert_eq!(Config::parse(&old).unwrap().mqtt.max_in_flight, 7);
+    let warnings = protocol::renamed::renamed_keys(&old, RENAMED);
+    assert_eq!(warnings.len(), 1);
+    assert!(warnings[0].contains("mqtt.max_in_flight"), "{warnings:?}");
+    let both = old.replace("max_inflight = 7", "max_inflight = 7\nmax_in_flight = 8");
+    let e = Config::parse(&both).unwrap_err().to_string();
+    assert!(
+        e.contains("duplicate field"),
+        "both spellings at once are refused: {e}"
+    );
+    let new = minimal().replace(
+        "client_id = \"relay-1\"",
+        "client_id = \"relay-1\"\nmax_in_flight = 7",
+    );
+    assert!(protocol::renamed::renamed_keys(&new, RENAMED).is_empty());
+}
+
+#[test]
 fn unknown_keys_are_refused_with_their_name() {
     let text = minimal().replace("[s3]", "[s3]\nbuckt = \"x\"");
     let e = Config::parse(&text).unwrap_err().to_string();

@@ -35,8 +35,8 @@ impl Config {
                 .shared_events_filter(group)
                 .map_err(|e| invalid("mqtt.share_group", e.to_string()))?;
         }
-        if m.max_inflight == 0 {
-            return Err(invalid("mqtt.max_inflight", "must be at least 1"));
+        if m.max_in_flight == 0 {
+            return Err(invalid("mqtt.max_in_flight", "must be at least 1"));
         }
         if m.keep_alive < Duration::from_secs(5) {
             return Err(invalid("mqtt.keep_alive", "must be at least 5s"));

@@ -8,7 +8,7 @@
 //! which made the relay reconnect every few events.
 //!
 //! In-order acking lets one slow message stall every later one: the broker sends at
-//! most the receive maximum (`max_inflight`) of unacknowledged messages, so once that
+//! most the receive maximum (`max_in_flight`) of unacknowledged messages, so once that
 //! window is full of finished messages waiting behind an open one, nothing more
 //! arrives. Hence the bound: when `max_held_back` finished messages wait behind open
 //! ones, the oldest open messages are acknowledged early. That is safe because an ack

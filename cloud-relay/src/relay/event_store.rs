@@ -13,9 +13,9 @@
 
 use protocol::{CompleteEvent, EventMeta};
 
+use super::event_handler::EventHandler;
 use super::keys::KeyLayout;
 use super::metrics::inc;
-use super::pipeline::Pipeline;
 use super::s3::Put;
 
 /// What storing an event came to.
@@ -50,7 +50,7 @@ pub fn conflict(first: &EventMeta, incoming: &EventMeta, layout: &KeyLayout) -> 
 }
 
 /// Claims the id, then puts the image and its metadata (each only if absent).
-pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, String> {
+pub async fn store_event(p: &EventHandler, event: &CompleteEvent) -> Result<Stored, String> {
     let meta = &event.meta;
     let bucket = &p.layout.bucket;
     let index_key = p.layout.event_index_key(&meta.event_id);
@@ -115,7 +115,7 @@ pub async fn store_event(p: &Pipeline, event: &CompleteEvent) -> Result<Stored, 
 /// The sha256 of the image at `key`, by reading it. (Only an image stored before the
 /// event index existed is compared this way; objects carry no sha256 metadata because
 /// the local object store keeps no user metadata.)
-async fn existing_sha256(p: &Pipeline, key: &str) -> Result<String, String> {
+async fn existing_sha256(p: &EventHandler, key: &str) -> Result<String, String> {
     let uri = p.layout.uri(key);
     let bytes = p
         .retry_store("s3_get_image", || p.store.get(key))
@@ -128,7 +128,7 @@ async fn existing_sha256(p: &Pipeline, key: &str) -> Result<String, String> {
 /// This relay claimed an id that an older relay had already stored under other content:
 /// the index entry is made to say so (the stored event's meta), or removed when that
 /// meta cannot be read, so the next event under the id is judged again.
-async fn undo_claim(p: &Pipeline, index_key: &str, meta_key: &str) {
+async fn undo_claim(p: &EventHandler, index_key: &str, meta_key: &str) {
     let stored_meta = p.store.get(meta_key).await.ok().flatten();
     let fixed = match stored_meta {
         Some(bytes) if EventMeta::from_json(&bytes).is_ok() => p

@@ -77,7 +77,7 @@ pub struct Intake<A> {
     in_flight: HashMap<EventId, (A, EventMeta)>,
     /// Finished events: device, meta, receipt. Answers only true resends (the same
     /// meta, so the same image sha256 and key); any other event under the id goes to
-    /// the pipeline, which decides from S3 (first stored wins, the rest `conflict`).
+    /// the event handler, which decides from S3 (first stored wins, the rest `conflict`).
     recent: HashMap<EventId, (DeviceId, EventMeta, Receipt)>,
     recent_order: VecDeque<EventId>,
 }
@@ -281,7 +281,7 @@ impl<A> Intake<A> {
         let mut out = Vec::new();
         if self.in_flight.contains_key(&event_id) {
             // Completed by another chunk meanwhile. (A set completing again after its
-            // event was stored goes to the pipeline, which answers a true resend with
+            // event was stored goes to the event handler, which answers a true resend with
             // `stored` and other content under the id with `conflict`.)
             out.push(Action::Ack(ack));
             return out;

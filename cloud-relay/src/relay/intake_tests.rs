@@ -295,7 +295,11 @@ fn another_image_under_a_recently_receipted_id_is_processed_not_answered_from_me
     let receipt = Receipt::stored(id, "s3://b/k.jpg");
     i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(receipt));
     let out = i.on_message(&topic(9), &encode(&m2, &other), 2, 0);
-    assert_eq!(processed(&out), [id], "the pipeline judges other content");
+    assert_eq!(
+        processed(&out),
+        [id],
+        "the event handler judges other content"
+    );
     assert!(!out.iter().any(|a| matches!(a, Action::Receipt { .. })));
     let conflict = Receipt::rejected(id, RejectCode::Conflict, "taken");
     i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(conflict.clone()));

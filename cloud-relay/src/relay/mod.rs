@@ -5,7 +5,7 @@
 //! |---|---|
 //! | [`intake`] | per-message state machine: decode, reassemble, what to ack when (pure) |
 //! | [`mqtt`] | broker connection and the intake driver |
-//! | [`pipeline`] | per event: S3 put, StartHumanLoop, receipt; chunk staging |
+//! | [`event_handler`] | per event: S3 put, StartHumanLoop, receipt; chunk staging |
 //! | [`event_store`] | storing an event's objects, first stored wins (id conflicts) |
 //! | [`results`] / [`collector`] | loop tracking and manifest rows (pure / driver), export |
 //! | [`s3`] / [`a2i`] | the two AWS clients and their error classification |
@@ -18,13 +18,13 @@
 pub mod a2i;
 mod ack_order;
 pub mod collector;
+pub mod event_handler;
 pub mod event_store;
 pub mod intake;
 pub mod keys;
 pub mod loops;
 pub mod metrics;
 pub mod mqtt;
-pub mod pipeline;
 pub mod restart;
 pub mod results;
 pub mod retry;
@@ -114,7 +114,7 @@ pub async fn run(
         };
         tasks.push(tokio::spawn(collector.run(stopped())));
     }
-    let pipeline = pipeline::Pipeline {
+    let handler = event_handler::EventHandler {
         store,
         a2i,
         layout,
@@ -122,7 +122,7 @@ pub async fn run(
         retry: config.retry.clone(),
         metrics: metrics.clone(),
         gate: retry::Gate::default(),
-        outages: pipeline::Outages::new(&config),
+        outages: event_handler::Outages::new(&config),
     };
     tracing::info!(
         client_id = %config.mqtt.client_id,
@@ -130,10 +130,7 @@ pub async fn run(
         staged_chunks = config.stages_chunks(),
         "relay running"
     );
-    mqtt::run_intake(
-        config, client, eventloop, pipeline, metrics, shutdown, DRAIN,
-    )
-    .await;
+    mqtt::run_intake(config, client, eventloop, handler, metrics, shutdown, DRAIN).await;
     let _ = stop_tx.send(true);
     for task in tasks {
         let _ = tokio::time::timeout(Duration::from_secs(5), task).await;

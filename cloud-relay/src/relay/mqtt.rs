@@ -4,7 +4,7 @@
 //! actions: spawning per-event work on a bounded set of workers, publishing receipts,
 //! acknowledging messages.
 //!
-//! Back-pressure: the broker sends at most `max_inflight` unacknowledged messages (the
+//! Back-pressure: the broker sends at most `max_in_flight` unacknowledged messages (the
 //! MQTT 5 receive maximum), and an event being stored keeps one message unacknowledged
 //! until it is receipted (see [`super::intake`] for what is held and why), so memory
 //! for events in flight is bounded by that window. Acks go out in arrival order, and
@@ -27,9 +27,9 @@ use rumqttc::Transport;
 use tokio::sync::{mpsc, Semaphore};
 
 use super::ack_order::{AckOrder, Ticket};
+use super::event_handler::EventHandler;
 use super::intake::{Action, Intake, Staged};
 use super::metrics::{inc, Metrics};
-use super::pipeline::Pipeline;
 use super::RelayError;
 use crate::config::Config;
 use protocol::backoff::{Backoff, Retries};
@@ -46,11 +46,11 @@ pub fn options(config: &Config) -> Result<MqttOptions, RelayError> {
     o.set_keep_alive(m.keep_alive)
         .set_clean_start(false)
         .set_session_expiry_interval(Some(m.session_expiry.as_secs() as u32))
-        .set_receive_maximum(Some(m.max_inflight))
+        .set_receive_maximum(Some(m.max_in_flight))
         .set_max_packet_size(Some(MAX_PACKET_BYTES))
         .set_manual_acks(true)
         .set_connection_timeout(10)
-        .set_request_channel_capacity(4 * usize::from(m.max_inflight) + 64);
+        .set_request_channel_capacity(4 * usize::from(m.max_in_flight) + 64);
     if let (Some(user), password) = (&m.username, &m.password) {
         o.set_credentials(user.clone(), password.clone().unwrap_or_default());
     }
@@ -250,7 +250,7 @@ struct Driver {
     client: AsyncClient,
     /// Acks and receipts, sent in order by [`spawn_sender`].
     sender: mpsc::UnboundedSender<Outgoing>,
-    pipeline: Pipeline,
+    handler: EventHandler,
     metrics: Arc<Metrics>,
     workers: Arc<Semaphore>,
     done_tx: mpsc::Sender<Done>,
@@ -323,8 +323,8 @@ impl Driver {
 
     fn spawn_process(&self, device: DeviceId, event: protocol::CompleteEvent) {
         inc(&self.metrics.c.events_in_total);
-        let (pipeline, workers, done) = (
-            self.pipeline.clone(),
+        let (handler, workers, done) = (
+            self.handler.clone(),
             self.workers.clone(),
             self.done_tx.clone(),
         );
@@ -341,9 +341,9 @@ impl Driver {
             let Ok(_permit) = workers.acquire().await else {
                 return;
             };
-            pipeline.gate.wait_open().await;
+            handler.gate.wait_open().await;
             let event_id = event.meta.event_id;
-            let receipt = match pipeline.process(&event).await {
+            let receipt = match handler.process(&event).await {
                 Ok(receipt) => {
                     let topic = topics.receipts(&device);
                     match client
@@ -373,14 +373,14 @@ impl Driver {
             // After the acknowledgements, still holding the worker: the staged chunks
             // of a stored set are of no more use.
             if let (true, Some(count)) = (stored, staged) {
-                pipeline.clean_staging(&event_id, count).await;
+                handler.clean_staging(&event_id, count).await;
             }
         });
     }
 
     fn spawn_stage(&self, device: DeviceId, chunk: protocol::envelope::Chunk, ack: Ticket) {
-        let (pipeline, workers, done, metrics) = (
-            self.pipeline.clone(),
+        let (handler, workers, done, metrics) = (
+            self.handler.clone(),
             self.workers.clone(),
             self.done_tx.clone(),
             self.metrics.clone(),
@@ -393,7 +393,7 @@ impl Driver {
             let payload = protocol::Message::Chunk(chunk.clone())
                 .encode()
                 .unwrap_or_default();
-            let staged = match pipeline.stage(&chunk, payload).await {
+            let staged = match handler.stage(&chunk, payload).await {
                 Ok(staged) => staged,
                 Err(e) => {
                     inc(&metrics.c.event_failures_total);
@@ -421,12 +421,12 @@ pub async fn run_intake(
     config: Config,
     client: AsyncClient,
     eventloop: EventLoop,
-    pipeline: Pipeline,
+    handler: EventHandler,
     metrics: Arc<Metrics>,
     shutdown: impl Future<Output = ()>,
     drain: Duration,
 ) {
-    let window = usize::from(config.mqtt.max_inflight);
+    let window = usize::from(config.mqtt.max_in_flight);
     let (tx, mut rx) = mpsc::channel(2 * window + 64);
     let poller = spawn_eventloop(config.clone(), client.clone(), eventloop, tx);
     let (done_tx, mut done_rx) = mpsc::channel(2 * window + 64);
@@ -442,7 +442,7 @@ pub async fn run_intake(
         workers: Arc::new(Semaphore::new(config.intake.workers)),
         config,
         client: client.clone(),
-        pipeline,
+        handler,
         metrics: metrics.clone(),
         done_tx,
         staged_set: None,
@@ -484,7 +484,7 @@ pub async fn run_intake(
             _ = tick.tick() => {
                 metrics.pending_sets.store(intake.pending_sets() as u64, std::sync::atomic::Ordering::Relaxed);
                 metrics.pending_bytes.store(intake.pending_bytes(), std::sync::atomic::Ordering::Relaxed);
-                metrics.paused.store(u64::from(driver.pipeline.gate.is_closed()), std::sync::atomic::Ordering::Relaxed);
+                metrics.paused.store(u64::from(driver.handler.gate.is_closed()), std::sync::atomic::Ordering::Relaxed);
                 intake.on_tick(now_ms())
             }
         };

@@ -193,7 +193,7 @@ port = {port}
 client_id = "{relay_id}"
 {share}keep_alive = "10s"
 session_expiry = "1h"
-max_inflight = 64
+max_in_flight = 64
 
 [mqtt.tls]
 ca_file = "{ca}"

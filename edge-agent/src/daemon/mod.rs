@@ -83,7 +83,9 @@ impl Stats {
 }
 
 /// Checks that the TLS files named in the config can be read.
-pub fn check_tls_files(tls: &crate::config::TlsSection) -> Result<(), mqtt::MqttSetupError> {
+pub fn check_tls_files(
+    tls: &crate::config::TlsSection,
+) -> Result<(), protocol::mqtt_tls::TlsFileError> {
     mqtt::tls_configuration(tls).map(|_| ())
 }
 

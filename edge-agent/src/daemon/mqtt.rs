@@ -25,6 +25,7 @@
 //! the record of what is undelivered, so nothing is carried over (a receipt missed
 //! while offline just means the event is sent again later, which the relay ignores).
 
+use protocol::mqtt_tls::{TlsFileError, TlsFiles, IOT_CORE_ALPN};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -59,16 +60,6 @@ pub const CODE_REFUSED_BY_BROKER: &str = "refused_by_broker";
 /// Set-aside code: the connection dropped each time the event was being published.
 pub const CODE_CONNECTION_DROPS: &str = "connection_drops";
 
-#[derive(Debug, thiserror::Error)]
-pub enum MqttSetupError {
-    #[error("cannot read {what} {path}: {source}")]
-    Read {
-        what: &'static str,
-        path: std::path::PathBuf,
-        source: std::io::Error,
-    },
-}
-
 pub struct MqttDriver {
     pub config: MqttSection,
     pub device: DeviceId,
@@ -82,22 +73,15 @@ pub struct MqttDriver {
 }
 
 /// Reads the PEM files named in `[mqtt.tls]` into rumqttc's TLS settings.
-pub fn tls_configuration(tls: &TlsSection) -> Result<TlsConfiguration, MqttSetupError> {
-    let read = |what, path: &std::path::Path| {
-        std::fs::read(path).map_err(|source| MqttSetupError::Read {
-            what,
-            path: path.to_path_buf(),
-            source,
-        })
-    };
-    Ok(TlsConfiguration::Simple {
-        ca: read("mqtt.tls.ca", &tls.ca)?,
-        alpn: tls.alpn_iot_core.then(|| vec![b"x-amzn-mqtt-ca".to_vec()]),
-        client_auth: Some((
-            read("mqtt.tls.cert", &tls.cert)?,
-            read("mqtt.tls.key", &tls.key)?,
-        )),
-    })
+pub fn tls_configuration(tls: &TlsSection) -> Result<TlsConfiguration, TlsFileError> {
+    let alpn = [IOT_CORE_ALPN.to_owned()];
+    TlsFiles {
+        ca: &tls.ca_file,
+        cert: &tls.cert_file,
+        key: &tls.key_file,
+        alpn: if tls.alpn_iot_core { &alpn } else { &[] },
+    }
+    .load("mqtt.tls")
 }
 
 /// What one connection learnt and keeps: the largest PUBLISH the broker takes.
@@ -140,7 +124,7 @@ impl MqttDriver {
     }
 
     /// Runs until `shutdown` turns true; then publishes `offline` and disconnects.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), MqttSetupError> {
+    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), TlsFileError> {
         let tls = match &self.config.tls {
             Some(t) => Some(tls_configuration(t)?),
             None => None,

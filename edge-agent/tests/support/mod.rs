@@ -98,9 +98,9 @@ reconnect_max = "1s"
 {mqtt_extra}
 
 [mqtt.tls]
-ca = "{ca}"
-cert = "{cert}"
-key = "{key}"
+ca_file = "{ca}"
+cert_file = "{cert}"
+key_file = "{key}"
 
 [outbox]
 resend_after = "2s"

@@ -26,7 +26,7 @@ use super::s3::S3Store;
 use crate::config::{Config, RetryConfig};
 
 #[derive(Clone)]
-pub struct Pipeline {
+pub struct EventHandler {
     pub store: S3Store,
     pub a2i: A2iClient,
     pub layout: KeyLayout,
@@ -38,7 +38,7 @@ pub struct Pipeline {
     pub outages: Outages,
 }
 
-/// The outage logs of the pipeline's two dependencies, shared by all its calls.
+/// The outage logs of the handler's two dependencies, shared by all its calls.
 #[derive(Clone, Debug)]
 pub struct Outages {
     pub store: OutageLog,
@@ -63,7 +63,7 @@ impl Outages {
     }
 }
 
-impl Pipeline {
+impl EventHandler {
     /// Calls the object store with retries, reporting an outage once ([`OutageLog`]).
     pub(super) async fn retry_store<T, F, Fut>(
         &self,
