@@ -7,15 +7,13 @@
 //! not exist stops `cloud-relay run` with a clear error, one that does passes
 //! `check-config --online`.
 
-use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
 use cloud_relay::sagemaker_control::SageMakerControl;
 use cloud_relay::setup::template::escape;
-use test_support::{create_bucket, s3_client, spawn_with_log, wait_for, ChildGuard, MotoS3};
+use test_support::{create_bucket, http, s3_client, spawn_with_log, wait_for, ChildGuard, MotoS3};
 
 const LABELS: [&str; 3] = ["beagle", "say \"cheese\"", "<pug> & co"];
 const ACCOUNT: &str = "000000000000";
@@ -144,20 +142,11 @@ fn line_value(text: &str, prefix: &str) -> String {
         .to_owned()
 }
 
-/// GET `url` (plain HTTP/1.0), the body.
-fn http_get(url: &str) -> String {
-    let rest = url.strip_prefix("http://").unwrap();
-    let (host, path) = rest.split_once('/').unwrap();
-    let mut stream = TcpStream::connect(host).unwrap();
-    write!(stream, "GET /{path} HTTP/1.0\r\nHost: {host}\r\n\r\n").unwrap();
-    let mut response = String::new();
-    stream.read_to_string(&mut response).unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    assert!(
-        head.starts_with("HTTP/1.0 200") || head.starts_with("HTTP/1.1 200"),
-        "{head}"
-    );
-    body.to_owned()
+/// GET `url`, the body of its 200 response.
+async fn http_get(url: &str) -> String {
+    let response = http::get(url).await.unwrap();
+    assert_eq!(response.status, 200, "{response:?}");
+    response.text()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -218,7 +207,7 @@ async fn setup_creates_once_then_reuses_and_reports_what_differs() {
     // under the answer field the results collector reads.
     let client = SageMakerControl::new(&service.url, "us-east-1", None).unwrap();
     let ui = client.describe_human_task_ui("dogs").await.unwrap();
-    let template = http_get(ui.ui_template.unwrap().url.as_deref().unwrap());
+    let template = http_get(ui.ui_template.unwrap().url.as_deref().unwrap()).await;
     let mut categories: Vec<&str> = LABELS.to_vec();
     categories.push("none of these");
     let attribute = escape(&serde_json::to_string(&categories).unwrap());

@@ -9,15 +9,13 @@
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::Duration;
 
 use aws_sdk_sagemakera2iruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sagemakera2iruntime::primitives::DateTime;
 use aws_sdk_sagemakera2iruntime::types::{HumanLoopInput, HumanLoopStatus, SortOrder};
 use local_aws::review_service::{self, HumanAnswer, ReviewService, ReviewServiceConfig};
 use serde_json::{json, Value};
-use test_support::InProcessServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use test_support::{http, InProcessServer};
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/a2i-local";
 const WORKTEAM: &str = "arn:aws:sagemaker:us-east-1:000000000000:workteam/private-crowd/local";
@@ -79,30 +77,19 @@ fn a2i(addr: SocketAddr) -> aws_sdk_sagemakera2iruntime::Client {
 
 /// One SageMaker JSON 1.1 call (`X-Amz-Target: SageMaker.<op>`): status, error type, body.
 async fn sagemaker(addr: SocketAddr, op: &str, body: Value) -> (u16, Option<String>, Value) {
-    let body = body.to_string();
-    let request = format!(
-        "POST / HTTP/1.1\r\nHost: {addr}\r\nX-Amz-Target: SageMaker.{op}\r\n\
-         Content-Type: application/x-amz-json-1.1\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        body.len()
-    );
-    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut response = String::new();
-    tokio::time::timeout(
-        Duration::from_secs(10),
-        stream.read_to_string(&mut response),
+    let response = http::Request::post(format!("http://{addr}/"))
+        .header("X-Amz-Target", format!("SageMaker.{op}"))
+        .header("Content-Type", "application/x-amz-json-1.1")
+        .body(body.to_string())
+        .send()
+        .await
+        .unwrap();
+    let error_type = response.header("x-amzn-errortype").map(str::to_owned);
+    (
+        response.status,
+        error_type,
+        serde_json::from_slice(&response.body).unwrap(),
     )
-    .await
-    .expect("response within 10 s")
-    .unwrap();
-    let (head, body) = response.split_once("\r\n\r\n").unwrap();
-    let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-    let error_type = head.lines().find_map(|l| {
-        let (name, value) = l.split_once(':')?;
-        name.eq_ignore_ascii_case("x-amzn-errortype")
-            .then(|| value.trim().to_owned())
-    });
-    (status, error_type, serde_json::from_str(body).unwrap())
 }
 
 /// Creates a task UI (once) and a flow definition writing to s3://review-bucket/a2i.

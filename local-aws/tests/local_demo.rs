@@ -13,6 +13,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use test_support::http;
 
 const SAMPLES: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.png"];
 const BUCKET: &str = "edge-a2i-local";
@@ -147,20 +148,18 @@ fn terminate(mut local: Local) -> Vec<String> {
     local.lines()
 }
 
-/// One HTTP/1.1 request with the page's token; returns status and JSON body.
+/// One request with the page's token; returns status and JSON body.
 fn api(addr: &str, token: &str, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-    let bearer = format!("Bearer {token}");
-    let body = body.map(|b| b.to_string());
-    let r = test_support::http_request(
-        addr,
-        method,
-        path,
-        &[("Authorization", &bearer)],
-        body.as_deref().map(str::as_bytes),
-    );
+    let mut request = http::Request::new(method, format!("http://{addr}{path}"))
+        .header("Authorization", format!("Bearer {token}"))
+        .timeout(Duration::from_secs(20));
+    if let Some(body) = body {
+        request = request.json(&body);
+    }
+    let response = request.send_blocking().unwrap();
     (
-        r.status,
-        serde_json::from_slice(&r.body).unwrap_or(Value::Null),
+        response.status,
+        serde_json::from_slice(&response.body).unwrap_or(Value::Null),
     )
 }
 

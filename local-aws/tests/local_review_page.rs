@@ -22,8 +22,7 @@ use local_aws::review_service::{HumanLoopStatus, OutputKey, ReviewService, Servi
 use protocol::a2i::{consolidate, HumanLoopOutput, DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use protocol::manifest::{ClassificationMetadata, ManifestRow};
 use serde_json::{json, Value};
-use test_support::InProcessServer;
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use test_support::{http, InProcessServer};
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const FLOW: &str = "dogs";
@@ -181,47 +180,31 @@ impl Running {
         Some(HumanLoopOutput::from_json(&bytes).unwrap())
     }
 
-    /// One HTTP/1.1 request; returns status, headers and body.
+    /// One request to the page's server, with `headers` and an optional JSON body.
     async fn http(
         &self,
         method: &str,
         path: &str,
         headers: &[(&str, &str)],
         body: Option<Value>,
-    ) -> (u16, String, Vec<u8>) {
-        let mut s = tokio::net::TcpStream::connect(self.addr).await.unwrap();
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        let mut req = format!(
-            "{method} {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\nContent-Length: {}\r\n",
-            self.addr,
-            body.len()
-        );
-        if !body.is_empty() {
-            req.push_str("Content-Type: application/json\r\n");
+    ) -> http::Response {
+        let mut request =
+            http::Request::new(method, format!("http://{}{path}", self.addr)).headers(headers);
+        if let Some(body) = body {
+            request = request.json(&body);
         }
-        for (k, v) in headers {
-            req.push_str(&format!("{k}: {v}\r\n"));
-        }
-        req.push_str("\r\n");
-        req.push_str(&body);
-        s.write_all(req.as_bytes()).await.unwrap();
-        let mut buf = Vec::new();
-        tokio::time::timeout(Duration::from_secs(10), s.read_to_end(&mut buf))
-            .await
-            .expect("response within 10 s")
-            .unwrap();
-        let end = buf.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
-        let head = String::from_utf8_lossy(&buf[..end]).to_string();
-        let status = head.split(' ').nth(1).unwrap().parse().unwrap();
-        (status, head, buf[end + 4..].to_vec())
+        request.send().await.unwrap()
     }
 
     async fn api(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
         let bearer = format!("Bearer {TOKEN}");
-        let (status, _, body) = self
+        let response = self
             .http(method, path, &[("Authorization", &bearer)], body)
             .await;
-        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
+        (
+            response.status,
+            serde_json::from_slice(&response.body).unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -233,31 +216,49 @@ async fn every_review_route_needs_the_token_which_a_first_visit_swaps_for_a_cook
         "/review/api/queue?reviewer=ann",
         "/review/assets/review.js",
     ] {
-        assert_eq!(r.http("GET", path, &[], None).await.0, 401, "{path}");
+        assert_eq!(r.http("GET", path, &[], None).await.status, 401, "{path}");
         let wrong = [("Authorization", "Bearer test-token-0123456789abcdeX")];
-        assert_eq!(r.http("GET", path, &wrong, None).await.0, 401, "{path}");
+        assert_eq!(
+            r.http("GET", path, &wrong, None).await.status,
+            401,
+            "{path}"
+        );
     }
-    let (status, head, _) = r
+    let first_visit = r
         .http("GET", &format!("/review?token={TOKEN}"), &[], None)
         .await;
-    assert_eq!(status, 303);
-    let head = head.to_ascii_lowercase();
-    assert!(head.contains("location: /review\r\n"), "{head}");
-    assert!(head.contains(&format!("set-cookie: ea2i_review_token={TOKEN}").to_ascii_lowercase()));
-    assert!(head.contains("httponly") && head.contains("samesite=strict"));
+    assert_eq!(first_visit.status, 303);
+    assert_eq!(
+        first_visit.header("location"),
+        Some("/review"),
+        "{first_visit:?}"
+    );
+    let set_cookie = first_visit.header("set-cookie").unwrap_or_default();
+    assert!(
+        set_cookie.starts_with(&format!("ea2i_review_token={TOKEN}")),
+        "{set_cookie}"
+    );
+    let set_cookie = set_cookie.to_ascii_lowercase();
+    assert!(
+        set_cookie.contains("httponly") && set_cookie.contains("samesite=strict"),
+        "{set_cookie}"
+    );
     let cookie = format!("ea2i_review_token={TOKEN}");
-    let (status, head, body) = r.http("GET", "/review", &[("Cookie", &cookie)], None).await;
-    assert_eq!(status, 200);
-    assert!(head
+    let page = r.http("GET", "/review", &[("Cookie", &cookie)], None).await;
+    assert_eq!(page.status, 200);
+    assert!(page
+        .header("content-security-policy")
+        .unwrap_or_default()
         .to_ascii_lowercase()
-        .contains("content-security-policy: default-src 'none'"));
+        .starts_with("default-src 'none'"));
+    let body = page.body;
     let html = String::from_utf8(body).unwrap();
     assert!(
         html.contains("/review/assets/review.js") && !html.contains("http"),
         "no external assets"
     );
     // The A2I API next to it is unchanged (the relay's SDK client needs no token).
-    assert_ne!(r.http("GET", "/human-loops/x", &[], None).await.0, 401);
+    assert_ne!(r.http("GET", "/human-loops/x", &[], None).await.status, 401);
     r.stop().await;
 }
 
@@ -270,7 +271,7 @@ async fn a_flow_asking_for_two_reviewers_completes_with_the_second_distinct_one(
     assert_eq!(q["items"][0]["needed"], 2);
     assert_eq!(q["items"][0]["choices"][0], "pug");
     assert_eq!(q["items"][0]["scores"][0]["score"], 0.41);
-    let (status, img_head, img) = r
+    let image = r
         .http(
             "GET",
             q["items"][0]["image_url"].as_str().unwrap(),
@@ -278,12 +279,14 @@ async fn a_flow_asking_for_two_reviewers_completes_with_the_second_distinct_one(
             None,
         )
         .await;
-    assert_eq!(status, 200);
-    assert!(img_head
+    assert_eq!(image.status, 200);
+    assert!(image
+        .header("content-type")
+        .unwrap_or_default()
         .to_ascii_lowercase()
-        .contains("content-type: image/jpeg"));
+        .starts_with("image/jpeg"));
     assert_eq!(
-        img,
+        image.body,
         std::fs::read(workspace().join("models/samples/chelsea.jpg")).unwrap()
     );
 

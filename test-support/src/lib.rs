@@ -8,19 +8,21 @@
 //!   certificates, as PEM files (pure Rust, `rcgen`).
 //! - [`Mosquitto`]: a real Mosquitto 2 broker configured like AWS IoT Core (mutual
 //!   TLS, 128 KiB payloads, QoS <= 1), with stop/kill/start/restart on the same port.
-//! - [`MotoS3`]: a moto S3 server process; with feature `s3`, [`s3_client`] and
+//! - [`MotoS3`] (feature `s3`): a moto S3 server process; [`s3_client`] and
 //!   [`create_bucket`].
+//! - [`http`] (feature `http`): the one HTTP/1.1 client of the tests, on hyper.
 //! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log;
 //!   [`workspace_bin`]: another package's binary from the same target directory.
-//! - [`http_request`]: one blocking HTTP/1.1 request to a server in another process.
 //!
 //! See README.md for examples, including the rumqttc TLS settings for the broker.
 
 mod certs;
 mod error;
-mod http;
+#[cfg(feature = "http")]
+pub mod http;
 mod in_process;
 mod mosquitto;
+#[cfg(feature = "s3")]
 mod moto;
 mod port;
 mod process;
@@ -31,9 +33,9 @@ mod wait;
 
 pub use certs::{ClientCert, TestCerts};
 pub use error::{Error, Result};
-pub use http::{http_request, HttpResponse};
 pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
+#[cfg(feature = "s3")]
 pub use moto::{MotoS3, MotoS3Builder};
 pub use port::free_port;
 pub use process::{log_tail, spawn_with_log, workspace_bin, ChildGuard};

@@ -6,8 +6,6 @@
 //! create their bucket again after the outage (and must not expect objects stored
 //! before it to be there).
 
-use std::io::{Read, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
@@ -194,19 +192,10 @@ impl Drop for MotoS3 {
     }
 }
 
-/// Whether something on 127.0.0.1:`port` answers `GET /` with an HTTP status line.
+/// Whether something on 127.0.0.1:`port` answers `GET /` with any HTTP response.
 fn answers_http(port: u16) -> bool {
-    let timeout = Duration::from_secs(2);
-    let addr = SocketAddr::from((Ipv4Addr::LOCALHOST, port));
-    let Ok(mut stream) = TcpStream::connect_timeout(&addr, timeout) else {
-        return false;
-    };
-    let _ = stream.set_read_timeout(Some(timeout));
-    let _ = stream.set_write_timeout(Some(timeout));
-    let request = format!("GET / HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n");
-    if stream.write_all(request.as_bytes()).is_err() {
-        return false;
-    }
-    let mut head = [0u8; 12];
-    stream.read_exact(&mut head).is_ok() && head.starts_with(b"HTTP/1.")
+    crate::http::Request::get(format!("http://127.0.0.1:{port}/"))
+        .timeout(Duration::from_secs(2))
+        .send_blocking()
+        .is_ok()
 }

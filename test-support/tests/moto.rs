@@ -1,4 +1,5 @@
 //! The moto S3 helper against the real moto server.
+#![cfg(feature = "s3")]
 
 use test_support::MotoS3;
 
@@ -16,7 +17,6 @@ fn moto_answers_http_and_restart_keeps_the_endpoint() {
     assert!(moto.is_running());
 }
 
-#[cfg(feature = "s3")]
 mod s3 {
     use aws_sdk_s3::primitives::ByteStream;
     use test_support::{create_bucket, s3_client, MotoS3};

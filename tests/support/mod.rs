@@ -12,9 +12,7 @@ use std::time::Duration;
 use protocol::{DeviceId, Status, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use serde_json::{json, Value};
-use test_support::{
-    http_request, log_tail, spawn_with_log, wait_for, wait_until, ChildGuard, Mosquitto,
-};
+use test_support::{http, log_tail, spawn_with_log, wait_for, wait_until, ChildGuard, Mosquitto};
 
 /// The agent's thing name and the relay's client id: also their certificates' CNs.
 pub const DEVICE: &str = "pi-e2e";
@@ -321,14 +319,12 @@ impl Reviewer {
     }
 
     fn api(&self, method: &str, path: &str, body: Option<Value>) -> Value {
-        let body = body.map(|b| b.to_string());
-        let r = http_request(
-            &self.addr,
-            method,
-            path,
-            &[("Authorization", &format!("Bearer {TOKEN}"))],
-            body.as_deref().map(str::as_bytes),
-        );
+        let mut request = http::Request::new(method, format!("http://{}{path}", self.addr))
+            .header("Authorization", format!("Bearer {TOKEN}"));
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let r = request.send_blocking().unwrap();
         assert_eq!(r.status, 200, "{method} {path}: {}", r.text());
         serde_json::from_slice(&r.body).unwrap()
     }

@@ -381,16 +381,9 @@ fn start_object_store(dir: &Path) -> (String, ChildGuard) {
 
 /// Fetches `/metrics` from a relay and reads one sample.
 pub async fn metric(port: u16, name: &str) -> Option<u64> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
-        .await
-        .ok()?;
-    s.write_all(b"GET /metrics HTTP/1.0\r\nHost: x\r\n\r\n")
-        .await
-        .ok()?;
-    let mut text = String::new();
-    s.read_to_string(&mut text).await.ok()?;
-    cloud_relay::relay::metrics::sample(&text, name)
+    let url = format!("http://127.0.0.1:{port}/metrics");
+    let response = test_support::http::get(&url).await.ok()?;
+    cloud_relay::relay::metrics::sample(&response.text(), name)
 }
 
 #[derive(Clone)]
