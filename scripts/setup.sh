@@ -6,7 +6,7 @@ set -euo pipefail
 APT_PACKAGES=(
   build-essential pkg-config
   libclang-dev clang          # bindgen for the tflite crate (TensorFlow Lite 1.15 from source)
-  python3 python3-pip         # the Python peer in `edge-agent bench`, boto3 API tests
+  python3 python3-pip         # the Python peer in the peer benchmark (cargo bench --bench peer), boto3 API tests
   mosquitto                   # real MQTT broker for integration tests
   systemd                     # systemd-analyze verify for the unit files
   openssl                     # test certificates

@@ -3,14 +3,22 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{bench, classify, daemon, eval, outbox, retrain, Cli, Command};
+use edge_agent::cli::{classify, daemon, eval, outbox, retrain, Cli, Command};
 
 fn main() {
     tune_malloc();
-    let cli = Cli::parse();
+    let cli = Cli::try_parse().unwrap_or_else(|e| {
+        // The benchmark is no longer part of the device binary: say where it went.
+        if e.kind() == clap::error::ErrorKind::InvalidSubcommand
+            && std::env::args().nth(1).as_deref() == Some("bench")
+        {
+            eprintln!("{e}\nThe benchmark is run from the source tree: cargo bench -p edge-agent --bench peer -- --help");
+            std::process::exit(2);
+        }
+        e.exit()
+    });
     let result = match cli.command {
         Command::Classify(args) => classify::run(args),
-        Command::Bench(args) => bench::run(args),
         Command::Run(args) => daemon::run(args),
         Command::CheckConfig(args) => daemon::check_config(args),
         Command::PrintDefaultConfig => daemon::print_default_config(),

@@ -31,7 +31,8 @@ pub struct ClassifyArgs {
     #[arg(long, default_value_t = 1, hide = true)]
     pub repeat: u32,
     /// Print per-frame results only for the first pass, then one summary line
-    /// (JSON) with frames/s and peak memory. Used by `edge-agent bench`.
+    /// (JSON) with frames/s and peak memory. Used by the peer benchmark
+    /// (`benches/peer`).
     #[arg(long, hide = true)]
     pub summary: bool,
 }
@@ -141,7 +142,7 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
             "failed": failed,
             "seconds": elapsed.as_secs_f64(),
             "fps": frames as f64 / elapsed.as_secs_f64().max(1e-9),
-            "max_rss_mb": crate::cli::bench::peak_rss_mb(),
+            "max_rss_mb": peak_rss_mb(),
             "backend": classifier.backend_name(),
         });
         writeln!(out, "{summary}")?;
@@ -165,4 +166,17 @@ fn report_error(
 
 fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1e6).round() / 1e3
+}
+
+/// Peak resident set size of this process, in MiB (VmHWM).
+fn peak_rss_mb() -> f64 {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmHWM:"))
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(f64::NAN)
 }

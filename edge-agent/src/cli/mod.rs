@@ -1,6 +1,5 @@
 //! Command-line interface: argument definitions and one module per subcommand.
 
-pub mod bench;
 pub mod classify;
 pub mod daemon;
 pub mod eval;
@@ -29,9 +28,6 @@ pub struct Cli {
 pub enum Command {
     /// Classify image files (or folders of them) and print the top labels.
     Classify(classify::ClassifyArgs),
-    /// Measure decode, resize and inference times, throughput, memory and start-up,
-    /// side by side with the Python peer (../shared/bench/peer_agent.py).
-    Bench(bench::BenchArgs),
     /// Run the device daemon (sources -> classify -> review policy -> outbox -> MQTT).
     Run(daemon::ConfigArgs),
     /// Validate a config file (and the model and TLS files it names), then exit.

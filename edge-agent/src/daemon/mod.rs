@@ -10,6 +10,10 @@
 //! future (STYLE.md): on it, intake stops, frames already taken are finished and
 //! stored, the status goes `offline`, and the function returns.
 //!
+//! The frame thread and the MQTT task (on a thread of its own) are supervised
+//! ([`supervise`]): the systemd watchdog is pinged only while both make progress or are
+//! idle by design, and `run` stops and returns an error when either ends unexpectedly.
+//!
 //! A corrupt outbox is moved aside and what still reads is salvaged at start-up
 //! ([`Outbox::open_or_recover`]). When the outbox cannot be written (disk full, I/O
 //! error), the frame thread holds the encoded event and retries (`store.rs`), which
@@ -20,6 +24,7 @@ mod mqtt;
 mod prepare;
 mod sources;
 mod store;
+mod supervise;
 mod tracker;
 
 pub use frames::{event_id_for, FrameProcessor, Outcome, ProcessError};
@@ -29,12 +34,12 @@ pub use tracker::DeliveryTracker;
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
-use std::time::Duration;
 
 use anyhow::Context;
 use protocol::status::{AgentCounters, OutboxStats};
 use protocol::{DeviceId, ModelInfo, Status, Topics};
-use store::{store_event, StorageHealth, Stored};
+use store::{store_event, FrameStore, StorageHealth, Stored};
+use supervise::{Monitor, Task};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
@@ -185,6 +190,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     ));
     let sources = sources::start(&source_configs, frame_tx).context("cannot start sources")?;
 
+    let monitor = Monitor::new(systemd::watchdog_interval());
     let health = Arc::new(StorageHealth::default());
     // Dropped at shutdown: ends a frame thread that waits for disk space.
     let (halt_tx, halt_rx) = mpsc::channel::<()>();
@@ -195,11 +201,21 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             wake: wake.clone(),
             health: health.clone(),
             halt: halt_rx,
+            heartbeat: monitor.heartbeat(Task::Frames),
         };
         let requests = requests_dir.clone();
+        let mut end = monitor.end_guard(Task::Frames);
         std::thread::Builder::new()
             .name("frames".into())
-            .spawn(move || frame_loop(processor, frame_rx, store, source_configs, requests))?
+            .spawn(move || {
+                end.set_cause(frame_loop(
+                    processor,
+                    frame_rx,
+                    store,
+                    source_configs,
+                    requests,
+                ))
+            })?
     };
 
     let started = protocol::timestamp::format_rfc3339_utc(now_ms() as i64);
@@ -235,35 +251,47 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         stats: stats.clone(),
         status: status.clone(),
         status_interval: config.device.status_interval,
+        heartbeat: monitor.heartbeat(Task::Mqtt),
     };
-    let mqtt_task = tokio::spawn(driver.run(stop_rx));
+    // A thread of its own: a call that blocks it cannot block the supervisor, and the
+    // supervisor can tell which worker stalled.
+    let mqtt_thread = {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .thread_name("mqtt-blocking")
+            .build()?;
+        let mut end = monitor.end_guard(Task::Mqtt);
+        std::thread::Builder::new()
+            .name("mqtt".into())
+            .spawn(move || {
+                let result = runtime.block_on(driver.run(stop_rx));
+                if let Err(e) = &result {
+                    end.set_cause(format!("{e}"));
+                }
+                result
+            })?
+    };
 
     let _ = systemd::notify_ready();
-    let watchdog = systemd::watchdog_interval().map(|d| d / 2);
-    let mut ping = tokio::time::interval(watchdog.unwrap_or(Duration::from_secs(3600)));
-    tokio::pin!(shutdown);
-    loop {
-        tokio::select! {
-            _ = &mut shutdown => break,
-            _ = ping.tick() => {
-                if watchdog.is_some() {
-                    let _ = systemd::notify_watchdog();
-                }
-            }
-        }
+    let death = monitor.watch(shutdown).await;
+    match &death {
+        None => tracing::info!("shutting down: stopping intake"),
+        Some(d) => tracing::error!(task = %d.task, cause = %d.cause,
+            "the {} ended unexpectedly; stopping, to exit non-zero for systemd to restart the agent", d.task),
     }
-
-    tracing::info!("shutting down: stopping intake");
     let _ = systemd::notify_stopping();
     sources.stop();
     drop(halt_tx);
     // The frame thread ends when every source's sender is gone and the channel is
     // drained: frames already captured are classified and stored, not dropped.
-    tokio::task::spawn_blocking(move || frame_thread.join())
-        .await?
-        .map_err(|_| anyhow::anyhow!("the frame thread panicked"))?;
+    let frames = tokio::task::spawn_blocking(move || frame_thread.join()).await?;
     let _ = stop_tx.send(true);
-    mqtt_task.await??;
+    let mqtt = tokio::task::spawn_blocking(move || mqtt_thread.join()).await?;
+    if let Some(d) = death {
+        anyhow::bail!("the {} ended unexpectedly: {}", d.task, d.cause);
+    }
+    frames.map_err(|_| anyhow::anyhow!("the frame thread panicked"))?;
+    mqtt.map_err(|_| anyhow::anyhow!("the MQTT task panicked"))??;
     let s = status();
     tracing::info!(
         frames = s.counters.frames,
@@ -275,31 +303,27 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     Ok(())
 }
 
-/// What the frame thread needs to store events.
-struct FrameStore {
-    outbox: Arc<Mutex<Outbox>>,
-    stats: Arc<Stats>,
-    wake: Arc<Notify>,
-    health: Arc<StorageHealth>,
-    /// Disconnected at shutdown.
-    halt: mpsc::Receiver<()>,
-}
-
+/// Classifies and stores frames until the sources' channel closes or shutdown comes
+/// while the outbox cannot be written; returns which of the two it was. Beats after
+/// every frame and every [`supervise::Heartbeat::every`] while no frame comes.
 fn frame_loop(
     mut processor: FrameProcessor,
     frames: mpsc::Receiver<SourceFrame>,
     store: FrameStore,
     sources: Vec<crate::config::SourceConfig>,
     requests_dir: std::path::PathBuf,
-) {
-    let FrameStore {
-        outbox,
-        stats,
-        wake,
-        health,
-        halt,
-    } = store;
-    for mut frame in frames {
+) -> &'static str {
+    let (stats, wake) = (&store.stats, &store.wake);
+    loop {
+        store.heartbeat.beat();
+        let mut frame = match frames.recv_timeout(store.heartbeat.every()) {
+            Ok(frame) => frame,
+            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Disconnected) => {
+                return "every frame source has ended (their errors are logged at shutdown)"
+            }
+        };
+        store.heartbeat.beat();
         let now = now_ms();
         Stats::inc(&stats.frames);
         let bytes = std::mem::take(&mut frame.bytes);
@@ -324,7 +348,7 @@ fn frame_loop(
             Ok(Outcome::Selected { meta, messages }) => {
                 Stats::inc(&stats.selected);
                 let id = meta.event_id.to_string();
-                match store_event(&outbox, &health, &halt, &frame.name, &id, &messages, now) {
+                match store_event(&store, &frame.name, &id, &messages, now) {
                     Stored::Yes(PutOutcome::Stored { dropped, .. }) => {
                         if !dropped.is_empty() {
                             tracing::warn!(
@@ -349,7 +373,7 @@ fn frame_loop(
                         // Not stored: the file stays and is taken again at the next
                         // start; frames still queued behind it likewise.
                         tracing::warn!(frame = %frame.name, "shutting down while the outbox cannot be written; the frame stays for the next start");
-                        return;
+                        return "shut down while the outbox could not be written";
                     }
                 }
             }

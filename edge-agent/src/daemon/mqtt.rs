@@ -21,6 +21,9 @@
 //! `rejected` receipt sets the event aside too (DESIGN.md: a rejection never destroys a
 //! frame). Timeouts run on the monotonic clock, so a stepped wall clock changes nothing.
 //!
+//! The task beats its [`Heartbeat`] from every wait (connected or not), so a handler
+//! that never returns stops the watchdog pings, and reconnecting never does.
+//!
 //! Each connection gets a fresh client and clean start: the outbox, not the broker, is
 //! the record of what is undelivered, so nothing is carried over (a receipt missed
 //! while offline just means the event is sent again later, which the relay ignores).
@@ -41,6 +44,7 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{watch, Notify};
 
 use super::prepare::{prepare, Prepared};
+use super::supervise::Heartbeat;
 use super::tracker::{DeliveryTracker, Sent};
 use super::{now_ms, Stats};
 use crate::config::{MqttSection, TlsSection};
@@ -70,6 +74,8 @@ pub struct MqttDriver {
     /// Builds the current status (counters, outbox depths).
     pub status: Arc<dyn Fn() -> Status + Send + Sync>,
     pub status_interval: Duration,
+    /// The task's line to the supervisor.
+    pub heartbeat: Heartbeat,
 }
 
 /// Reads the PEM files named in `[mqtt.tls]` into rumqttc's TLS settings.
@@ -157,9 +163,15 @@ impl MqttDriver {
             // Full jitter: wait a random time up to the current backoff.
             let wait = backoff.mul_f64(0.5 + 0.5 * jitter());
             tracing::info!(retry_in_ms = wait.as_millis() as u64, "mqtt: reconnecting");
-            tokio::select! {
-                _ = tokio::time::sleep(wait) => {}
-                _ = shutdown.changed() => return Ok(()),
+            let until = tokio::time::sleep(wait);
+            tokio::pin!(until);
+            let mut beat = tokio::time::interval(self.heartbeat.every());
+            loop {
+                tokio::select! {
+                    _ = &mut until => break,
+                    _ = beat.tick() => self.heartbeat.beat(),
+                    _ = shutdown.changed() => return Ok(()),
+                }
             }
             backoff = (backoff * 2).min(self.config.reconnect_max);
         }
@@ -208,8 +220,10 @@ impl MqttDriver {
         };
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut status_tick = tokio::time::interval(self.status_interval);
+        let mut beat = tokio::time::interval(self.heartbeat.every());
         loop {
             tokio::select! {
+                _ = beat.tick() => self.heartbeat.beat(),
                 polled = eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         session.connected = true;

@@ -9,15 +9,34 @@
 //! when it starts waiting and once when it recovers, and [`StorageHealth`] puts the
 //! state (`disk_full` / `failing`, since when) into the retained status. At shutdown
 //! it gives up on the frame without finishing its source file, so the file is taken
-//! again at the next start.
+//! again at the next start. The wait counts as idle by design for supervision
+//! ([`Heartbeat::waiting`]): a full disk is reported in the status, not "fixed" by
+//! systemd restarting the agent.
 
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
 use protocol::status::{Storage, StorageState};
 
+use tokio::sync::Notify;
+
+use super::supervise::Heartbeat;
+use super::Stats;
 use crate::outbox::{Outbox, OutboxError, PutOutcome, UnixMillis};
 use crate::source::now_ms;
+
+/// What the frame thread needs to store events.
+pub struct FrameStore {
+    pub outbox: Arc<Mutex<Outbox>>,
+    pub stats: Arc<Stats>,
+    /// Poked when an event is stored, so the MQTT task sends it.
+    pub wake: Arc<Notify>,
+    pub health: Arc<StorageHealth>,
+    /// Disconnected at shutdown.
+    pub halt: mpsc::Receiver<()>,
+    /// The frame thread's line to the supervisor.
+    pub heartbeat: Heartbeat,
+}
 
 /// The first wait after a failed put.
 pub const RETRY_INITIAL: Duration = Duration::from_secs(1);
@@ -73,16 +92,21 @@ pub enum Stored {
 }
 
 /// Puts the event, retrying transient failures (see the module doc) until it is
-/// stored or `halt` is disconnected.
+/// stored or `store.halt` is disconnected.
 pub fn store_event(
-    outbox: &Arc<Mutex<Outbox>>,
-    health: &StorageHealth,
-    halt: &mpsc::Receiver<()>,
+    store: &FrameStore,
     frame: &str,
     event_id: &str,
     messages: &[Vec<u8>],
     now: UnixMillis,
 ) -> Stored {
+    let FrameStore {
+        outbox,
+        health,
+        halt,
+        heartbeat,
+        ..
+    } = store;
     let mut failures: u32 = 0;
     loop {
         let result = outbox.lock().unwrap().put(event_id, messages, now);
@@ -106,7 +130,10 @@ pub fn store_event(
                     tracing::error!(frame, event_id, error = %e, source = ?std::error::Error::source(&e),
                         "cannot store the event; holding it and retrying (1 s doubling to 30 s), no new frames meanwhile");
                 }
-                match halt.recv_timeout(retry_delay(failures)) {
+                heartbeat.waiting();
+                let waited = halt.recv_timeout(retry_delay(failures));
+                heartbeat.beat();
+                match waited {
                     Err(mpsc::RecvTimeoutError::Timeout) => {}
                     Ok(()) | Err(mpsc::RecvTimeoutError::Disconnected) => {
                         return Stored::ShuttingDown

@@ -137,17 +137,33 @@ after = "delete"
     }
 
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts it with these environment variables added (e.g. systemd's).
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log = self.dir.join("agent.log");
         let child = spawn_with_log(
             Command::new(env!("CARGO_BIN_EXE_edge-agent"))
                 .arg("run")
                 .arg("--config")
                 .arg(&self.config)
-                .env("RUST_LOG", "info"),
+                .env("RUST_LOG", "info")
+                .envs(env.iter().copied()),
             &log,
         )
         .unwrap();
         self.child = Some(child);
+    }
+
+    /// The running agent's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("started").id()
+    }
+
+    /// Waits up to `deadline` for the agent to exit by itself.
+    pub fn wait_exit(&mut self, deadline: Duration) -> Option<std::process::ExitStatus> {
+        self.child.as_mut().expect("started").wait_timeout(deadline)
     }
 
     pub fn kill(&mut self) {

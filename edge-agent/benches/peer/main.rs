@@ -1,8 +1,14 @@
-//! `edge-agent bench`: per-stage times (p50/p99), end-to-end frames/s, peak RSS and
-//! time to the first result, for both inference backends, measured on the sample
-//! photos and on 1920x1080 JPEG camera-like frames made from them; and the Python peer
-//! (../shared/bench/peer_agent.py, plus a per-stage probe of the same runtime) run on
-//! the same images in the same run, so every claim is a ratio measured here and now.
+//! The peer benchmark (`cargo bench -p edge-agent --bench peer -- [OPTIONS]`, `--help`
+//! for the options): per-stage times (p50/p99), end-to-end frames/s, peak RSS and time
+//! to the first result, for both inference backends, measured on the sample photos and
+//! on 1920x1080 JPEG camera-like frames made from them; and the Python peer
+//! (../shared/bench/peer_agent.py, plus a per-stage probe of the same runtime,
+//! `peer_stages.py`) run on the same images in the same run, so every claim is a ratio
+//! measured here and now. The end-to-end figures come from the device binary itself
+//! (`edge-agent classify`, built by cargo with the bench profile); the benchmark is a
+//! target of its own so that the device binary holds only what a device runs.
+
+mod table;
 
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
@@ -10,18 +16,22 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context};
-use clap::Args;
+use clap::Parser;
+use edge_agent::cli::{expand_paths, ModelArgs};
+use edge_agent::inference::{select_backend, BackendChoice, BackendKind};
+use edge_agent::model::ModelPackage;
+use edge_agent::pipeline::{prepare_frame, Classifier};
+use edge_agent::preprocess::Preprocessor;
 use serde_json::Value;
 
-use super::{expand_paths, ModelArgs};
-use crate::inference::{select_backend, BackendChoice, BackendKind};
-use crate::model::ModelPackage;
-use crate::pipeline::{prepare_frame, Classifier};
-use crate::preprocess::Preprocessor;
+const PEER_STAGES: &str = include_str!("peer_stages.py");
 
-const PEER_STAGES: &str = include_str!("../../bench/peer_stages.py");
-
-#[derive(Debug, Args)]
+#[derive(Debug, Parser)]
+#[command(
+    bin_name = "cargo bench -p edge-agent --bench peer --",
+    about = "Measures decode, resize and inference times, throughput, memory and start-up, \
+             side by side with the Python peer (../shared/bench/peer_agent.py)"
+)]
 pub struct BenchArgs {
     #[command(flatten)]
     pub model: ModelArgs,
@@ -41,43 +51,27 @@ pub struct BenchArgs {
     /// Skip the peer (prints edge-agent's figures only).
     #[arg(long)]
     pub no_peer: bool,
+    /// Passed by `cargo bench` to every benchmark; ignored.
+    #[arg(long = "bench", hide = true)]
+    _cargo_bench: bool,
 }
 
-/// Peak resident set size of this process, in MiB (VmHWM).
-pub fn peak_rss_mb() -> f64 {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("VmHWM:"))
-                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
-        })
-        .map(|kb| kb / 1024.0)
-        .unwrap_or(f64::NAN)
-}
-
-fn percentile_ms(xs: &[Duration], p: f64) -> f64 {
-    let mut v: Vec<f64> = xs.iter().map(|d| d.as_secs_f64() * 1e3).collect();
-    v.sort_by(f64::total_cmp);
-    if v.is_empty() {
-        return f64::NAN;
+fn main() {
+    let args = BenchArgs::parse();
+    if let Err(e) = run(args) {
+        eprintln!("bench: error: {e:#}");
+        std::process::exit(2);
     }
-    v[((p / 100.0) * (v.len() - 1) as f64).round() as usize]
-}
-
-/// p50 and p99 in milliseconds.
-fn p50_p99(xs: &[Duration]) -> (f64, f64) {
-    (percentile_ms(xs, 50.0), percentile_ms(xs, 99.0))
 }
 
 /// One image set: the photos, or the 1920x1080 frames made from them.
-struct ImageSet {
-    name: &'static str,
-    dir: PathBuf,
-    files: Vec<PathBuf>,
+pub struct ImageSet {
+    pub name: &'static str,
+    pub dir: PathBuf,
+    pub files: Vec<PathBuf>,
 }
 
-pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
+fn run(args: BenchArgs) -> anyhow::Result<()> {
     let package = args.model.load()?;
     let models_dir = package
         .manifest_path
@@ -204,8 +198,8 @@ pub fn run(args: BenchArgs) -> anyhow::Result<i32> {
         })
         .collect();
 
-    print_table(&sets, &names, &stages, &inference, &ours, &peer);
-    Ok(0)
+    table::print(&sets, &names, &stages, &inference, &ours, &peer);
+    Ok(())
 }
 
 struct RemoveOnDrop(PathBuf);
@@ -240,9 +234,10 @@ fn make_camera_frames(photos: &[PathBuf], dir: &Path) -> anyhow::Result<Vec<Path
     Ok(out)
 }
 
-struct Preparation {
-    decode: Vec<Duration>,
-    resize: Vec<Duration>,
+/// Per-frame stage times of one image set.
+pub struct Preparation {
+    pub decode: Vec<Duration>,
+    pub resize: Vec<Duration>,
 }
 
 fn time_preparation(
@@ -289,10 +284,14 @@ fn time_inference(
     Ok(out)
 }
 
-struct EndToEnd {
-    fps: f64,
-    max_rss_mb: f64,
-    first_result_ms: f64,
+/// One `edge-agent classify` process on one image set.
+pub struct EndToEnd {
+    /// Frames per second over all rounds.
+    pub fps: f64,
+    /// Peak resident set size, MiB.
+    pub max_rss_mb: f64,
+    /// From process start to the first result line, ms.
+    pub first_result_ms: f64,
 }
 
 fn run_ours(
@@ -302,9 +301,8 @@ fn run_ours(
     images: &Path,
     rounds: u32,
 ) -> anyhow::Result<EndToEnd> {
-    let exe = std::env::current_exe()?;
     let started = Instant::now();
-    let mut cmd = Command::new(exe);
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_edge-agent"));
     cmd.args(["classify", "--json", "--summary", "--threads"])
         .arg(args.model.threads.to_string())
         .args(["--backend", backend.as_str()])
@@ -343,11 +341,16 @@ fn run_ours(
     })
 }
 
-struct Peer {
-    fps: f64,
-    max_rss_mb: f64,
-    startup_ms: f64,
-    stages: Value,
+/// The Python peer on one image set.
+pub struct Peer {
+    /// Frames per second over all rounds.
+    pub fps: f64,
+    /// Peak resident set size, MiB.
+    pub max_rss_mb: f64,
+    /// Model load after the imports, ms.
+    pub startup_ms: f64,
+    /// `peer_stages.py`'s JSON: `{decode,resize,inference}_{p50,p99}_ms`.
+    pub stages: Value,
 }
 
 fn run_peer(
@@ -408,155 +411,4 @@ fn run_json(cmd: &mut Command) -> Result<Value, String> {
     let text = String::from_utf8_lossy(&out.stdout);
     let last = text.lines().last().unwrap_or("");
     serde_json::from_str(last).map_err(|e| format!("peer printed no JSON ({e}): {last:?}"))
-}
-
-fn ratio(a: f64, b: f64) -> String {
-    if a.is_finite() && b.is_finite() && b > 0.0 {
-        format!("{:.2}x", a / b)
-    } else {
-        "-".into()
-    }
-}
-
-fn print_table(
-    sets: &[ImageSet],
-    backends: &[(BackendKind, Option<String>)],
-    stages: &[Preparation],
-    inference: &[Option<Vec<Duration>>],
-    ours: &[Vec<Option<EndToEnd>>],
-    peer: &[Result<Peer, String>],
-) {
-    let peer_stage = |set: usize, key: &str| match &peer[set] {
-        Ok(p) => p.stages[key].as_f64().unwrap_or(f64::NAN),
-        Err(_) => f64::NAN,
-    };
-    let peer_value =
-        |set: usize, f: fn(&Peer) -> f64| peer[set].as_ref().map(f).unwrap_or(f64::NAN);
-    // The backend compared with the peer: litert when it ran, else tflite.
-    let best = if inference.get(1).is_some_and(Option::is_some) {
-        1
-    } else {
-        0
-    };
-    let cell = |v: Option<f64>, digits: usize| match v {
-        Some(v) if v.is_finite() => format!("{v:.digits$}"),
-        _ => "-".into(),
-    };
-    let pair = |v: Option<(f64, f64)>| match v {
-        Some((a, b)) => format!("{a:.2} / {b:.2}"),
-        None => "-".into(),
-    };
-
-    println!();
-    let heads: Vec<String> = backends
-        .iter()
-        .map(|(k, _)| format!("edge-agent ({})", k.as_str()))
-        .collect();
-    println!(
-        "| metric | {} | peer (Python, LiteRT/XNNPACK) | {} / peer | target |",
-        heads.join(" | "),
-        backends[best].0.as_str()
-    );
-    println!("|---|{}---|---|---|", "---|".repeat(backends.len()));
-
-    let inf: Vec<Option<(f64, f64)>> = inference
-        .iter()
-        .map(|i| i.as_deref().map(p50_p99))
-        .collect();
-    let row = |metric: &str, cells: Vec<String>, peer: String, ratio: String, target: &str| {
-        println!(
-            "| {metric} | {} | {peer} | {ratio} | {target} |",
-            cells.join(" | ")
-        );
-    };
-    row(
-        "inference p50 / p99 (ms)",
-        inf.iter().map(|v| pair(*v)).collect(),
-        format!(
-            "{:.2} / {:.2}",
-            peer_stage(0, "inference_p50_ms"),
-            peer_stage(0, "inference_p99_ms")
-        ),
-        ratio(
-            inf[best].map_or(f64::NAN, |v| v.0),
-            peer_stage(0, "inference_p50_ms"),
-        ),
-        "<= 1.1x",
-    );
-    for (s, set) in sets.iter().enumerate() {
-        let (d50, d99) = p50_p99(&stages[s].decode);
-        let (r50, r99) = p50_p99(&stages[s].resize);
-        // Decode and resize do not depend on the backend: one value for both columns.
-        row(
-            &format!("decode p50 / p99, {} (ms)", set.name),
-            backends.iter().map(|_| pair(Some((d50, d99)))).collect(),
-            format!(
-                "{:.2} / {:.2}",
-                peer_stage(s, "decode_p50_ms"),
-                peer_stage(s, "decode_p99_ms")
-            ),
-            ratio(d50, peer_stage(s, "decode_p50_ms")),
-            "",
-        );
-        row(
-            &format!("resize+normalize p50 / p99, {} (ms)", set.name),
-            backends.iter().map(|_| pair(Some((r50, r99)))).collect(),
-            format!(
-                "{:.2} / {:.2}",
-                peer_stage(s, "resize_p50_ms"),
-                peer_stage(s, "resize_p99_ms")
-            ),
-            ratio(r50, peer_stage(s, "resize_p50_ms")),
-            "",
-        );
-    }
-    for (s, set) in sets.iter().enumerate() {
-        let fps: Vec<Option<f64>> = ours.iter().map(|o| o[s].as_ref().map(|e| e.fps)).collect();
-        let pfps = peer_value(s, |p| p.fps);
-        row(
-            &format!("end-to-end frames/s, {}", set.name),
-            fps.iter().map(|v| cell(*v, 1)).collect(),
-            cell(Some(pfps), 1),
-            ratio(fps[best].unwrap_or(f64::NAN), pfps),
-            ">= 2x",
-        );
-    }
-    for (s, set) in sets.iter().enumerate() {
-        let rss: Vec<Option<f64>> = ours
-            .iter()
-            .map(|o| o[s].as_ref().map(|e| e.max_rss_mb))
-            .collect();
-        let prss = peer_value(s, |p| p.max_rss_mb);
-        row(
-            &format!("peak RSS, {} (MiB)", set.name),
-            rss.iter().map(|v| cell(*v, 1)).collect(),
-            cell(Some(prss), 1),
-            ratio(rss[best].unwrap_or(f64::NAN), prss),
-            "<= 0.5x",
-        );
-    }
-    let first: Vec<Option<f64>> = ours
-        .iter()
-        .map(|o| o[0].as_ref().map(|e| e.first_result_ms))
-        .collect();
-    row(
-        "first result after process start (ms)",
-        first.iter().map(|v| cell(*v, 0)).collect(),
-        format!(
-            "{} (model load, after imports)",
-            cell(Some(peer_value(0, |p| p.startup_ms)), 0)
-        ),
-        String::new(),
-        "<= 300 ms",
-    );
-    for (kind, why) in backends {
-        if let Some(why) = why {
-            println!("\n{}: {why}", kind.as_str());
-        }
-    }
-    for (s, p) in peer.iter().enumerate() {
-        if let Err(why) = p {
-            println!("\npeer ({}): {why}", sets[s].name);
-        }
-    }
 }

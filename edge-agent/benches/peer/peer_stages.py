@@ -1,6 +1,7 @@
 """Per-stage timings of the Python peer's pipeline (Pillow decode, Pillow resize,
 LiteRT/XNNPACK invoke), measured the way edge-agent measures its own, so the
-benchmark can print them side by side. Run by `edge-agent bench`; prints one JSON line.
+benchmark can print them side by side. Run by the peer benchmark
+(`cargo bench -p edge-agent --bench peer`); prints one JSON line.
 
 usage: peer_stages.py MODEL INPUT_TENSOR_F32 ROUNDS IMAGE...
 """
