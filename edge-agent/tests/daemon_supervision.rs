@@ -274,13 +274,16 @@ fn the_agent_exits_non_zero_when_its_mqtt_task_ends() {
     let mut s = start(WATCHDOG, |agent| {
         // A key path that cannot be read as a file: the MQTT task ends at its start.
         let config = std::fs::read_to_string(&agent.config).unwrap();
-        let key = config.lines().find(|l| l.starts_with("key = ")).unwrap();
-        let config = config.replace(key, &format!("key = \"{}\"", agent.dir.display()));
+        let key = config
+            .lines()
+            .find(|l| l.starts_with("key_file = "))
+            .unwrap();
+        let config = config.replace(key, &format!("key_file = \"{}\"", agent.dir.display()));
         std::fs::write(&agent.config, config).unwrap();
     });
     let log = exits_non_zero(&mut s);
     assert!(
-        log.contains("the MQTT task ended unexpectedly: cannot read mqtt.tls.key"),
+        log.contains("the MQTT task ended unexpectedly: cannot read mqtt.tls.key_file"),
         "{log}"
     );
 }

@@ -28,6 +28,7 @@
 //! the record of what is undelivered, so nothing is carried over (a receipt missed
 //! while offline just means the event is sent again later, which the relay ignores).
 
+use protocol::backoff::{jitter_sample, Backoff, Retries};
 use protocol::mqtt_tls::{TlsFileError, TlsFiles, IOT_CORE_ALPN};
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -135,7 +136,10 @@ impl MqttDriver {
             Some(t) => Some(tls_configuration(t)?),
             None => None,
         };
-        let mut backoff = self.config.reconnect_min;
+        // Full jitter in the upper half: a fleet cut off together does not return together.
+        let mut retries = Retries::new(
+            Backoff::new(self.config.reconnect_min, self.config.reconnect_max).with_jitter(0.5),
+        );
         let mut tracker = DeliveryTracker::new();
         let mut memory = Memory::default();
         let clock = Instant::now();
@@ -149,19 +153,18 @@ impl MqttDriver {
                     &mut memory,
                     &clock,
                     &mut shutdown,
-                    &mut backoff,
+                    &mut retries,
                 )
                 .await;
             if *shutdown.borrow() {
                 return Ok(());
             }
             if connected {
-                backoff = self.config.reconnect_min;
+                retries.reset();
                 self.strike(&mut tracker, &mut memory).await;
             }
             tracker.reset();
-            // Full jitter: wait a random time up to the current backoff.
-            let wait = backoff.mul_f64(0.5 + 0.5 * jitter());
+            let wait = retries.next_delay(jitter_sample());
             tracing::info!(retry_in_ms = wait.as_millis() as u64, "mqtt: reconnecting");
             let until = tokio::time::sleep(wait);
             tokio::pin!(until);
@@ -173,7 +176,6 @@ impl MqttDriver {
                     _ = shutdown.changed() => return Ok(()),
                 }
             }
-            backoff = (backoff * 2).min(self.config.reconnect_max);
         }
     }
 
@@ -205,7 +207,7 @@ impl MqttDriver {
         memory: &mut Memory,
         clock: &Instant,
         shutdown: &mut watch::Receiver<bool>,
-        backoff: &mut Duration,
+        retries: &mut Retries,
     ) -> bool {
         let receipts = self.topics.receipts(&self.device);
         let status_topic = self.topics.status(&self.device);
@@ -227,7 +229,7 @@ impl MqttDriver {
                 polled = eventloop.poll() => match polled {
                     Ok(Event::Incoming(Packet::ConnAck(ack))) => {
                         session.connected = true;
-                        *backoff = self.config.reconnect_min;
+                        retries.reset();
                         let broker_max = ack.properties.as_ref().and_then(|p| p.max_packet_size);
                         session.limits.max_message_bytes =
                             self.effective_max(broker_max, &mut memory.warned_limit);
@@ -442,7 +444,7 @@ impl MqttDriver {
 
     async fn on_published(&self, event_id: String) {
         let outbox = self.outbox.clone();
-        let jitter = jitter();
+        let jitter = jitter_sample();
         let result = tokio::task::spawn_blocking(move || {
             outbox
                 .lock()
@@ -531,11 +533,4 @@ pub const BROKER_LIMIT_MARGIN: u32 = 1024;
 /// The largest PUBLISH packet to send to a broker that advertised `broker_max`.
 pub fn broker_usable_packet_bytes(broker_max: u32) -> usize {
     broker_max.saturating_sub(BROKER_LIMIT_MARGIN).max(4096) as usize
-}
-
-/// A uniform random number in [0, 1).
-fn jitter() -> f64 {
-    let mut b = [0u8; 8];
-    let _ = getrandom::fill(&mut b);
-    (u64::from_le_bytes(b) >> 11) as f64 / (1u64 << 53) as f64
 }

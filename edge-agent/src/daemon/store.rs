@@ -16,6 +16,7 @@
 use std::sync::{mpsc, Arc, Mutex};
 use std::time::Duration;
 
+use protocol::backoff::Backoff;
 use protocol::status::{Storage, StorageState};
 
 use tokio::sync::Notify;
@@ -46,10 +47,7 @@ pub const RETRY_MAX: Duration = Duration::from_secs(30);
 /// How long to wait before try `failures + 1`, after `failures` (>= 1) failed puts:
 /// 1 s, 2 s, 4 s, ... capped at 30 s.
 pub fn retry_delay(failures: u32) -> Duration {
-    let doublings = failures.saturating_sub(1).min(16);
-    RETRY_INITIAL
-        .saturating_mul(1u32 << doublings)
-        .min(RETRY_MAX)
+    Backoff::new(RETRY_INITIAL, RETRY_MAX).delay(failures, 0.0)
 }
 
 /// The outbox's writability, shared with the status.
