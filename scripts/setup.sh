@@ -42,6 +42,11 @@ if ! command -v cargo >/dev/null; then
   echo "setup: cargo not found. Install Rust (https://rustup.rs), then run this again." >&2
   exit 1
 fi
+# The test command checks formatting and lints; rustup installs the two tools once.
+if command -v rustup >/dev/null && ! { cargo fmt --version && cargo clippy --version; } >/dev/null 2>&1; then
+  echo "setup: installing rustup components: rustfmt clippy"
+  rustup component add rustfmt clippy >/dev/null
+fi
 
 py_missing=0
 python3 - <<'PY' 2>/dev/null || py_missing=1

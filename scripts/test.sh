@@ -8,6 +8,9 @@ if [ "${CI:-}" = true ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR=/var/tmp/edge-a2i-target
 fi
 export CARGO_TERM_COLOR=never
+# Formatting and lints first: they fail in seconds, not after the build.
+cargo fmt --all --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 export EDGE_AGENT_LITERT_LIB; EDGE_AGENT_LITERT_LIB="$(scripts/fetch-litert.sh)"  # the litert backend's tests need it
 # playwright-core (npm; it downloads no browser) drives Debian's chromium in the

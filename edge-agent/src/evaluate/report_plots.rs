@@ -21,7 +21,7 @@ type Drawn = Result<(), DrawingAreaErrorKind<std::io::Error>>;
 fn svg(
     plot: &'static str,
     size: (u32, u32),
-    draw: impl FnOnce(&Area) -> Drawn,
+    draw: impl FnOnce(&Area<'_>) -> Drawn,
 ) -> Result<String, ReportError> {
     let mut buf = String::new();
     {

@@ -70,7 +70,7 @@ pub fn check_out(out: &Path) -> Result<(), FinetuneError> {
 }
 
 /// Writes the package into `out` and returns the path of its manifest.
-pub fn write(out: &Path, new: NewPackage) -> Result<PathBuf, FinetuneError> {
+pub fn write(out: &Path, new: NewPackage<'_>) -> Result<PathBuf, FinetuneError> {
     check_out(out)?;
     let name = out
         .file_name()
@@ -145,7 +145,7 @@ fn base_name(path: &str, fallback: &str) -> String {
         .unwrap_or_else(|| fallback.to_string())
 }
 
-fn assemble(dir: &Path, new: &NewPackage) -> Result<PathBuf, FinetuneError> {
+fn assemble(dir: &Path, new: &NewPackage<'_>) -> Result<PathBuf, FinetuneError> {
     let parent = new.parent;
     let write = |name: &str, bytes: &[u8]| {
         let path = dir.join(name);

@@ -351,7 +351,7 @@ mod number_or_off {
     impl<T: Number> Visitor<'_> for NumberOrOff<T> {
         type Value = Option<T>;
 
-        fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
             f.write_str(T::EXPECTING)
         }
 
