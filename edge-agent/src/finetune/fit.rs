@@ -79,7 +79,11 @@ pub struct FitSummary {
 }
 
 /// Fits `start` (θ₀, already grown for new classes) to `samples`.
-pub fn fit(start: &DenseHead, samples: &[Sample<'_>], options: &FitOptions) -> (DenseHead, FitSummary) {
+pub fn fit(
+    start: &DenseHead,
+    samples: &[Sample<'_>],
+    options: &FitOptions,
+) -> (DenseHead, FitSummary) {
     let problem = Problem {
         start,
         samples,
