@@ -146,7 +146,7 @@ impl Collector {
             },
         )
         .await
-        .map_err(Failure::Permanent)?;
+        .map_err(|e| Failure::Permanent(e.0))?;
         inc(&self.metrics.c.loops_completed_total);
         match put {
             Put::Created => inc(&self.metrics.c.manifest_rows_written_total),

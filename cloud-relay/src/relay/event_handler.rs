@@ -21,7 +21,7 @@ use super::event_store::{store_event, Stored};
 use super::intake::Staged;
 use super::keys::KeyLayout;
 use super::metrics::{inc, Metrics};
-use super::retry::{retry_logged, Gate, OutageLog};
+use super::retry::{retry_logged, Gate, OutageLog, PermanentFailure};
 use super::s3::S3Store;
 use crate::config::{Config, RetryConfig};
 
@@ -63,13 +63,54 @@ impl Outages {
     }
 }
 
+/// Why an event (or a staged chunk) was not handled. The message stays unacknowledged
+/// or unreceipted, so its agent resends it; the error is logged with the event id.
+#[derive(Debug, thiserror::Error)]
+pub enum HandleError {
+    /// An S3 call failed for good: what was being done, to which object, and why.
+    #[error("{action} {uri}: {source}")]
+    Store {
+        action: &'static str,
+        uri: String,
+        #[source]
+        source: PermanentFailure,
+    },
+    /// An object that was just there is gone (a relay undoing a wrong claim).
+    #[error("{uri} vanished; the agent will resend")]
+    Vanished { uri: String },
+    /// The event index holds something that is not an event's metadata.
+    #[error("{uri} does not parse: {source}")]
+    UnreadableIndex {
+        uri: String,
+        #[source]
+        source: protocol::MessageError,
+    },
+    /// StartHumanLoop failed for good.
+    #[error("starting human loop {name}: {source}")]
+    StartLoop {
+        name: String,
+        #[source]
+        source: PermanentFailure,
+    },
+}
+
+impl HandleError {
+    pub fn store(action: &'static str, uri: String, source: PermanentFailure) -> Self {
+        HandleError::Store {
+            action,
+            uri,
+            source,
+        }
+    }
+}
+
 impl EventHandler {
     /// Calls the object store with retries, reporting an outage once ([`OutageLog`]).
     pub(super) async fn retry_store<T, F, Fut>(
         &self,
         what: &'static str,
         call: F,
-    ) -> Result<T, String>
+    ) -> Result<T, PermanentFailure>
     where
         F: FnMut() -> Fut,
         Fut: std::future::Future<Output = Result<T, super::retry::Failure>>,
@@ -79,7 +120,7 @@ impl EventHandler {
     }
 
     /// Stores the event and starts its loop; returns the receipt to send.
-    pub async fn process(&self, event: &CompleteEvent) -> Result<Receipt, String> {
+    pub async fn process(&self, event: &CompleteEvent) -> Result<Receipt, HandleError> {
         let meta = &event.meta;
         // First stored wins: another event's content under this id gets `conflict`.
         let image_uri = match store_event(self, event).await? {
@@ -104,7 +145,10 @@ impl EventHandler {
             || self.a2i.start_loop(&name, &input),
         )
         .await
-        .map_err(|e| format!("starting human loop {name}: {e}"))?;
+        .map_err(|source| HandleError::StartLoop {
+            name: name.clone(),
+            source,
+        })?;
         match start {
             LoopStart::Started => inc(&self.metrics.c.loops_started_total),
             LoopStart::Existed => inc(&self.metrics.c.loops_existing_total),
@@ -120,7 +164,7 @@ impl EventHandler {
     /// the look: agents send a set in order, so an incomplete set usually lacks its
     /// last chunks and costs one GET that finds nothing (no LIST, whose cost grows with
     /// the bucket on some servers, and never a GET of this relay's own chunk).
-    pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, String> {
+    pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, HandleError> {
         let id = chunk.header.event_id;
         let key = self.layout.staging_chunk_key(&id, chunk.header.index);
         self.retry_store("s3_put_chunk", || {
@@ -128,7 +172,7 @@ impl EventHandler {
                 .put(&key, payload.clone(), "application/octet-stream", false)
         })
         .await
-        .map_err(|e| format!("staging s3://{}/{key}: {e}", self.layout.bucket))?;
+        .map_err(|source| HandleError::store("staging", self.layout.uri(&key), source))?;
         inc(&self.metrics.c.chunks_staged_total);
         let mut others = Vec::new();
         for index in (0..chunk.header.count).rev() {
@@ -139,7 +183,7 @@ impl EventHandler {
             let got = self
                 .retry_store("s3_get_chunk", || self.store.get(&key))
                 .await
-                .map_err(|e| format!("reading s3://{}/{key}: {e}", self.layout.bucket))?;
+                .map_err(|source| HandleError::store("reading", self.layout.uri(&key), source))?;
             // Not there yet, or gone: the relay that completed the set has cleaned up.
             let Some(bytes) = got else {
                 return Ok(Staged::Incomplete);

@@ -13,7 +13,7 @@
 
 use protocol::{CompleteEvent, EventMeta};
 
-use super::event_handler::EventHandler;
+use super::event_handler::{EventHandler, HandleError};
 use super::keys::KeyLayout;
 use super::metrics::inc;
 use super::s3::Put;
@@ -50,26 +50,29 @@ pub fn conflict(first: &EventMeta, incoming: &EventMeta, layout: &KeyLayout) -> 
 }
 
 /// Claims the id, then puts the image and its metadata (each only if absent).
-pub async fn store_event(p: &EventHandler, event: &CompleteEvent) -> Result<Stored, String> {
+pub async fn store_event(p: &EventHandler, event: &CompleteEvent) -> Result<Stored, HandleError> {
     let meta = &event.meta;
-    let bucket = &p.layout.bucket;
     let index_key = p.layout.event_index_key(&meta.event_id);
+    let index_uri = || p.layout.uri(&index_key);
     let claim = p
         .retry_store("s3_put_event_index", || {
             p.store
                 .put(&index_key, meta.to_json(), "application/json", true)
         })
         .await
-        .map_err(|e| format!("claiming s3://{bucket}/{index_key}: {e}"))?;
+        .map_err(|source| HandleError::store("claiming", index_uri(), source))?;
     if claim == Put::Existed {
         let bytes = p
             .retry_store("s3_get_event_index", || p.store.get(&index_key))
             .await
-            .map_err(|e| format!("reading s3://{bucket}/{index_key}: {e}"))?
+            .map_err(|source| HandleError::store("reading", index_uri(), source))?
             // Removed just now by a relay undoing a wrong claim (below): try again later.
-            .ok_or_else(|| format!("s3://{bucket}/{index_key} vanished; the agent will resend"))?;
-        let first = EventMeta::from_json(&bytes)
-            .map_err(|e| format!("s3://{bucket}/{index_key} does not parse: {e}"))?;
+            .ok_or_else(|| HandleError::Vanished { uri: index_uri() })?;
+        let first =
+            EventMeta::from_json(&bytes).map_err(|source| HandleError::UnreadableIndex {
+                uri: index_uri(),
+                source,
+            })?;
         if let Some(reason) = conflict(&first, meta, &p.layout) {
             return Ok(Stored::Conflict(reason));
         }
@@ -90,8 +93,8 @@ pub async fn store_event(p: &EventHandler, event: &CompleteEvent) -> Result<Stor
                 .put(&meta_key, meta.to_json(), "application/json", true)
         })
     );
-    let put = put.map_err(|e| format!("storing {image_uri}: {e}"))?;
-    meta_put.map_err(|e| format!("storing s3://{bucket}/{meta_key}: {e}"))?;
+    let put = put.map_err(|source| HandleError::store("storing", image_uri.clone(), source))?;
+    meta_put.map_err(|source| HandleError::store("storing", p.layout.uri(&meta_key), source))?;
     match put {
         Put::Created => inc(&p.metrics.c.images_uploaded_total),
         Put::Existed => {
@@ -115,13 +118,13 @@ pub async fn store_event(p: &EventHandler, event: &CompleteEvent) -> Result<Stor
 /// The sha256 of the image at `key`, by reading it. (Only an image stored before the
 /// event index existed is compared this way; objects carry no sha256 metadata because
 /// the local object store keeps no user metadata.)
-async fn existing_sha256(p: &EventHandler, key: &str) -> Result<String, String> {
+async fn existing_sha256(p: &EventHandler, key: &str) -> Result<String, HandleError> {
     let uri = p.layout.uri(key);
     let bytes = p
         .retry_store("s3_get_image", || p.store.get(key))
         .await
-        .map_err(|e| format!("reading {uri}: {e}"))?
-        .ok_or_else(|| format!("{uri} vanished; the agent will resend"))?;
+        .map_err(|source| HandleError::store("reading", uri.clone(), source))?
+        .ok_or(HandleError::Vanished { uri })?;
     Ok(protocol::json::sha256_hex(&bytes))
 }
 

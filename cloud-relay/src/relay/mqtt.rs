@@ -66,15 +66,22 @@ pub fn options(config: &Config) -> Result<MqttOptions, RelayError> {
     Ok(o)
 }
 
-/// Classifies the error of a first connection attempt.
+/// Classifies the error of a first connection attempt by its type: rumqttc's TLS
+/// error, or a rustls error carried inside an I/O error (a handshake the broker or we
+/// refused), is a TLS failure; a CONNACK refusal names its reason code.
 pub fn connect_error(config: &Config, e: &ConnectionError) -> RelayError {
     let text = e.to_string();
     let broker = format!("{}:{}", config.mqtt.host, config.mqtt.port);
-    let lower = text.to_lowercase();
-    if matches!(e, ConnectionError::Tls(_))
-        || lower.contains("certificate")
-        || lower.contains("tls")
-    {
+    let rustls_inside = |io: &std::io::Error| {
+        io.get_ref()
+            .is_some_and(|inner| inner.downcast_ref::<rustls::Error>().is_some())
+    };
+    let tls = match e {
+        ConnectionError::Tls(_) => true,
+        ConnectionError::Io(io) => rustls_inside(io),
+        _ => false,
+    };
+    if tls {
         RelayError::BrokerTls {
             broker,
             message: text,

@@ -40,6 +40,11 @@ impl std::fmt::Display for Failure {
     }
 }
 
+/// A call given up on because retrying cannot help: what [`Failure::Permanent`] said.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct PermanentFailure(pub String);
+
 /// The retry delays of `config`: doubling from `initial_backoff` to `max_backoff`, each
 /// a random value in the upper half of its ceiling, so relays that failed together do
 /// not retry together.
@@ -183,7 +188,7 @@ pub async fn retry<T, F, Fut>(
     metrics: &Metrics,
     gate: Option<&Gate>,
     call: F,
-) -> Result<T, String>
+) -> Result<T, PermanentFailure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -199,7 +204,7 @@ pub async fn retry_logged<T, F, Fut>(
     gate: Option<&Gate>,
     outage: Option<&OutageLog>,
     mut call: F,
-) -> Result<T, String>
+) -> Result<T, PermanentFailure>
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<T, Failure>>,
@@ -225,7 +230,7 @@ where
                 }
                 return Ok(value);
             }
-            Err(Failure::Permanent(message)) => return Err(message),
+            Err(Failure::Permanent(message)) => return Err(PermanentFailure(message)),
             Err(failure) => {
                 if let (Failure::Quota(_), Some(gate)) = (&failure, gate) {
                     if !gate.is_closed() {
@@ -310,7 +315,7 @@ mod tests {
             Err(Failure::Permanent("AccessDenied".into()))
         })
         .await;
-        assert_eq!(out, Err("AccessDenied".into()));
+        assert_eq!(out, Err(PermanentFailure("AccessDenied".into())));
         assert_eq!(metrics.retries_total(), 0);
     }
 
