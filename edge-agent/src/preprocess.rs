@@ -185,7 +185,9 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         // still being written (or cut by a power loss) must not be classified as whole.
         return Err(DecodeError::Truncated(name));
     }
-    let corrupt = |e: image::ImageError| classify_image_error(name, e);
+    // A PNG without its IEND chunk was cut off: when it fails to decode, say truncated.
+    let cut_png = format == ImageFormat::Png && !has_png_end(bytes);
+    let corrupt = |e: image::ImageError| classify_image_error(name, e, cut_png);
     let mut reader = ImageReader::with_format(Cursor::new(bytes), format);
     let mut limits = image::Limits::default();
     limits.max_alloc = Some(MAX_PIXELS * 8);
@@ -212,9 +214,19 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     })
 }
 
-/// Truncated when the decoder ran out of bytes: an `UnexpectedEof` I/O error anywhere
-/// in the error's source chain (the decoders wrap the reader's error); otherwise corrupt.
-fn classify_image_error(format: &'static str, e: image::ImageError) -> DecodeError {
+/// Truncated when the file is known to be cut off (`cut`), or the decoder ran out of
+/// bytes: an `UnexpectedEof` I/O error as the error or in its source chain; otherwise
+/// corrupt. (The PNG decoder reports running out as a format error whose source chain
+/// skips the I/O error, hence the structural check.)
+fn classify_image_error(format: &'static str, e: image::ImageError, cut: bool) -> DecodeError {
+    if cut {
+        return DecodeError::Truncated(format);
+    }
+    if let image::ImageError::IoError(io) = &e {
+        if io.kind() == std::io::ErrorKind::UnexpectedEof {
+            return DecodeError::Truncated(format);
+        }
+    }
     let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
     while let Some(err) = cause {
         if err
@@ -229,6 +241,14 @@ fn classify_image_error(format: &'static str, e: image::ImageError) -> DecodeErr
         format,
         message: e.to_string(),
     }
+}
+
+/// A PNG ends with its IEND chunk (`IEND` and its CRC); look at the last bytes in case
+/// a writer padded after it.
+fn has_png_end(bytes: &[u8]) -> bool {
+    let tail = &bytes[bytes.len().saturating_sub(64)..];
+    tail.windows(8)
+        .any(|w| w == [b'I', b'E', b'N', b'D', 0xAE, 0x42, 0x60, 0x82])
 }
 
 /// A JPEG ends with the EOI marker (FF D9); some writers pad after it, so look at
