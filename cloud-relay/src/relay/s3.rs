@@ -144,15 +144,8 @@ impl S3Store {
         content_type: &str,
         if_absent: bool,
     ) -> Result<Put, Failure> {
-        put_in(
-            &self.client,
-            &self.bucket,
-            key,
-            body,
-            content_type,
-            if_absent,
-        )
-        .await
+        self.put_in(&self.bucket, key, body, content_type, if_absent)
+            .await
     }
 
     /// [`S3Store::put`] into another bucket (A2I writes `output.json` to the flow
@@ -165,7 +158,26 @@ impl S3Store {
         content_type: &str,
         if_absent: bool,
     ) -> Result<Put, Failure> {
-        put_in(&self.client, bucket, key, body, content_type, if_absent).await
+        let mut req = self
+            .client
+            .put_object()
+            .bucket(bucket)
+            .key(key)
+            .content_type(content_type)
+            .body(ByteStream::from(body));
+        if if_absent {
+            req = req.if_none_match("*");
+        }
+        match req.send().await {
+            Ok(_) => Ok(Put::Created),
+            // 412: the object exists. 409: a concurrent conditional write is in progress
+            // (S3's ConditionalRequestConflict); retrying then finds it there.
+            Err(e) if if_absent && status_of(&e) == Some(412) => Ok(Put::Existed),
+            Err(e) if if_absent && status_of(&e) == Some(409) => {
+                Err(Failure::Transient(DisplayErrorContext(&e).to_string()))
+            }
+            Err(e) => Err(classify(e)),
+        }
     }
 
     pub async fn get(&self, key: &str) -> Result<Option<Vec<u8>>, Failure> {
@@ -243,34 +255,5 @@ impl S3Store {
             .await
             .map_err(classify)?;
         Ok(())
-    }
-}
-
-async fn put_in(
-    client: &aws_sdk_s3::Client,
-    bucket: &str,
-    key: &str,
-    body: Vec<u8>,
-    content_type: &str,
-    if_absent: bool,
-) -> Result<Put, Failure> {
-    let mut req = client
-        .put_object()
-        .bucket(bucket)
-        .key(key)
-        .content_type(content_type)
-        .body(ByteStream::from(body));
-    if if_absent {
-        req = req.if_none_match("*");
-    }
-    match req.send().await {
-        Ok(_) => Ok(Put::Created),
-        // 412: the object exists. 409: a concurrent conditional write is in progress
-        // (S3's ConditionalRequestConflict); retrying then finds it there.
-        Err(e) if if_absent && status_of(&e) == Some(412) => Ok(Put::Existed),
-        Err(e) if if_absent && status_of(&e) == Some(409) => {
-            Err(Failure::Transient(DisplayErrorContext(&e).to_string()))
-        }
-        Err(e) => Err(classify(e)),
     }
 }
