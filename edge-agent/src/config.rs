@@ -33,6 +33,8 @@ pub struct AgentConfig {
     pub policy: PolicyConfig,
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceConfig>,
+    #[serde(default)]
+    pub update: crate::update::UpdateSection,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -310,6 +312,7 @@ impl AgentConfig {
         if self.mqtt.host.trim().is_empty() {
             return Err("mqtt.host is empty".into());
         }
+        self.update.validate()?;
         if self.mqtt.max_message_bytes < 4096 {
             return Err(format!(
                 "mqtt.max_message_bytes must be at least 4096, got {}",
@@ -401,6 +404,12 @@ impl AgentConfig {
     /// `edge-agent eval --review N` writes into it.
     pub fn review_requests_dir(&self) -> PathBuf {
         self.device.state_dir.join("review-requests")
+    }
+
+    /// The folder a device owner drops signed model packages into (`PKG.tar` with
+    /// `PKG.tar.minisig` beside it): `<state_dir>/updates`. See [`crate::update`].
+    pub fn updates_dir(&self) -> PathBuf {
+        self.device.state_dir.join("updates")
     }
 }
 

@@ -16,3 +16,4 @@ pub mod policy;
 pub mod preprocess;
 pub mod source;
 pub mod systemd;
+pub mod update;

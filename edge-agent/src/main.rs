@@ -3,7 +3,7 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{classify, daemon, eval, outbox, retrain, Cli, Command};
+use edge_agent::cli::{classify, daemon, eval, model, outbox, retrain, Cli, Command};
 
 fn main() {
     tune_malloc();
@@ -25,6 +25,7 @@ fn main() {
         Command::Outbox(args) => outbox::run(args),
         Command::Eval(args) => eval::run(args),
         Command::Retrain(args) => retrain::run(args),
+        Command::Model(args) => model::run(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -13,6 +13,8 @@
 //! | [`review`] | relay -> agent: the reviewed label |
 //! | [`a2i`] | A2I `InputContent`, `output.json`, answer consolidation |
 //! | [`manifest`] | Ground Truth augmented-manifest rows |
+//! | [`package`] | signed model packages (tar + minisign), anti-rollback |
+//! | [`jobs`] | AWS IoT Jobs device MQTT API, the model-update job document |
 //! | [`reason`] | why a frame was sent for review |
 //! | [`reencode`] | stored payloads re-encoded for another device id or size limit (agent side) |
 //! | [`timestamp`], [`json`] | shared conventions: timestamps, JSON checks |
@@ -22,9 +24,11 @@ pub mod assembler;
 pub mod backoff;
 pub mod envelope;
 pub mod event;
+pub mod jobs;
 pub mod json;
 pub mod manifest;
 pub mod mqtt_tls;
+pub mod package;
 pub mod reason;
 pub mod receipt;
 pub mod reencode;

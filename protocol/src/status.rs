@@ -123,6 +123,29 @@ pub struct Status {
     /// Since when the agent has been in `state`, RFC 3339 UTC.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub since: Option<String>,
+    /// The last model update since the agent started (absent: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub update: Option<UpdateStatus>,
+}
+
+/// Where the last model update got to, as the Jobs execution reports it too.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct UpdateStatus {
+    /// The package's version.
+    pub version: String,
+    /// `in_progress`, `succeeded`, `failed` or `rejected` (the Jobs execution status,
+    /// lower-cased).
+    pub outcome: String,
+    /// The step reached: download, verify, load, shadow, watch, done.
+    pub step: String,
+    /// Why it failed or was refused; the shadow and watch figures when it succeeded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
+    /// The IoT job that carried it, if one did.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub job_id: Option<String>,
+    /// RFC 3339 UTC.
+    pub at: String,
 }
 
 impl Status {
@@ -143,6 +166,7 @@ impl Status {
             counters: AgentCounters::default(),
             storage: Storage::default(),
             since: Some(since.into()),
+            update: None,
         }
     }
 
@@ -158,6 +182,7 @@ impl Status {
             counters: AgentCounters::default(),
             storage: Storage::default(),
             since: None,
+            update: None,
         }
     }
 

@@ -3,6 +3,7 @@
 pub mod classify;
 pub mod daemon;
 pub mod eval;
+pub mod model;
 pub mod outbox;
 pub mod retrain;
 
@@ -42,6 +43,9 @@ pub enum Command {
     /// Fine-tunes the model's last layer on reviewed frames and writes a new model
     /// package, with a promote / keep-parent verdict (exit 3 when kept).
     Retrain(retrain::RetrainArgs),
+    /// Signed model packages (keygen, sign, verify) and this device's installed
+    /// models (status, rollback).
+    Model(model::ModelArgs),
 }
 
 /// Options shared by every command that loads a model.

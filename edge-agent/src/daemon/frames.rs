@@ -11,12 +11,14 @@ use protocol::{
     Topics,
 };
 
+use super::serving::{wants_review, ServingModel, Swapper};
 use crate::config::ImageSection;
 use crate::inference::InferenceError;
 use crate::phash::dhash;
 use crate::pipeline::{prepare_frame, Classifier, FrameError};
 use crate::policy::{Decision, ReviewPolicy, SkipCause};
 use crate::preprocess::Preprocessor;
+use crate::update::lifecycle::Observation;
 
 /// What became of one frame.
 #[derive(Debug)]
@@ -43,11 +45,10 @@ pub enum ProcessError {
 }
 
 pub struct FrameProcessor {
-    pre: Preprocessor,
-    classifier: Classifier,
-    policy: ReviewPolicy,
+    serving: ServingModel,
+    /// Model updates: commands from the update worker, events back (daemon only).
+    swapper: Option<Swapper>,
     device: DeviceId,
-    model: ModelInfo,
     events_topic_len: usize,
     limits: Limits,
     image: ImageSection,
@@ -66,13 +67,27 @@ impl FrameProcessor {
         max_message_bytes: usize,
         image: ImageSection,
     ) -> Self {
-        FrameProcessor {
+        let serving = ServingModel {
             pre,
-            events_topic_len: topics.events(&device).len(),
             classifier,
             policy,
+            info: model,
+        };
+        Self::from_serving(serving, device, topics, max_message_bytes, image)
+    }
+
+    pub fn from_serving(
+        serving: ServingModel,
+        device: DeviceId,
+        topics: &Topics,
+        max_message_bytes: usize,
+        image: ImageSection,
+    ) -> Self {
+        FrameProcessor {
+            events_topic_len: topics.events(&device).len(),
+            serving,
+            swapper: None,
             device,
-            model,
             limits: Limits {
                 max_message_bytes,
                 ..Limits::default()
@@ -83,11 +98,29 @@ impl FrameProcessor {
     }
 
     pub fn policy(&self) -> &ReviewPolicy {
-        &self.policy
+        &self.serving.policy
     }
 
     pub fn backend_name(&self) -> &'static str {
-        self.classifier.backend_name()
+        self.serving.classifier.backend_name()
+    }
+
+    /// The model that classifies the next frame.
+    pub fn model(&self) -> &ModelInfo {
+        &self.serving.info
+    }
+
+    /// Lets the update worker swap the model between frames (see [`Swapper`]).
+    pub fn set_swapper(&mut self, swapper: Swapper) {
+        self.swapper = Some(swapper);
+    }
+
+    /// Takes a swap command sent since the last frame; the frame loop calls it
+    /// between frames, also while no frame comes.
+    pub fn between_frames(&mut self) {
+        if let Some(swapper) = self.swapper.as_mut() {
+            swapper.poll(&mut self.serving);
+        }
     }
 
     /// Classifies one frame and, if the policy selects it, encodes its event.
@@ -122,10 +155,11 @@ impl FrameProcessor {
         now_ms: u64,
         requested: bool,
     ) -> Result<Outcome, ProcessError> {
+        self.between_frames();
         let tensor = std::mem::take(&mut self.tensor);
-        let frame = prepare_frame(&mut self.pre, PathBuf::from(name), bytes, tensor)
+        let frame = prepare_frame(&mut self.serving.pre, PathBuf::from(name), bytes, tensor)
             .map_err(FrameError::Decode)?;
-        let result = self.classifier.classify(&frame.tensor);
+        let result = self.serving.classifier.classify(&frame.tensor);
         let frame_hash = dhash(&frame.image);
         let c = result?;
         let decision = if requested {
@@ -133,10 +167,23 @@ impl FrameProcessor {
                 reasons: vec![protocol::ReviewReason::Requested],
             }
         } else {
-            self.policy
+            self.serving
+                .policy
                 .decide(&c.scores, frame_hash, now_ms)
                 .map_err(|e| ProcessError::Scores(e.to_string()))?
         };
+        // A model update under way: the candidate scores the same frame (shadow),
+        // and the swap, if due, happens once this frame is finished.
+        let model = self.serving.info.clone();
+        if let (Some(swapper), false) = (self.swapper.as_mut(), requested) {
+            let candidate = swapper.shadow(&frame.image, frame_hash, now_ms);
+            let seen = Observation {
+                top1: c.top_k.first().map(|l| l.label.clone()).unwrap_or_default(),
+                confidence: c.top_k.first().map(|l| l.score).unwrap_or(0.0),
+                selected: wants_review(&decision),
+            };
+            swapper.observe(&mut self.serving, &seen, candidate.as_ref());
+        }
         let crate::pipeline::PreparedFrame {
             bytes,
             format,
@@ -157,7 +204,7 @@ impl FrameProcessor {
             event_id: event_id_for(&self.device, name, captured_at_ms, &image.sha256),
             device_id: self.device.clone(),
             captured_at: protocol::timestamp::format_rfc3339_utc(captured_at_ms as i64),
-            model: self.model.clone(),
+            model,
             top_k: c
                 .top_k
                 .iter()

@@ -20,8 +20,10 @@
 //! stops intake through the bounded channel instead of losing frames.
 
 mod frames;
+mod jobs;
 mod mqtt;
 mod prepare;
+pub mod serving;
 mod sources;
 mod store;
 mod supervise;
@@ -37,20 +39,20 @@ use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::Context;
 use protocol::status::{AgentCounters, OutboxStats};
-use protocol::{DeviceId, ModelInfo, Status, Topics};
+use protocol::{DeviceId, Status, Topics};
+use serving::{SharedIdentity, SwapCommand, SwapEvent, Swapper};
 use store::{store_event, FrameStore, StorageHealth, Stored};
 use supervise::{Monitor, Task};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
-use crate::inference::{select_backend, BackendChoice, BackendOptions};
 use crate::model::{find_default_manifest, ModelPackage};
 use crate::outbox::{Outbox, PutOutcome};
-use crate::pipeline::Classifier;
-use crate::policy::{ReviewPolicy, SkipCause};
-use crate::preprocess::Preprocessor;
+use crate::policy::SkipCause;
 use crate::source::SourceFrame;
 use crate::systemd;
+use crate::update::store::ModelStore;
+use crate::update::{self, load_serving, LoadOptions};
 
 pub use crate::source::now_ms;
 
@@ -99,56 +101,63 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let device = DeviceId::new(config.device.id.clone()).expect("validated");
     let topics = Topics::new(config.mqtt.topic_prefix.clone()).expect("validated");
 
-    // Model, backend and policy: any mismatch stops here, before intake starts.
-    let manifest = match &config.model.manifest {
-        Some(p) => p.clone(),
-        None => find_default_manifest()?,
-    };
-    let package = ModelPackage::load(&manifest)?;
-    let choice = BackendChoice {
-        kind: config.model.backend,
-        library: config.model.litert_library.clone(),
-    };
-    let backend = select_backend(
-        &package,
-        &BackendOptions {
-            threads: config.model.threads,
-        },
-        &choice,
-    )?;
-    tracing::info!(
-        backend = backend.selection.backend,
-        requested = backend.selection.requested.as_str(),
-        reason = %backend.selection.reason,
-        "inference backend"
-    );
-    let policy =
-        ReviewPolicy::new(config.policy.clone(), package.labels.clone()).context("[policy]")?;
-    let model = ModelInfo {
-        name: package.manifest.model.name.clone(),
-        version: package.manifest.model.version.clone(),
-        sha256: package.manifest.model.sha256.clone(),
-    };
-    let classifier = Classifier::new(backend, package.labels.clone(), config.model.top_k);
-    let backend_name = classifier.backend_name();
-    let processor = FrameProcessor::new(
-        Preprocessor::new(&package.manifest.input),
-        classifier,
-        policy,
-        device.clone(),
-        model.clone(),
-        &topics,
-        config.mqtt.max_message_bytes,
-        config.image.clone(),
-    );
-    tracing::info!(model = %package.display_name(), backend = backend_name, "model loaded");
-
     std::fs::create_dir_all(&config.device.state_dir).with_context(|| {
         format!(
             "cannot create state_dir {}",
             config.device.state_dir.display()
         )
     })?;
+    // Model, backend and policy: any mismatch stops here, before intake starts. An
+    // installed package serves if one is current (an update interrupted by a kill is
+    // settled first), else the configured model.
+    let config_manifest = match &config.model.manifest {
+        Some(p) => p.clone(),
+        None => find_default_manifest()?,
+    };
+    let store = ModelStore::open(&config.device.state_dir).with_context(|| {
+        format!(
+            "cannot open the model store in {}",
+            config.device.state_dir.display()
+        )
+    })?;
+    let drop_dir = config.updates_dir();
+    std::fs::create_dir_all(&drop_dir)
+        .with_context(|| format!("cannot create {}", drop_dir.display()))?;
+    let pending_report = update::worker::recover(&store, &drop_dir)
+        .context("cannot settle the interrupted model update")?;
+    let trusted_keys = config.update.load_keys().map_err(anyhow::Error::msg)?;
+    let mut load = LoadOptions {
+        threads: config.model.threads,
+        top_k: config.model.top_k,
+        backend: config.model.backend,
+        litert_library: config.model.litert_library.clone(),
+        policy: config.policy.clone(),
+        config_version: None,
+    };
+    let config_package = ModelPackage::load(&config_manifest)?;
+    load.config_version = Some(config_package.manifest.model.version.clone());
+    let (serving, selection) = load_installed_or_configured(&store, &config_manifest, &load)?;
+    tracing::info!(
+        backend = selection.backend,
+        requested = selection.requested.as_str(),
+        reason = %selection.reason,
+        "inference backend"
+    );
+    let model = serving.info.clone();
+    let backend_name = selection.backend;
+    let identity: SharedIdentity = Arc::new(Mutex::new((model.clone(), backend_name)));
+    let (swap_tx, swap_rx) = mpsc::channel::<SwapCommand>();
+    let (event_tx, event_rx) = mpsc::channel::<SwapEvent>();
+    let mut processor = FrameProcessor::from_serving(
+        serving,
+        device.clone(),
+        &topics,
+        config.mqtt.max_message_bytes,
+        config.image.clone(),
+    );
+    processor.set_swapper(Swapper::new(swap_rx, event_tx, identity.clone()));
+    tracing::info!(model = %format!("{} {}", model.name, model.version), backend = backend_name, "model loaded");
+
     let opened = Outbox::open_or_recover(config.outbox_path(), config.outbox_config(), now_ms())?;
     if let Some(r) = &opened.recovery {
         tracing::error!(
@@ -218,13 +227,44 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             })?
     };
 
+    // Model updates: their own thread, so a download or a model load never holds up
+    // a frame. Job requests come from the MQTT driver, reports go back to it.
+    let update_status = Arc::new(Mutex::new(None));
+    let (job_tx, job_rx) = mpsc::channel::<update::worker::JobRequest>();
+    let (report_tx, report_rx) = tokio::sync::mpsc::unbounded_channel::<update::worker::Report>();
+    let stop_updates = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let update_thread = {
+        load.backend = update::kind_of(backend_name);
+        let worker = update::worker::Worker {
+            store,
+            config: config.update.clone(),
+            keys: trusted_keys,
+            load,
+            config_manifest,
+            drop_dir,
+            swap: swap_tx,
+            events: event_rx,
+            jobs: job_rx,
+            report: Box::new(move |r| {
+                let _ = report_tx.send(r);
+            }),
+            status: update_status.clone(),
+            stop: stop_updates.clone(),
+        };
+        std::thread::Builder::new()
+            .name("updates".into())
+            .spawn(move || worker.run(pending_report))?
+    };
+
     let started = protocol::timestamp::format_rfc3339_utc(now_ms() as i64);
     let status: Arc<dyn Fn() -> Status + Send + Sync> = {
-        let (outbox, stats, device, model) = (outbox.clone(), stats.clone(), device.clone(), model);
-        let health = health.clone();
+        let (outbox, stats, device) = (outbox.clone(), stats.clone(), device.clone());
+        let (health, identity, update_status) =
+            (health.clone(), identity.clone(), update_status.clone());
         Arc::new(move || {
-            let mut s =
-                Status::online(device.clone(), model.clone(), backend_name, started.clone());
+            let (model, backend) = identity.lock().unwrap().clone();
+            let mut s = Status::online(device.clone(), model, backend, started.clone());
+            s.update = update_status.lock().unwrap().clone();
             s.counters = stats.counters();
             s.storage = health.get();
             if let Ok(d) = outbox.lock().unwrap().depths() {
@@ -242,6 +282,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         })
     };
     let (stop_tx, stop_rx) = watch::channel(false);
+    let device_name = device.as_str().to_string();
     let driver = mqtt::MqttDriver {
         config: config.mqtt.clone(),
         device,
@@ -252,6 +293,13 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         status: status.clone(),
         status_interval: config.device.status_interval,
         heartbeat: monitor.heartbeat(Task::Mqtt),
+        jobs: match protocol::jobs::JobsTopics::new(device_name.as_str()) {
+            Ok(t) => Some(jobs::JobsClient::new(t, job_tx, report_rx)),
+            Err(e) => {
+                tracing::warn!(error = %e, "model updates by IoT Jobs are off: the device id is not a valid thing name");
+                None
+            }
+        },
     };
     // A thread of its own: a call that blocks it cannot block the supervisor, and the
     // supervisor can tell which worker stalled.
@@ -287,6 +335,8 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     let frames = tokio::task::spawn_blocking(move || frame_thread.join()).await?;
     let _ = stop_tx.send(true);
     let mqtt = tokio::task::spawn_blocking(move || mqtt_thread.join()).await?;
+    stop_updates.store(true, std::sync::atomic::Ordering::Relaxed);
+    let _ = tokio::task::spawn_blocking(move || update_thread.join()).await?;
     if let Some(d) = death {
         anyhow::bail!("the {} ended unexpectedly: {}", d.task, d.cause);
     }
@@ -301,6 +351,31 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         "stopped"
     );
     Ok(())
+}
+
+/// The model to serve at start: the installed package `state.json` names, else the
+/// previous one, else the configured model; a package that no longer loads is
+/// logged and passed over, so the device always starts with a working model.
+fn load_installed_or_configured(
+    store: &ModelStore,
+    config_manifest: &std::path::Path,
+    load: &LoadOptions,
+) -> anyhow::Result<(serving::ServingModel, crate::inference::BackendSelection)> {
+    let state = store
+        .state()
+        .context("cannot read the model store's state")?;
+    for version in [&state.current, &state.previous].into_iter().flatten() {
+        let loaded = store
+            .model_manifest(version)
+            .map_err(|e| e.to_string())
+            .and_then(|m| load_serving(&m, load));
+        match loaded {
+            Ok(l) => return Ok(l),
+            Err(e) => tracing::error!(version = %version, error = %e,
+                "the installed model package does not load; trying the one before it"),
+        }
+    }
+    load_serving(config_manifest, load).map_err(anyhow::Error::msg)
 }
 
 /// Classifies and stores frames until the sources' channel closes or shutdown comes
@@ -318,7 +393,11 @@ fn frame_loop(
         store.heartbeat.beat();
         let mut frame = match frames.recv_timeout(store.heartbeat.every()) {
             Ok(frame) => frame,
-            Err(mpsc::RecvTimeoutError::Timeout) => continue,
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                // No frame: a model update (an operator's rollback) still takes effect.
+                processor.between_frames();
+                continue;
+            }
             Err(mpsc::RecvTimeoutError::Disconnected) => {
                 return "every frame source has ended (their errors are logged at shutdown)"
             }

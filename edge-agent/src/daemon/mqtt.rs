@@ -44,6 +44,7 @@ use rumqttc::v5::{AsyncClient, Event, EventLoop, MqttOptions};
 use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{watch, Notify};
 
+use super::jobs::JobsClient;
 use super::prepare::{prepare, Prepared};
 use super::supervise::Heartbeat;
 use super::tracker::{DeliveryTracker, Sent};
@@ -77,6 +78,16 @@ pub struct MqttDriver {
     pub status_interval: Duration,
     /// The task's line to the supervisor.
     pub heartbeat: Heartbeat,
+    /// AWS IoT Jobs for model updates (absent: the thing name is not a valid one).
+    pub jobs: Option<JobsClient>,
+}
+
+/// The next report of the update worker; pending forever without Jobs.
+async fn next_report(jobs: &mut Option<JobsClient>) -> Option<crate::update::worker::Report> {
+    match jobs {
+        Some(j) => j.reports.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Reads the PEM files named in `[mqtt.tls]` into rumqttc's TLS settings.
@@ -131,7 +142,8 @@ impl MqttDriver {
     }
 
     /// Runs until `shutdown` turns true; then publishes `offline` and disconnects.
-    pub async fn run(self, mut shutdown: watch::Receiver<bool>) -> Result<(), TlsFileError> {
+    pub async fn run(mut self, mut shutdown: watch::Receiver<bool>) -> Result<(), TlsFileError> {
+        let mut jobs = self.jobs.take();
         let tls = match &self.config.tls {
             Some(t) => Some(tls_configuration(t)?),
             None => None,
@@ -154,6 +166,7 @@ impl MqttDriver {
                     &clock,
                     &mut shutdown,
                     &mut retries,
+                    &mut jobs,
                 )
                 .await;
             if *shutdown.borrow() {
@@ -208,6 +221,7 @@ impl MqttDriver {
         clock: &Instant,
         shutdown: &mut watch::Receiver<bool>,
         retries: &mut Retries,
+        jobs: &mut Option<JobsClient>,
     ) -> bool {
         let receipts = self.topics.receipts(&self.device);
         let status_topic = self.topics.status(&self.device);
@@ -238,13 +252,24 @@ impl MqttDriver {
                             retain_forward_rule: RetainForwardRule::Never,
                             ..Filter::new(receipts.clone(), QoS::AtLeastOnce)
                         };
-                        let _ = client.try_subscribe_many([filter]);
+                        let mut filters = vec![filter];
+                        filters.extend(jobs.iter().flat_map(JobsClient::filters));
+                        let _ = client.try_subscribe_many(filters);
                         self.publish_status(client, tracker, &status_topic);
+                        if let Some(j) = jobs.as_mut() {
+                            j.on_connect(client);
+                        }
                         self.fill(client, tracker, &session, &events_topic, mono()).await;
                     }
                     Ok(Event::Incoming(Packet::Publish(p))) if p.topic == receipts.as_bytes() => {
                         self.on_receipt(&p.payload).await;
                         self.fill(client, tracker, &session, &events_topic, mono()).await;
+                    }
+                    Ok(Event::Incoming(Packet::Publish(p))) if jobs.is_some() => {
+                        let topic = String::from_utf8_lossy(&p.topic).into_owned();
+                        if let Some(j) = jobs.as_mut() {
+                            j.on_publish(client, &topic, &p.payload);
+                        }
                     }
                     Ok(Event::Incoming(Packet::PubAck(ack))) => {
                         self.on_puback(tracker, memory, &ack).await;
@@ -265,6 +290,15 @@ impl MqttDriver {
                     self.fill(client, tracker, &session, &events_topic, mono()).await;
                 }
                 _ = status_tick.tick(), if session.connected => self.publish_status(client, tracker, &status_topic),
+                Some(report) = next_report(jobs) => {
+                    // The status carries the update's progress too: publish it with the job's.
+                    if let Some(j) = jobs.as_mut() {
+                        j.on_report(client, session.connected, report);
+                    }
+                    if session.connected {
+                        self.publish_status(client, tracker, &status_topic);
+                    }
+                }
                 _ = shutdown.changed() => {
                     if session.connected {
                         self.say_goodbye(client, &mut eventloop, &status_topic).await;

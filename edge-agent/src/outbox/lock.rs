@@ -27,6 +27,15 @@ pub fn lock_path(outbox: &Path) -> PathBuf {
     PathBuf::from(name)
 }
 
+/// The lock if nobody holds it (`None`: an agent runs on this outbox).
+pub(crate) fn try_lock(outbox: &Path) -> Result<Option<OutboxLock>, OutboxError> {
+    match OutboxLock::acquire(outbox) {
+        Ok(lock) => Ok(Some(lock)),
+        Err(OutboxError::Locked { .. }) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
 impl OutboxLock {
     /// Takes the lock of the outbox at `outbox` without waiting.
     pub(crate) fn acquire(outbox: &Path) -> Result<OutboxLock, OutboxError> {

@@ -78,6 +78,7 @@ use std::path::{Path, PathBuf};
 
 pub use aside::SetAsideEntry;
 pub use lock::lock_path;
+pub(crate) use lock::try_lock;
 pub use recover::{Opened, Recovery};
 pub use schedule::{
     bytes_to_free, default_initial_resend, default_jitter, default_max_resend,
