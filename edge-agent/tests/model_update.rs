@@ -268,18 +268,24 @@ fn bad_packages_are_refused_with_the_reason_and_the_old_model_serves_on() {
         ),
         "not newer than the installed 1.0.0",
     ));
+    // A manifest that says 224x224 for a 160x160 model (its self-test input sized to
+    // match the manifest, so only the model itself can tell).
+    let wrong_shape = model_copy(
+        &s.root,
+        "2.0.2",
+        |t| {
+            t.replace("width = 160", "width = 224")
+                .replace("height = 160", "height = 224")
+        },
+        |m| m,
+    );
+    std::fs::write(
+        wrong_shape.with_file_name("dogs_mobilenetv2.selftest.f32"),
+        vec![0u8; 224 * 224 * 3 * 4],
+    )
+    .unwrap();
     cases.push((
-        sign(
-            &model_copy(
-                &s.root,
-                "2.0.2",
-                |t| t.replace("width = 160", "width = 224"),
-                |m| m,
-            ),
-            &s.key,
-            &out.join("shape"),
-            &[],
-        ),
+        sign(&wrong_shape, &s.key, &out.join("shape"), &[]),
         "does not match its manifest",
     ));
     cases.push((
@@ -362,16 +368,25 @@ fn a_model_that_sends_every_frame_to_review_is_rolled_back_by_the_watch() {
     assert!(detail.contains("selected for review"), "{detail}");
     assert_eq!(status_version(&s.receiver).as_deref(), Some("1.0.0"));
     assert_eq!(s.agent.pid(), pid);
-    // Anti-rollback remembers 1.1.0: the same package is not taken again.
-    drop_package(&s.agent, &package);
+    // The package is kept aside with the reason; anti-rollback remembers 1.1.0, so the
+    // same package dropped again is refused without being loaded.
     let reason = s
         .agent
         .dir
         .join("state/updates/rejected/dogs-mobilenetv2-1.1.0.tar.reason");
+    let first = std::fs::read_to_string(&reason).unwrap();
+    assert!(
+        first.contains("FAILED at watch: rolled back automatically"),
+        "{first}"
+    );
+    std::fs::remove_file(&reason).unwrap();
+    drop_package(&s.agent, &package);
     wait_until(LONG, "the bad version refused", || reason.exists());
-    assert!(std::fs::read_to_string(&reason)
-        .unwrap()
-        .contains("not newer"));
+    let second = std::fs::read_to_string(&reason).unwrap();
+    assert!(
+        second.contains("REJECTED at verify") && second.contains("not newer"),
+        "{second}"
+    );
 }
 
 #[test]

@@ -334,34 +334,21 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
     agent.start();
     let pid = agent.pid();
 
-    // The package in S3, behind a presigned URL, reached through the cutting proxy.
+    // The package in S3 (moto takes unsigned requests; a device only ever sees the
+    // URL the job document gives, presigned or not), reached through the cutting proxy.
     let s3 = MotoS3::builder().start();
     let (tar, sig) = signed_package(root, "1.0.1", &root.join("fleet.key"));
-    let rt = tokio::runtime::Runtime::new().unwrap();
-    let client = test_support::s3_client(&s3.endpoint_url());
-    let url = rt.block_on(async {
-        test_support::create_bucket(&client, "models").await;
-        client
-            .put_object()
-            .bucket("models")
-            .key("dogs-1.0.1.tar")
-            .body(tar.clone().into())
-            .send()
-            .await
+    let put = |path: &str, body: Vec<u8>| {
+        let r = test_support::http::Request::new("PUT", format!("{}{path}", s3.endpoint_url()))
+            .header("x-amz-acl", "public-read")
+            .body(body)
+            .send_blocking()
             .unwrap();
-        client
-            .get_object()
-            .bucket("models")
-            .key("dogs-1.0.1.tar")
-            .presigned(
-                aws_sdk_s3::presigning::PresigningConfig::expires_in(Duration::from_secs(3600))
-                    .unwrap(),
-            )
-            .await
-            .unwrap()
-            .uri()
-            .to_string()
-    });
+        assert!(r.status < 300, "PUT {path}: {} {}", r.status, r.text());
+    };
+    put("/models", Vec::new());
+    put("/models/dogs-1.0.1.tar", tar.clone());
+    let url = format!("{}/models/dogs-1.0.1.tar", s3.endpoint_url());
     let s3_addr: std::net::SocketAddr = s3
         .endpoint_url()
         .trim_start_matches("http://")
@@ -371,7 +358,7 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
     let via_proxy = url.replace(&s3_addr.to_string(), &format!("127.0.0.1:{}", proxy.port));
 
     // A wrong sha256 in the job: REJECTED, the model unchanged.
-    let mut bad = document("1.0.1", &via_proxy, &tar, &sig);
+    let mut bad = document("1.0.1", &url, &tar, &sig);
     bad["package"]["sha256"] = "0".repeat(64).into();
     jobs.add_job("bad-sha", bad);
     wait_until(LONG, "bad-sha answered", || {
@@ -418,6 +405,24 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
             .is_some_and(|m| m.version == "1.0.1")
     });
     assert_eq!(agent.pid(), pid, "no restart");
+
+    // A URL the store refuses (a missing object; an expired presigned URL gets 403):
+    // FAILED at once, naming the status, without the retries.
+    jobs.add_job(
+        "missing",
+        document(
+            "1.0.3",
+            &format!("{}/models/missing.tar", s3.endpoint_url()),
+            &tar,
+            &sig,
+        ),
+    );
+    wait_until(LONG, "missing answered", || {
+        jobs.terminal("missing").is_some()
+    });
+    let r = jobs.terminal("missing").unwrap();
+    assert_eq!(r.status, JobExecutionStatus::Failed);
+    assert!(r.status_details["reason"].contains("HTTP 404"), "{r:?}");
 
     // A download cut for good (nothing listens): FAILED after the retries.
     let closed = TcpListener::bind("127.0.0.1:0")

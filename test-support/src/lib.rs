@@ -8,7 +8,7 @@
 //!   certificates, as PEM files (pure Rust, `rcgen`).
 //! - [`Mosquitto`]: a real Mosquitto 2 broker configured like AWS IoT Core (mutual
 //!   TLS, 128 KiB payloads, QoS <= 1), with stop/kill/start/restart on the same port.
-//! - [`MotoS3`] (feature `s3`): a moto S3 server process; [`s3_client`] and
+//! - [`MotoS3`] (feature `http`): a moto S3 server process; [`s3_client`] and
 //!   [`create_bucket`].
 //! - [`http`] (feature `http`): the one HTTP/1.1 client of the tests, on hyper.
 //! - [`ChildGuard`], [`spawn_with_log`]: child processes killed on drop, output in a log;
@@ -22,7 +22,7 @@ mod error;
 pub mod http;
 mod in_process;
 mod mosquitto;
-#[cfg(feature = "s3")]
+#[cfg(feature = "http")]
 mod moto;
 mod port;
 mod process;
@@ -35,7 +35,7 @@ pub use certs::{ClientCert, TestCerts};
 pub use error::{Error, Result};
 pub use in_process::{InProcessServer, Shutdown};
 pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
-#[cfg(feature = "s3")]
+#[cfg(feature = "http")]
 pub use moto::{MotoS3, MotoS3Builder};
 pub use port::free_port;
 pub use process::{log_tail, spawn_with_log, workspace_bin, ChildGuard};

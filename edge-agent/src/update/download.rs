@@ -25,6 +25,8 @@ pub enum DownloadError {
         path: String,
         source: std::io::Error,
     },
+    #[error("the package URL answered HTTP {status} (an expired or wrong presigned URL?)")]
+    Refused { status: u16 },
     #[error("stopped: the agent is shutting down")]
     Stopped,
 }
@@ -131,6 +133,11 @@ fn fetch_rest(agent: &ureq::Agent, url: &str, part: &Path, size: u64) -> Result<
         416 => {
             file.set_len(0).map_err(write_err)?;
             return Err(Attempt::Retry("the server refused the resume range".into()));
+        }
+        // A client error will not change by asking again (an expired presigned URL
+        // is 403): give up at once; timeouts and throttling are worth another try.
+        other if (400..500).contains(&other) && !matches!(other, 408 | 429) => {
+            return Err(Attempt::Fatal(DownloadError::Refused { status: other }));
         }
         other => {
             return Err(Attempt::Retry(format!(
