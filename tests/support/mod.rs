@@ -3,6 +3,9 @@
 //! restarted, their configs, a reviewer on the reviewer page, a monitoring client for
 //! the agent's status, and the operator's manifest export.
 
+// Each test file uses its own part of the cast.
+#![allow(dead_code)]
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -146,6 +149,11 @@ impl Daemon {
         });
     }
 
+    /// The running process's id (a swap must not change it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     /// SIGKILL: no shutdown, nothing flushed.
     pub fn kill(&mut self) {
         let mut child = self.child.take().expect("running");
@@ -236,6 +244,11 @@ listen = "127.0.0.1:{metrics}"
 /// picked by the audit (rate 1), and no rate limit or near-duplicate check holds the
 /// identical copies back.
 pub fn agent_config(dir: &Path, broker: &Mosquitto, inbox: &Path) -> PathBuf {
+    agent_config_with(dir, broker, inbox, "")
+}
+
+/// [`agent_config`] with `extra` TOML (whole tables) appended.
+pub fn agent_config_with(dir: &Path, broker: &Mosquitto, inbox: &Path, extra: &str) -> PathBuf {
     let client = broker.certs().client(DEVICE);
     let text = format!(
         r#"[device]
@@ -275,6 +288,8 @@ enabled = false
 kind = "folder"
 path = "{inbox}"
 after = "delete"
+
+{extra}
 "#,
         state = dir.join("agent-state").display(),
         model = repo().join("models/dogs_mobilenetv2.toml").display(),
@@ -353,20 +368,25 @@ impl Reviewer {
                 .as_str()
                 .unwrap()
                 .to_owned();
-            let name = item["name"].as_str().unwrap();
-            let r = self.api(
-                "POST",
-                &format!("/review/api/loops/{name}/answer"),
-                Some(json!({"reviewer": REVIEWER, "label": label, "time_spent_seconds": 1.5})),
-            );
-            assert_eq!(r["status"], "completed", "{r}");
-            let event_id = item["event_id"].as_str().unwrap().to_owned();
-            assert!(
-                self.answered.insert(event_id, label).is_none(),
-                "a second loop for one event: {item}"
-            );
+            self.answer(item, &label);
         }
         items.len()
+    }
+
+    /// Answers one queue item with `label`, as the reviewer page's button does.
+    pub fn answer(&mut self, item: &Value, label: &str) {
+        let name = item["name"].as_str().unwrap();
+        let r = self.api(
+            "POST",
+            &format!("/review/api/loops/{name}/answer"),
+            Some(json!({"reviewer": REVIEWER, "label": label, "time_spent_seconds": 1.5})),
+        );
+        assert_eq!(r["status"], "completed", "{r}");
+        let event_id = item["event_id"].as_str().unwrap().to_owned();
+        assert!(
+            self.answered.insert(event_id, label.to_owned()).is_none(),
+            "a second loop for one event: {item}"
+        );
     }
 }
 
