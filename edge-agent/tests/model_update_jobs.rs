@@ -10,8 +10,7 @@ mod support;
 use std::collections::VecDeque;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -21,56 +20,16 @@ use protocol::jobs::{
     StartNextAccepted, UpdateAccepted, UpdateRequest,
 };
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
-use support::{drop_frame, Agent, Receiver, DEVICE};
+use support::updates::{model_copy, sign, updating_agent};
+use support::{drop_frame, Receiver, DEVICE};
 use test_support::{wait_until, Mosquitto, MotoS3};
 
 const LONG: Duration = Duration::from_secs(120);
 
-fn models() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../models")
-}
-
-fn edge_agent(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
-        .env_remove("EDGE_AGENT_LITERT_LIB")
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The default model as `version`, signed with `key`: (tar bytes, signature text).
 fn signed_package(dir: &Path, version: &str, key: &Path) -> (Vec<u8>, String) {
-    let m = dir.join(format!("m-{version}"));
-    std::fs::create_dir_all(&m).unwrap();
-    for f in [
-        "labels.txt",
-        "dogs_mobilenetv2.selftest.f32",
-        "dogs_mobilenetv2.tflite",
-    ] {
-        std::fs::copy(models().join(f), m.join(f)).unwrap();
-    }
-    let text = std::fs::read_to_string(models().join("dogs_mobilenetv2.toml"))
-        .unwrap()
-        .replace("version = \"1.0.0\"", &format!("version = \"{version}\""));
-    std::fs::write(m.join("dogs_mobilenetv2.toml"), text).unwrap();
-    let out = dir.join(format!("out-{version}"));
-    edge_agent(&[
-        "model",
-        "sign",
-        "--model",
-        m.join("dogs_mobilenetv2.toml").to_str().unwrap(),
-        "--key",
-        key.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    let tar = out.join(format!("dogs-mobilenetv2-{version}.tar"));
+    let manifest = model_copy(dir, version, |t| t, |m| m);
+    let tar = sign(&manifest, key, &dir.join(format!("out-{version}")), &[]);
     (
         std::fs::read(&tar).unwrap(),
         std::fs::read_to_string(format!("{}.minisig", tar.display())).unwrap(),
@@ -320,18 +279,7 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
     let broker = Mosquitto::builder().start();
     let receiver = Receiver::start(&broker, "relay");
     let jobs = JobsService::start(&broker);
-    edge_agent(&[
-        "model",
-        "keygen",
-        "--out",
-        root.join("fleet").to_str().unwrap(),
-    ]);
-    let extra = format!(
-        "\n[update]\ntrusted_keys = [\"{}\"]\nshadow_frames = 1\nwatch_frames = 1\n",
-        root.join("fleet.pub").display()
-    );
-    let mut agent = Agent::new(&root.join("agent"), &broker, &extra);
-    agent.start();
+    let agent = updating_agent(root, &broker, "shadow_frames = 1\nwatch_frames = 1");
     let pid = agent.pid();
 
     // The package in S3 (moto takes unsigned requests; a device only ever sees the

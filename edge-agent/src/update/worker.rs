@@ -459,6 +459,8 @@ impl Worker {
                     tracing::info!(version = %version, "model update succeeded: {msg}");
                     let mut d = details(&version, "done", None);
                     d.insert("watch".into(), msg);
+                    // What serves now, as the retained status says it too.
+                    d.insert("backend".into(), self.load.backend.as_str().into());
                     return Ok(Report {
                         job_id: job_id.map(String::from),
                         status: JobExecutionStatus::Succeeded,

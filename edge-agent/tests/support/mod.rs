@@ -14,6 +14,8 @@ use protocol::{decode, ChunkAssembler, EventMeta, Receipt, Status, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, TlsConfiguration, Transport};
 use test_support::{spawn_with_log, ChildGuard, Mosquitto};
 
+pub mod updates;
+
 pub const DEVICE: &str = "pi-test";
 
 pub fn samples() -> PathBuf {
