@@ -3,6 +3,7 @@
 //! SageMaker control-plane client and `setup`. Local mode's stand-ins for those
 //! services live in the `local-aws` crate. See docs/DESIGN.md.
 
+pub mod aws_http;
 pub mod config;
 pub mod process;
 pub mod relay;

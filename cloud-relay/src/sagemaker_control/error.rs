@@ -43,6 +43,17 @@ pub enum SageMakerError {
     BadResponse(String),
 }
 
+impl From<crate::aws_http::HttpError> for SageMakerError {
+    fn from(e: crate::aws_http::HttpError) -> Self {
+        match e {
+            crate::aws_http::HttpError::Transport { endpoint, message } => {
+                SageMakerError::Transport { endpoint, message }
+            }
+            crate::aws_http::HttpError::Credentials(m) => SageMakerError::Credentials(m),
+        }
+    }
+}
+
 impl SageMakerError {
     /// Worth trying again later: throttling, 5xx, no connection.
     pub fn is_transient(&self) -> bool {

@@ -16,14 +16,7 @@
 mod error;
 mod types;
 
-use std::sync::Arc;
-use std::time::{Duration, SystemTime};
-
-use aws_credential_types::provider::{ProvideCredentials, SharedCredentialsProvider};
-use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
+use aws_credential_types::provider::SharedCredentialsProvider;
 use serde::de::DeserializeOwned;
 use serde_json::json;
 
@@ -33,31 +26,16 @@ pub use types::{
     OutputConfig, TaskUiDescription, UiTemplateInfo,
 };
 
+use crate::aws_http::SignedClient;
 use crate::config::A2iConfig;
 
 /// The signing name of the SageMaker API.
 const SERVICE: &str = "sagemaker";
 const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
-/// Per call, connection included.
-const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
-
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 pub struct SageMakerControl {
-    http: HttpsClient,
-    endpoint: http::Uri,
-    region: String,
-    credentials: Option<SharedCredentialsProvider>,
-}
-
-impl std::fmt::Debug for SageMakerControl {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("SageMakerControl")
-            .field("endpoint", &self.endpoint)
-            .field("region", &self.region)
-            .finish_non_exhaustive()
-    }
+    http: SignedClient,
 }
 
 /// The regional endpoint (China's regions live under `amazonaws.com.cn`).
@@ -68,37 +46,6 @@ pub fn default_endpoint(region: &str) -> String {
         "amazonaws.com"
     };
     format!("https://api.sagemaker.{region}.{suffix}")
-}
-
-fn connector(
-    endpoint: &str,
-) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, SageMakerError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let builder = match hyper_rustls::HttpsConnectorBuilder::new()
-        .with_provider_and_native_roots(provider.clone())
-    {
-        Ok(b) => b,
-        // Without system roots only plain HTTP (a local endpoint) can work.
-        Err(e) if endpoint.starts_with("http://") => {
-            tracing::debug!(error = %e, "no system root certificates; plain HTTP only");
-            let tls = rustls::ClientConfig::builder_with_provider(provider)
-                .with_safe_default_protocol_versions()
-                .map_err(|e| SageMakerError::Transport {
-                    endpoint: endpoint.to_owned(),
-                    message: e.to_string(),
-                })?
-                .with_root_certificates(rustls::RootCertStore::empty())
-                .with_no_client_auth();
-            hyper_rustls::HttpsConnectorBuilder::new().with_tls_config(tls)
-        }
-        Err(e) => {
-            return Err(SageMakerError::Transport {
-                endpoint: endpoint.to_owned(),
-                message: format!("no root certificates: {e}"),
-            })
-        }
-    };
-    Ok(builder.https_or_http().enable_http1().build())
 }
 
 impl SageMakerControl {
@@ -124,28 +71,13 @@ impl SageMakerControl {
         region: &str,
         credentials: Option<SharedCredentialsProvider>,
     ) -> Result<Self, SageMakerError> {
-        let uri: http::Uri = endpoint.parse().map_err(|e| SageMakerError::Transport {
-            endpoint: endpoint.to_owned(),
-            message: format!("not a URL: {e}"),
-        })?;
-        if uri.authority().is_none() {
-            return Err(SageMakerError::Transport {
-                endpoint: endpoint.to_owned(),
-                message: "not an absolute URL".into(),
-            });
-        }
-        let http =
-            Client::builder(hyper_util::rt::TokioExecutor::new()).build(connector(endpoint)?);
         Ok(SageMakerControl {
-            http,
-            endpoint: uri,
-            region: region.to_owned(),
-            credentials,
+            http: SignedClient::new(endpoint, region, SERVICE, credentials)?,
         })
     }
 
     pub fn endpoint(&self) -> String {
-        self.endpoint.to_string()
+        self.http.endpoint()
     }
 
     pub async fn create_human_task_ui(
@@ -192,43 +124,19 @@ impl SageMakerControl {
         body: &impl serde::Serialize,
     ) -> Result<T, SageMakerError> {
         let body = serde_json::to_vec(body).expect("request bodies serialize");
-        let authority = self.endpoint.authority().expect("checked in new").as_str();
-        let mut request = http::Request::builder()
-            .method(http::Method::POST)
-            .uri(self.endpoint.clone())
-            .header(http::header::HOST, authority)
-            .header(http::header::CONTENT_TYPE, CONTENT_TYPE)
-            .header("x-amz-target", format!("SageMaker.{operation}"))
-            .body(body)
-            .expect("a request from valid parts");
-        if let Some(provider) = &self.credentials {
-            let credentials = provider
-                .provide_credentials()
-                .await
-                .map_err(|e| SageMakerError::Credentials(error_chain(&e)))?;
-            sign(&mut request, credentials, &self.region)?;
-        }
-        let transport = |message: String| SageMakerError::Transport {
-            endpoint: self.endpoint.to_string(),
-            message,
-        };
-        let exchange = async {
-            let response = self
-                .http
-                .request(request.map(|b| Full::new(Bytes::from(b))))
-                .await
-                .map_err(|e| transport(error_chain(&e)))?;
-            let (parts, body) = response.into_parts();
-            let bytes = body
-                .collect()
-                .await
-                .map_err(|e| transport(error_chain(&e)))?
-                .to_bytes();
-            Ok::<_, SageMakerError>((parts, bytes))
-        };
-        let (parts, bytes) = tokio::time::timeout(CALL_TIMEOUT, exchange)
-            .await
-            .map_err(|_| transport(format!("no answer within {CALL_TIMEOUT:?}")))??;
+        let target = format!("SageMaker.{operation}");
+        let (parts, bytes) = self
+            .http
+            .send(
+                http::Method::POST,
+                "/",
+                &[
+                    (http::header::CONTENT_TYPE.as_str(), CONTENT_TYPE),
+                    ("x-amz-target", &target),
+                ],
+                body,
+            )
+            .await?;
         if !parts.status.is_success() {
             let header = parts
                 .headers
@@ -240,58 +148,6 @@ impl SageMakerControl {
         serde_json::from_slice(bytes)
             .map_err(|e| SageMakerError::BadResponse(format!("{operation}: {e}")))
     }
-}
-
-/// Adds the SigV4 headers (`authorization`, `x-amz-date`, session token) to `request`.
-fn sign(
-    request: &mut http::Request<Vec<u8>>,
-    credentials: aws_credential_types::Credentials,
-    region: &str,
-) -> Result<(), SageMakerError> {
-    use aws_sigv4::http_request::{SignableBody, SignableRequest, SigningSettings};
-    let identity = credentials.into();
-    let params = aws_sigv4::sign::v4::SigningParams::builder()
-        .identity(&identity)
-        .region(region)
-        .name(SERVICE)
-        .time(SystemTime::now())
-        .settings(SigningSettings::default())
-        .build()
-        .map_err(|e| SageMakerError::Credentials(e.to_string()))?
-        .into();
-    let headers: Vec<(&str, &str)> = request
-        .headers()
-        .iter()
-        .filter_map(|(k, v)| Some((k.as_str(), v.to_str().ok()?)))
-        .collect();
-    let uri = request.uri().to_string();
-    let signable = SignableRequest::new(
-        request.method().as_str(),
-        &uri,
-        headers.into_iter(),
-        SignableBody::Bytes(request.body()),
-    )
-    .map_err(|e| SageMakerError::Credentials(format!("cannot sign the request: {e}")))?;
-    let (instructions, _signature) = aws_sigv4::http_request::sign(signable, &params)
-        .map_err(|e| SageMakerError::Credentials(format!("cannot sign the request: {e}")))?
-        .into_parts();
-    instructions.apply_to_request_http1x(request);
-    Ok(())
-}
-
-/// `e` and its sources, `: `-separated (hyper's top-level messages say little).
-fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
-    }
-    text
 }
 
 #[cfg(test)]
@@ -326,7 +182,7 @@ mod tests {
             None,
             "test",
         );
-        sign(&mut request, credentials, "eu-west-1").unwrap();
+        crate::aws_http::sign(&mut request, credentials, "eu-west-1", SERVICE).unwrap();
         let auth = request.headers()["authorization"].to_str().unwrap();
         assert!(
             auth.starts_with("AWS4-HMAC-SHA256 Credential=AKIDEXAMPLE/"),
