@@ -7,10 +7,12 @@
 //! ListJobExecutionsForJob and CancelJob for whoever starts rollouts. Layers, inside
 //! out:
 //! - [`config`]: rollout and abort configuration, and the rollout's pace;
+//! - [`model`]: the records (job, execution) and the input rules;
 //! - [`state`]: the service as a pure state machine (time passed in), unit-tested;
 //! - [`service`]: the shared handle that persists the state (JSON, write-rename-fsync)
 //!   and the MQTT adapter (a rumqttc client of the broker, a tick every second);
 //! - [`http`]: the axum control API.
 
 pub mod config;
+pub mod model;
 pub mod state;

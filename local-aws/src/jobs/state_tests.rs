@@ -2,7 +2,8 @@
 
 use super::*;
 use crate::jobs::config::{
-    AbortAction, AbortCriteria, ExponentialRate, FailureType, RateIncreaseCriteria,
+    AbortAction, AbortConfig, AbortCriteria, ExponentialRate, FailureType, RateIncreaseCriteria,
+    RolloutConfig,
 };
 use protocol::jobs::JobExecutionStatus as S;
 use serde_json::json;
