@@ -14,5 +14,35 @@
 //! - [`http`]: the axum control API.
 
 pub mod config;
+pub mod http;
 pub mod model;
+pub mod service;
 pub mod state;
+
+use std::future::Future;
+use std::net::SocketAddr;
+
+pub use http::ApiIdentity;
+pub use service::{run_mqtt, Jobs};
+
+/// The control API's default address.
+pub fn default_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8091))
+}
+
+/// Serves the control API on `listener` until `shutdown` completes.
+pub async fn serve(
+    listener: tokio::net::TcpListener,
+    jobs: Jobs,
+    id: ApiIdentity,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    if let Ok(addr) = listener.local_addr() {
+        if !addr.ip().is_loopback() {
+            tracing::warn!(%addr, "the Jobs control API listens beyond loopback; it does not authenticate requests");
+        }
+    }
+    axum::serve(listener, http::router(jobs, id))
+        .with_graceful_shutdown(shutdown)
+        .await
+}
