@@ -22,11 +22,12 @@ use std::collections::VecDeque;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use protocol::jobs::{JobsErrorResponse, JobsTopic, JobsTopics, StartNextRequest, UpdateRequest};
-use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
+use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS, SubscribeFilter};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, Notify};
 
@@ -85,6 +86,8 @@ struct Inner {
     /// `notify-next` messages to publish, oldest first.
     unsent: Mutex<VecDeque<NextChange>>,
     wake: Notify,
+    /// Subscribed to the request topics on the current broker connection.
+    subscribed: AtomicBool,
 }
 
 /// The Jobs service's state, shared by the MQTT adapter and the control API.
@@ -137,6 +140,7 @@ impl Jobs {
                 path,
                 unsent: Mutex::new(VecDeque::new()),
                 wake: Notify::new(),
+                subscribed: AtomicBool::new(false),
             }),
         })
     }
@@ -191,6 +195,11 @@ impl Jobs {
     /// Reads the state.
     pub fn read<R>(&self, f: impl FnOnce(&JobsState) -> R) -> R {
         f(&self.inner.state.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Whether the MQTT adapter is connected and subscribed (devices' requests reach it).
+    pub fn serving_mqtt(&self) -> bool {
+        self.inner.subscribed.load(Ordering::SeqCst)
     }
 
     fn take_unsent(&self) -> Vec<NextChange> {
@@ -299,6 +308,7 @@ pub async fn run_mqtt(
     let (client, mut eventloop) = AsyncClient::new(options, 64);
     let (requests_tx, mut requests) = mpsc::channel::<(String, bytes::Bytes)>(MAX_QUEUED_REQUESTS);
     let subscriber = client.clone();
+    let state = jobs.clone();
     let reader = tokio::spawn(async move {
         let mut failing = false;
         loop {
@@ -306,9 +316,10 @@ pub async fn run_mqtt(
                 Ok(Event::Incoming(Packet::ConnAck(_))) => {
                     failing = false;
                     tracing::info!(%broker, "jobs service connected to the broker");
-                    for f in FILTERS {
-                        let _ = subscriber.try_subscribe(f, QoS::AtLeastOnce);
-                    }
+                    // One SUBSCRIBE: its SUBACK means every request topic is served.
+                    let filters =
+                        FILTERS.map(|f| SubscribeFilter::new(f.to_owned(), QoS::AtLeastOnce));
+                    let _ = subscriber.try_subscribe_many(filters);
                 }
                 Ok(Event::Incoming(Packet::Publish(p))) => {
                     // Never wait here: this task is also what sends the answers out.
@@ -323,8 +334,12 @@ pub async fn run_mqtt(
                         Err(mpsc::error::TrySendError::Closed(_)) => return,
                     }
                 }
+                Ok(Event::Incoming(Packet::SubAck(_))) => {
+                    state.inner.subscribed.store(true, Ordering::SeqCst);
+                }
                 Ok(_) => {}
                 Err(e) => {
+                    state.inner.subscribed.store(false, Ordering::SeqCst);
                     if !failing {
                         tracing::warn!(%broker, error = %e, "jobs service: broker connection lost; retrying every second");
                         failing = true;
@@ -363,4 +378,5 @@ pub async fn run_mqtt(
     }
     let _ = client.try_disconnect();
     reader.abort();
+    jobs.inner.subscribed.store(false, Ordering::SeqCst);
 }
