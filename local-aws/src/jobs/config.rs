@@ -181,10 +181,10 @@ impl AbortConfig {
     }
 
     /// The first criteria met by these execution statuses, with a sentence saying why.
-    pub fn triggered<'a>(
-        &'a self,
+    pub fn triggered(
+        &self,
         statuses: impl Iterator<Item = JobExecutionStatus> + Clone,
-    ) -> Option<(&'a AbortCriteria, String)> {
+    ) -> Option<(&AbortCriteria, String)> {
         use JobExecutionStatus as S;
         let executed = statuses
             .clone()
