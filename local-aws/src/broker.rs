@@ -12,6 +12,9 @@
 //! all client sockets (clients see a disconnect, as from a broker restart). rumqttd's
 //! router thread holds a sender to itself and so cannot be ended; after `stop` it sits
 //! blocked, idle, until the process exits.
+//!
+//! Both listeners route AWS IoT's reserved topics (`$aws/things/{thing}/jobs/...`),
+//! which stock rumqttd refuses: see [`reserved`].
 
 use std::net::{SocketAddr, TcpListener as StdListener};
 use std::time::Duration;
@@ -20,6 +23,10 @@ use rumqttd::protocol::v4::V4;
 use rumqttd::protocol::v5::V5;
 use rumqttd::{ConnectionSettings, LinkType, Router, RouterConfig, Server, ServerSettings};
 use tokio::sync::oneshot;
+
+pub mod reserved;
+
+use reserved::AwsReserved;
 
 /// IoT Core's message size limit (128 KiB), so local mode refuses what AWS would.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 128 * 1024;
@@ -148,8 +155,9 @@ impl EmbeddedBroker {
             },
         );
         let router_tx = router.spawn();
-        let mut v4_server = Server::new(settings("v4", v4), router_tx.clone(), V4);
-        let mut v5_server = v5.map(|a| Server::new(settings("v5", a), router_tx.clone(), V5));
+        let mut v4_server = Server::new(settings("v4", v4), router_tx.clone(), AwsReserved(V4));
+        let mut v5_server =
+            v5.map(|a| Server::new(settings("v5", a), router_tx.clone(), AwsReserved(V5)));
         drop(router_tx);
 
         let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();

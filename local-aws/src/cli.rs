@@ -1,5 +1,5 @@
-//! The stand-ins' subcommands of `local-aws`: `review-service`, `object-store` and
-//! `broker`, each printing `listening on ...` as its first stdout line (tests and
+//! The stand-ins' subcommands of `local-aws`: `review-service`, `object-store`,
+//! `broker` and `jobs`, each printing `listening on ...` as its first stdout line (tests and
 //! scripts read it), then serving until the shutdown future completes.
 
 use std::future::Future;
@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 
 use super::broker::{self, BrokerConfig, EmbeddedBroker};
+use super::jobs;
 use super::object_store::{self, ObjectStoreConfig};
 use super::review_page;
 use super::review_service::{self, ReviewServiceConfig};
@@ -164,6 +165,64 @@ pub async fn broker(
     print_first_line(&line)?;
     shutdown.await;
     b.stop().await;
+    Ok(())
+}
+
+/// `local-aws jobs`: the AWS IoT Jobs stand-in (device MQTT API + control API).
+#[derive(Debug, clap::Args)]
+pub struct JobsArgs {
+    /// Directory for the jobs state (`jobs.json`; created if missing).
+    #[arg(long)]
+    pub state_dir: PathBuf,
+    /// The MQTT broker's 3.1.1 listener (HOST:PORT), e.g. `local-aws broker`'s.
+    #[arg(long, default_value_t = broker::default_listen_v4().to_string())]
+    pub broker: String,
+    /// Address of the control API; port 0 picks a free one. Keep it on loopback:
+    /// requests are not authenticated.
+    #[arg(long, default_value_t = jobs::default_listen())]
+    pub listen: SocketAddr,
+    #[arg(long, default_value_t = super::review_service::default_region())]
+    pub region: String,
+    #[arg(long, default_value_t = super::review_service::default_account_id())]
+    pub account_id: String,
+}
+
+pub async fn jobs(
+    args: JobsArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let broker_addr = tokio::net::lookup_host(&args.broker)
+        .await
+        .with_context(|| format!("resolving the broker address {}", args.broker))?
+        .next()
+        .with_context(|| format!("the broker address {} resolves to nothing", args.broker))?;
+    let service = jobs::Jobs::open(&args.state_dir)
+        .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("binding {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    print_first_line(&format!("listening on http://{addr}"))?;
+    tracing::info!(%addr, broker = %broker_addr, "jobs service started");
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
+        let _ = rx.wait_for(|s| *s).await;
+    };
+    let mqtt = tokio::spawn(jobs::run_mqtt(
+        service.clone(),
+        broker_addr,
+        wait(stopped.clone()),
+    ));
+    let id = jobs::ApiIdentity {
+        region: args.region,
+        account_id: args.account_id,
+    };
+    let http = tokio::spawn(jobs::serve(listener, service, id, wait(stopped)));
+    shutdown.await;
+    let _ = stop.send(true);
+    let _ = mqtt.await;
+    http.await??;
+    tracing::info!("jobs service stopped");
     Ok(())
 }
 

@@ -1,13 +1,14 @@
 //! `local-aws run`: local mode in one command. In this process: the embedded MQTT
 //! broker, the object store (S3 API over `<state>/objects`), the review service with
-//! its reviewer page, and the relay; as a child process: `edge-agent run` with a
+//! its reviewer page, the Jobs service (state in `<state>/jobs`, control API on
+//! loopback HTTP) and the relay; as a child process: `edge-agent run` with a
 //! generated config whose folder source is `<state>/agent/inbox`. Frames are copied
 //! from the frames folder into that inbox (each name once, recorded in
 //! `<state>/copied.txt`, so a second run sends nothing again), and the augmented
 //! manifest is exported to `<state>/manifest.jsonl` whenever its rows change.
 //!
 //! stdout, line by line (tests and scripts read it): `reviewer page: URL`, then
-//! `manifest: PATH` and `progress: ...` lines; logs go to stderr, the agent's to
+//! `jobs API: URL`, then `manifest: PATH` and `progress: ...` lines; logs go to stderr, the agent's to
 //! `<state>/agent.log`. SIGINT/SIGTERM stops intake, the agent, the relay, the
 //! services and the broker, in that order; every piece keeps its state on disk except
 //! the broker (the agent's outbox resends what was not receipted).
@@ -63,6 +64,10 @@ pub struct LocalArgs {
     /// The edge-agent binary. Default: `edge-agent` next to this executable.
     #[arg(long)]
     pub agent_bin: Option<PathBuf>,
+    /// Address of the Jobs control API (CreateJob, DescribeJob, ...); port 0 picks a
+    /// free one.
+    #[arg(long, default_value_t = crate::jobs::default_listen())]
+    pub jobs_listen: SocketAddr,
 }
 
 /// The paths of one state directory.
@@ -70,6 +75,7 @@ struct Layout {
     root: PathBuf,
     objects: PathBuf,
     review: PathBuf,
+    jobs: PathBuf,
     agent: PathBuf,
     inbox: PathBuf,
     copied: PathBuf,
@@ -85,6 +91,7 @@ impl Layout {
         let l = Layout {
             objects: root.join("objects"),
             review: root.join("review"),
+            jobs: root.join("jobs"),
             agent: root.join("agent"),
             inbox: root.join("agent").join("inbox"),
             copied: root.join("copied.txt"),
@@ -283,6 +290,29 @@ pub async fn run(
     .await?;
     let v5 = broker.v5_addr().expect("configured");
 
+    // The Jobs service: a client of the broker, and its control API.
+    let jobs = crate::jobs::Jobs::open(&layout.jobs)
+        .with_context(|| format!("opening jobs state {}", layout.jobs.display()))?;
+    let jobs_listener = tokio::net::TcpListener::bind(args.jobs_listen)
+        .await
+        .with_context(|| format!("binding the Jobs API to {}", args.jobs_listen))?;
+    let jobs_addr = jobs_listener.local_addr()?;
+    let jobs_mqtt = tokio::spawn(crate::jobs::run_mqtt(
+        jobs.clone(),
+        broker.v4_addr(),
+        stopped(&services_rx),
+    ));
+    let jobs_identity = crate::jobs::ApiIdentity {
+        region: review_service::default_region(),
+        account_id: review_service::default_account_id(),
+    };
+    let jobs_task = tokio::spawn(crate::jobs::serve(
+        jobs_listener,
+        jobs,
+        jobs_identity,
+        stopped(&services_rx),
+    ));
+
     // The object store.
     let store_config = ObjectStoreConfig {
         root: layout.objects.clone(),
@@ -377,6 +407,7 @@ pub async fn run(
         "reviewer page: {}",
         review_page::page_url(review_addr, &token)
     ));
+    say(&format!("jobs API: http://{jobs_addr}"));
     say(&format!(
         "local mode: frames from {}, state in {} (agent log: {})",
         frames.display(),
@@ -483,8 +514,15 @@ pub async fn run(
     }
     let _ = stop_services.send(true);
     let s3_task = tokio::spawn(async move { Ok(s3_task.await??) });
-    let tasks: [(&str, tokio::task::JoinHandle<anyhow::Result<()>>); 2] =
-        [("reviewer page", review_task), ("object store", s3_task)];
+    let jobs_task = tokio::spawn(async move {
+        let _ = jobs_mqtt.await;
+        Ok(jobs_task.await??)
+    });
+    let tasks: [(&str, tokio::task::JoinHandle<anyhow::Result<()>>); 3] = [
+        ("reviewer page", review_task),
+        ("object store", s3_task),
+        ("jobs service", jobs_task),
+    ];
     for (name, task) in tasks {
         match tokio::time::timeout(Duration::from_secs(10), task).await {
             Ok(Ok(Ok(()))) => {}

@@ -13,6 +13,7 @@
 pub mod broker;
 pub mod cli;
 pub mod demo;
+pub mod jobs;
 pub mod object_store;
 pub mod review_page;
 pub mod review_service;

@@ -27,6 +27,10 @@ enum Command {
     /// Run the embedded MQTT broker on loopback (keeps nothing across restarts).
     /// Prints `listening on mqtt://ADDR ...` as its first stdout line.
     Broker(cli::BrokerArgs),
+    /// Serve the local AWS IoT Jobs service: the Jobs device MQTT API through a broker
+    /// and the control API (CreateJob, DescribeJob, ...) on loopback HTTP. Prints
+    /// `listening on http://ADDR` as its first stdout line.
+    Jobs(cli::JobsArgs),
 }
 
 #[tokio::main]
@@ -42,6 +46,7 @@ async fn main() -> std::process::ExitCode {
         Command::ReviewService(args) => cli::review_service(args, shutdown_signal()).await,
         Command::ObjectStore(args) => cli::object_store(args, shutdown_signal()).await,
         Command::Broker(args) => cli::broker(args, shutdown_signal()).await,
+        Command::Jobs(args) => cli::jobs(args, shutdown_signal()).await,
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

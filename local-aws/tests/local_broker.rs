@@ -200,3 +200,93 @@ async fn stopping_closes_the_listener_and_disconnects_clients() {
     );
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
 }
+
+/// Stock rumqttd refuses `$`-filters (disconnecting the client) and never routes
+/// `$`-topics; the embedded broker routes IoT's reserved `$aws/...` namespace, `+`
+/// wildcards included, across its MQTT 3.1.1 and MQTT 5 listeners.
+#[tokio::test]
+async fn reserved_aws_topics_are_routed_with_wildcards_across_protocol_versions() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::mqttbytes::QoS as Q5;
+    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    // The service side, MQTT 3.1.1, subscribed with a wildcard over every thing.
+    let (service, mut service_ev) = client("jobs-service", broker.port());
+    service
+        .subscribe("$aws/things/+/jobs/start-next", QoS::AtLeastOnce)
+        .await
+        .unwrap();
+    until(&mut service_ev, |e| {
+        matches!(e, Event::Incoming(Packet::SubAck(_))).then_some(())
+    })
+    .await
+    .expect("the $aws filter is accepted, the connection kept");
+
+    // The device side, MQTT 5, like edge-agent.
+    let mut o = O5::new("pi-7", "127.0.0.1", broker.v5_addr().unwrap().port());
+    o.set_keep_alive(Duration::from_secs(5));
+    let (device, mut device_ev) = C5::new(o, 16);
+    device
+        .subscribe("$aws/things/pi-7/jobs/notify-next", Q5::AtLeastOnce)
+        .await
+        .unwrap();
+    timeout(Duration::from_secs(10), async {
+        loop {
+            match device_ev.poll().await {
+                Ok(E5::Incoming(P5::SubAck(_))) => break,
+                Ok(_) => {}
+                Err(e) => panic!("device connection failed: {e}"),
+            }
+        }
+    })
+    .await
+    .expect("SUBACK within 10 s");
+    // The device's event loop runs on its own from here on; its messages come back
+    // over a channel.
+    let (got_tx, mut got_rx) = tokio::sync::mpsc::channel(4);
+    let device_loop = tokio::spawn(async move {
+        while let Ok(e) = device_ev.poll().await {
+            if let E5::Incoming(P5::Publish(p)) = e {
+                let _ = got_tx.send(p).await;
+            }
+        }
+    });
+    device
+        .publish(
+            "$aws/things/pi-7/jobs/start-next",
+            Q5::AtLeastOnce,
+            false,
+            b"{}".to_vec(),
+        )
+        .await
+        .unwrap();
+
+    // The service gets it under its reserved name, and answers.
+    let got = until(&mut service_ev, |e| match e {
+        Event::Incoming(Packet::Publish(p)) => Some(p.clone()),
+        _ => None,
+    })
+    .await
+    .unwrap();
+    assert_eq!(got.topic, "$aws/things/pi-7/jobs/start-next");
+    assert_eq!(got.payload.as_ref(), b"{}");
+    service
+        .publish(
+            "$aws/things/pi-7/jobs/notify-next",
+            QoS::AtLeastOnce,
+            false,
+            b"{\"timestamp\":1}".to_vec(),
+        )
+        .await
+        .unwrap();
+    let service_loop = tokio::spawn(async move { while service_ev.poll().await.is_ok() {} });
+    let note = timeout(Duration::from_secs(10), got_rx.recv())
+        .await
+        .expect("notify-next within 10 s")
+        .expect("the device connection stays up");
+    assert_eq!(note.topic.as_ref(), b"$aws/things/pi-7/jobs/notify-next");
+    service_loop.abort();
+    device_loop.abort();
+    broker.stop().await;
+}

@@ -43,6 +43,7 @@ impl Local {
             .arg("--state-dir")
             .arg(state)
             .args(["--review-listen", "127.0.0.1:0"])
+            .args(["--jobs-listen", "127.0.0.1:0"])
             .arg("--agent-bin")
             .arg(agent_bin())
             .env("RUST_LOG", "info,rumqttd=off")
@@ -98,10 +99,13 @@ impl Local {
         tail.into_iter().rev().collect::<Vec<_>>().join("\n")
     }
 
-    /// The reviewer page's address and token, from the first stdout line.
+    /// The reviewer page's address and token, from the first stdout line (the Jobs
+    /// API's address follows it).
     fn page(&mut self) -> (String, String) {
-        self.until(60, "reviewer page line", |s| {
-            let first = s.lines().into_iter().next()?;
+        self.until(60, "reviewer page and jobs API lines", |s| {
+            let lines = s.lines();
+            let first = lines.first()?;
+            lines.get(1)?.strip_prefix("jobs API: http://127.0.0.1:")?;
             let url = first.strip_prefix("reviewer page: http://")?.to_owned();
             let (addr, token) = url.split_once("/review?token=")?;
             Some((addr.to_owned(), token.to_owned()))
