@@ -5,6 +5,7 @@
 
 pub mod aws_http;
 pub mod config;
+pub mod fleet;
 pub mod process;
 pub mod relay;
 pub mod sagemaker_control;

@@ -61,6 +61,9 @@ enum Command {
     /// Human loops that ended (Stopped, Failed) without answers.
     #[command(subcommand)]
     Loops(LoopsCommand),
+    /// Model rollouts to devices: publish, rollback, status (AWS IoT Jobs).
+    #[command(subcommand)]
+    Fleet(cloud_relay::fleet::FleetCommand),
 }
 
 #[derive(Subcommand)]
@@ -185,6 +188,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tracing::info!(rows = n, "manifest exported");
             Ok(())
         }
+        Command::Fleet(command) => cloud_relay::fleet::run(command).await,
         Command::Loops(LoopsCommand::Restart { config, all, names }) => {
             let config = cloud_relay::config::Config::load(&config.path)?;
             loops_restart(&config, all, names).await

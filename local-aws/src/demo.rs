@@ -125,6 +125,28 @@ fn use_local_credentials() {
     }
 }
 
+/// Local mode's fleet signing key pair, made at the first start: `<state>/fleet.key`
+/// (0600) and `<state>/fleet.pub`, which the agent trusts. Returns the public key's path.
+fn fleet_key(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let (secret, public) = (layout.root.join("fleet.key"), layout.root.join("fleet.pub"));
+    if secret.exists() && public.exists() {
+        return Ok(public);
+    }
+    let pair = protocol::package::generate_keypair("edge-a2i local mode fleet key")?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o
+        .open(&secret)
+        .with_context(|| format!("creating {}", secret.display()))?;
+    f.write_all(pair.secret.as_bytes())?;
+    f.sync_all()?;
+    std::fs::write(&public, pair.public)
+        .with_context(|| format!("writing {}", public.display()))?;
+    Ok(public)
+}
+
 /// The reviewer page's token, kept so the page's URL (and cookie) survive restarts.
 fn page_token(layout: &Layout) -> anyhow::Result<String> {
     let path = layout.root.join("review-token");
@@ -375,11 +397,18 @@ pub async fn run(
 
     // The agent.
     let agent_toml = layout.root.join("agent.toml");
+    let fleet_pub = fleet_key(&layout)?;
     std::fs::write(
         &agent_toml,
-        generated::agent_config(&layout, v5.port(), &manifest),
+        generated::agent_config(&layout, v5.port(), &manifest, &fleet_pub),
     )
     .with_context(|| format!("writing {}", agent_toml.display()))?;
+    let relay_toml = layout.root.join("relay.toml");
+    std::fs::write(
+        &relay_toml,
+        generated::relay_config_file(v5, s3_addr, review_addr, &config.a2i.flow_definition_arn),
+    )
+    .with_context(|| format!("writing {}", relay_toml.display()))?;
     let agent_log_path = layout.root.join("agent.log");
     let agent_log = std::fs::OpenOptions::new()
         .create(true)
@@ -408,6 +437,13 @@ pub async fn run(
         review_page::page_url(review_addr, &token)
     ));
     say(&format!("jobs API: http://{jobs_addr}"));
+    say(&format!(
+        "fleet: edge-agent model sign --key {} ...; AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} cloud-relay fleet publish PACKAGE --config {} --jobs-endpoint-url http://{jobs_addr} --devices {DEVICE_ID}",
+        layout.root.join("fleet.key").display(),
+        object_store::default_access_key(),
+        object_store::default_secret_key(),
+        relay_toml.display()
+    ));
     say(&format!(
         "local mode: frames from {}, state in {} (agent log: {})",
         frames.display(),

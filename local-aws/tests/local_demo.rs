@@ -317,3 +317,155 @@ fn one_command_local_mode_labels_frames_into_the_manifest_and_resumes() {
     let copied = std::fs::read_to_string(state.join("copied.txt")).unwrap();
     assert_eq!(copied.lines().count(), 3, "{copied}");
 }
+
+fn repo() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Runs a workspace binary; panics with its output unless it succeeds.
+fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = Command::new(test_support::workspace_bin(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// The fleet admin's path in local mode: a model package signed with local mode's
+/// fleet key, `cloud-relay fleet publish` (S3 upload, presigned URL, a job on the
+/// local Jobs service), and the running agent (no restart: one "model loaded" in its
+/// log) shadows, switches and watches it; `fleet status` shows the new version and
+/// the job SUCCEEDED. Prints the time from publish to SUCCEEDED.
+#[test]
+fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let frames = dir.path().join("frames");
+    std::fs::create_dir_all(&frames).unwrap();
+    std::fs::copy(
+        repo().join("models/samples/chelsea.jpg"),
+        frames.join("chelsea.jpg"),
+    )
+    .unwrap();
+    let state = dir.path().join("state");
+    let mut local = Local::start(&frames, &state);
+    local.page();
+    let jobs_url = local.until(60, "the jobs API line", |s| {
+        s.lines()
+            .iter()
+            .find_map(|l| l.strip_prefix("jobs API: ").map(String::from))
+    });
+    local.until(60, "the fleet line", |s| {
+        s.lines()
+            .iter()
+            .any(|l| l.starts_with("fleet: "))
+            .then_some(())
+    });
+
+    // Version 1.0.1 of the shipped model, signed with local mode's key.
+    let model = dir.path().join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in [
+        "labels.txt",
+        "dogs_mobilenetv2.selftest.f32",
+        "dogs_mobilenetv2.tflite",
+    ] {
+        std::fs::copy(repo().join("models").join(f), model.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(repo().join("models/dogs_mobilenetv2.toml"))
+        .unwrap()
+        .replace("version = \"1.0.0\"", "version = \"1.0.1\"");
+    std::fs::write(model.join("dogs_mobilenetv2.toml"), text).unwrap();
+    let dist = dir.path().join("dist");
+    run_bin(
+        "edge-agent",
+        &[
+            "model",
+            "sign",
+            "--model",
+            model.join("dogs_mobilenetv2.toml").to_str().unwrap(),
+            "--key",
+            state.join("fleet.key").to_str().unwrap(),
+            "--out",
+            dist.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "edge-a2i-local"),
+        ("AWS_SECRET_ACCESS_KEY", "edge-a2i-local-secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let relay_toml = state.join("relay.toml");
+    let published = Instant::now();
+    let out = run_bin(
+        "cloud-relay",
+        &[
+            "fleet",
+            "publish",
+            dist.join("dogs-mobilenetv2-1.0.1.tar").to_str().unwrap(),
+            "--config",
+            relay_toml.to_str().unwrap(),
+            "--jobs-endpoint-url",
+            &jobs_url,
+            "--devices",
+            "local-camera",
+            "--job-id",
+            "rollout-1",
+            "--key",
+            state.join("fleet.pub").to_str().unwrap(),
+        ],
+        &creds,
+    );
+    assert!(out.contains("job:      rollout-1 (1 targets)"), "{out}");
+
+    // Frames keep coming (the shadow and watch windows count frames).
+    let inbox = state.join("agent/inbox");
+    let status_args = [
+        "fleet",
+        "status",
+        "--config",
+        relay_toml.to_str().unwrap(),
+        "--jobs-endpoint-url",
+        &jobs_url,
+        "--job",
+        "rollout-1",
+        "--listen",
+        "300ms",
+    ];
+    let mut n = 0;
+    let (mut serving_after, mut succeeded_after) = (None, None);
+    let status = local.until(120, "rollout-1 SUCCEEDED and 1.0.1 serving", |_| {
+        n += 1;
+        let tmp = inbox.join(format!(".f{n}.part"));
+        std::fs::copy(repo().join("models/samples/hubble.jpg"), &tmp).unwrap();
+        std::fs::rename(&tmp, inbox.join(format!("f{n}.jpg"))).unwrap();
+        let status = run_bin("cloud-relay", &status_args, &creds);
+        if serving_after.is_none() && status.contains("dogs-mobilenetv2 1.0.1") {
+            serving_after = Some(published.elapsed());
+        }
+        if succeeded_after.is_none() && status.contains("local-camera             SUCCEEDED") {
+            succeeded_after = Some(published.elapsed());
+        }
+        (status.contains("dogs-mobilenetv2 1.0.1") && status.contains("SUCCEEDED"))
+            .then_some(status)
+    });
+    assert!(status.contains("1.0.1 succeeded at done"), "{status}");
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert_eq!(log.matches("model loaded").count(), 1, "no restart: {log}");
+    assert!(log.contains("model update succeeded"), "{log}");
+    let secs = |d: Option<Duration>| d.unwrap_or_else(|| published.elapsed()).as_secs_f64();
+    eprintln!(
+        "fleet publish -> serving 1.0.1: {:.1} s (3 shadow frames); -> SUCCEEDED: {:.1} s (+10 watched frames); one frame every ~0.7 s",
+        secs(serving_after),
+        secs(succeeded_after)
+    );
+    terminate(local);
+}

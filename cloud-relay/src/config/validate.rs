@@ -13,6 +13,8 @@ pub enum Purpose {
     Run,
     /// `cloud-relay setup`: creates the flow definition the relay will use.
     Setup,
+    /// `cloud-relay fleet`: needs the bucket and the broker, not the review flow.
+    Fleet,
 }
 
 impl Config {
@@ -139,7 +141,8 @@ impl Config {
         if self.a2i.answer_field.is_empty() {
             return Err(invalid("a2i.answer_field", "is empty"));
         }
-        if self.model.labels.is_empty() {
+        // Rollouts carry their own labels in the package; only the review needs them.
+        if self.model.labels.is_empty() && purpose != Purpose::Fleet {
             return Err(invalid(
                 "model.labels",
                 "is empty (set model.labels or model.labels_file)",
