@@ -213,7 +213,7 @@ impl JobsService {
     }
 }
 
-/// A TCP proxy to `target` that cuts the first connection after `cut_after` bytes of
+/// A TCP proxy to `target` that cuts (or stalls) the first connection after `cut_after` bytes of
 /// response; later connections pass whole. Counts connections and records each
 /// request's `Range` header.
 struct CuttingProxy {
@@ -223,6 +223,12 @@ struct CuttingProxy {
 
 impl CuttingProxy {
     fn start(target: std::net::SocketAddr, cut_after: usize) -> CuttingProxy {
+        CuttingProxy::start_with(target, cut_after, false)
+    }
+
+    /// With `stall`, the first connection is not cut but left hanging after
+    /// `cut_after` bytes: the agent sits in its download step.
+    fn start_with(target: std::net::SocketAddr, cut_after: usize, stall: bool) -> CuttingProxy {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let ranges: Arc<Mutex<Vec<Option<String>>>> = Default::default();
@@ -254,6 +260,9 @@ impl CuttingProxy {
                     }
                     sent += take;
                     if sent >= limit {
+                        if stall {
+                            std::thread::sleep(Duration::from_secs(600));
+                        }
                         break; // the cut: both sockets drop here
                     }
                 }
@@ -397,5 +406,59 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
             .map(|m| m.version)
             .as_deref(),
         Some("1.0.1")
+    );
+}
+
+#[test]
+fn a_kill_during_the_download_is_reported_failed_after_the_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path();
+    let broker = Mosquitto::builder().start();
+    let receiver = Receiver::start(&broker, "relay");
+    let jobs = JobsService::start(&broker);
+    let mut agent = updating_agent(root, &broker, "shadow_frames = 1\nwatch_frames = 1");
+    let s3 = MotoS3::builder().start();
+    let (tar, sig) = signed_package(root, "1.0.1", &root.join("fleet.key"));
+    for (path, body) in [("/models", Vec::new()), ("/models/p.tar", tar.clone())] {
+        let r = test_support::http::Request::new("PUT", format!("{}{path}", s3.endpoint_url()))
+            .header("x-amz-acl", "public-read")
+            .body(body)
+            .send_blocking()
+            .unwrap();
+        assert!(r.status < 300, "{}", r.text());
+    }
+    let s3_addr: std::net::SocketAddr = s3
+        .endpoint_url()
+        .trim_start_matches("http://")
+        .parse()
+        .unwrap();
+    let proxy = CuttingProxy::start_with(s3_addr, tar.len() / 2, true);
+    let url = format!("http://127.0.0.1:{}/models/p.tar", proxy.port);
+    jobs.add_job("stalled", document("1.0.1", &url, &tar, &sig));
+    wait_until(LONG, "the agent in its download step", || {
+        jobs.steps("stalled").iter().any(|s| s == "download")
+            && receiver
+                .status()
+                .and_then(|s| s.update)
+                .is_some_and(|u| u.step == "download")
+    });
+    agent.kill();
+    agent.start();
+    wait_until(LONG, "the interrupted download reported FAILED", || {
+        jobs.terminal("stalled").is_some()
+    });
+    let r = jobs.terminal("stalled").unwrap();
+    assert_eq!(r.status, JobExecutionStatus::Failed, "{r:?}");
+    assert!(
+        r.status_details["reason"].contains("restarted during the download step"),
+        "{r:?}"
+    );
+    assert_eq!(
+        receiver
+            .status()
+            .and_then(|s| s.model)
+            .map(|m| m.version)
+            .as_deref(),
+        Some("1.0.0")
     );
 }

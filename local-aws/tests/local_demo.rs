@@ -454,13 +454,102 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
         if succeeded_after.is_none() && status.contains("local-camera             SUCCEEDED") {
             succeeded_after = Some(published.elapsed());
         }
-        (status.contains("dogs-mobilenetv2 1.0.1") && status.contains("SUCCEEDED"))
-            .then_some(status)
+        // The job's SUCCEEDED and the device's retained status arrive separately.
+        (status.contains("dogs-mobilenetv2 1.0.1")
+            && status.contains("1.0.1 succeeded at done")
+            && status.contains("SUCCEEDED"))
+        .then_some(status)
     });
-    assert!(status.contains("1.0.1 succeeded at done"), "{status}");
     let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
     assert_eq!(log.matches("model loaded").count(), 1, "no restart: {log}");
     assert!(log.contains("model update succeeded"), "{log}");
+    // The way back: the shipped model signed as a rollback of 1.0.1, published with
+    // `fleet rollback`; the device takes it although it is older (anti-rollback lets
+    // a signed rollback of exactly its highest version through).
+    let old = dir.path().join("old");
+    std::fs::create_dir_all(&old).unwrap();
+    for f in [
+        "labels.txt",
+        "dogs_mobilenetv2.selftest.f32",
+        "dogs_mobilenetv2.tflite",
+        "dogs_mobilenetv2.toml",
+    ] {
+        std::fs::copy(repo().join("models").join(f), old.join(f)).unwrap();
+    }
+    run_bin(
+        "edge-agent",
+        &[
+            "model",
+            "sign",
+            "--model",
+            old.join("dogs_mobilenetv2.toml").to_str().unwrap(),
+            "--key",
+            state.join("fleet.key").to_str().unwrap(),
+            "--rollback-of",
+            "1.0.1",
+            "--out",
+            dist.to_str().unwrap(),
+        ],
+        &[],
+    );
+    let rollback_pkg = dist.join("dogs-mobilenetv2-1.0.0.tar");
+    let publish_args = |cmd: &'static str, pkg: &Path, job: &'static str| -> Vec<String> {
+        [
+            "fleet",
+            cmd,
+            pkg.to_str().unwrap(),
+            "--config",
+            relay_toml.to_str().unwrap(),
+            "--jobs-endpoint-url",
+            &jobs_url,
+            "--devices",
+            "local-camera",
+            "--job-id",
+            job,
+        ]
+        .map(String::from)
+        .to_vec()
+    };
+    // `publish` refuses a rollback package, naming the command to use.
+    let refused = Command::new(test_support::workspace_bin("cloud-relay"))
+        .args(publish_args("publish", &rollback_pkg, "wrong"))
+        .envs(creds)
+        .output()
+        .unwrap();
+    assert!(!refused.status.success());
+    assert!(
+        String::from_utf8_lossy(&refused.stderr).contains("fleet rollback"),
+        "{}",
+        String::from_utf8_lossy(&refused.stderr)
+    );
+    let args = publish_args("rollback", &rollback_pkg, "rollback-1");
+    run_bin(
+        "cloud-relay",
+        &args.iter().map(String::as_str).collect::<Vec<_>>(),
+        &creds,
+    );
+    let status_back: Vec<&str> = status_args
+        .iter()
+        .map(|a| if *a == "rollout-1" { "rollback-1" } else { a })
+        .collect();
+    local.until(120, "rollback-1 SUCCEEDED and 1.0.0 serving again", |_| {
+        n += 1;
+        let tmp = inbox.join(format!(".f{n}.part"));
+        std::fs::copy(repo().join("models/samples/hubble.jpg"), &tmp).unwrap();
+        std::fs::rename(&tmp, inbox.join(format!("f{n}.jpg"))).unwrap();
+        let status = run_bin("cloud-relay", &status_back, &creds);
+        (status.contains("dogs-mobilenetv2 1.0.0")
+            && status.contains("1.0.0 succeeded at done")
+            && status.contains("local-camera             SUCCEEDED"))
+        .then_some(())
+    });
+    let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
+    assert_eq!(
+        log.matches("model loaded").count(),
+        1,
+        "still no restart: {log}"
+    );
+
     let secs = |d: Option<Duration>| d.unwrap_or_else(|| published.elapsed()).as_secs_f64();
     eprintln!(
         "fleet publish -> serving 1.0.1: {:.1} s (3 shadow frames); -> SUCCEEDED: {:.1} s (+10 watched frames); one frame every ~0.7 s",
