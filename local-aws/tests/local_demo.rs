@@ -442,7 +442,7 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
     ];
     let mut n = 0;
     let (mut serving_after, mut succeeded_after) = (None, None);
-    let status = local.until(120, "rollout-1 SUCCEEDED and 1.0.1 serving", |_| {
+    local.until(120, "rollout-1 SUCCEEDED and 1.0.1 serving", |_| {
         n += 1;
         let tmp = inbox.join(format!(".f{n}.part"));
         std::fs::copy(repo().join("models/samples/hubble.jpg"), &tmp).unwrap();
@@ -458,7 +458,7 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
         (status.contains("dogs-mobilenetv2 1.0.1")
             && status.contains("1.0.1 succeeded at done")
             && status.contains("SUCCEEDED"))
-        .then_some(status)
+        .then_some(())
     });
     let log = std::fs::read_to_string(state.join("agent.log")).unwrap();
     assert_eq!(log.matches("model loaded").count(), 1, "no restart: {log}");
