@@ -378,6 +378,9 @@ fn load_installed_or_configured(
     load_serving(config_manifest, load).map_err(anyhow::Error::msg)
 }
 
+/// Longest wait for a frame before the frame loop looks at swap commands again.
+const IDLE_POLL: std::time::Duration = std::time::Duration::from_millis(200);
+
 /// Classifies and stores frames until the sources' channel closes or shutdown comes
 /// while the outbox cannot be written; returns which of the two it was. Beats after
 /// every frame and every [`supervise::Heartbeat::every`] while no frame comes.
@@ -391,7 +394,9 @@ fn frame_loop(
     let (stats, wake) = (&store.stats, &store.wake);
     loop {
         store.heartbeat.beat();
-        let mut frame = match frames.recv_timeout(store.heartbeat.every()) {
+        // Woken at least every IDLE_POLL without frames, so a model swap (or an
+        // operator's rollback) on an idle device takes effect at once.
+        let mut frame = match frames.recv_timeout(store.heartbeat.every().min(IDLE_POLL)) {
             Ok(frame) => frame,
             Err(mpsc::RecvTimeoutError::Timeout) => {
                 // No frame: a model update (an operator's rollback) still takes effect.

@@ -1,0 +1,268 @@
+//! Rollout benchmark (`cargo test --workspace --test rollout_bench -- --ignored
+//! --nocapture`; `ROLLOUT_DEVICES`, default 100): that many real `edge-agent run`
+//! processes on local mode's embedded broker, its Jobs service and object store, a
+//! package published to all of them with `cloud-relay fleet publish`, and the time
+//! until every execution is SUCCEEDED (shadow and watch windows 0: the figure is
+//! delivery, download, checks, load, self-test and switch). Prints a table.
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use local_aws::broker::{BrokerConfig, EmbeddedBroker};
+use local_aws::jobs::{self, ApiIdentity, Jobs};
+use local_aws::object_store::{self, ObjectStoreConfig};
+use serde_json::Value;
+use test_support::{spawn_with_log, wait_until, workspace_bin, ChildGuard, InProcessServer};
+
+fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+    let out = std::process::Command::new(workspace_bin(name))
+        .args(args)
+        .envs(env.iter().copied())
+        .env("RUST_LOG", "warn")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{name} {args:?}: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn repo() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "benchmark: run with --ignored --nocapture"]
+async fn a_rollout_to_many_local_devices() {
+    let n: usize = std::env::var("ROLLOUT_DEVICES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(100);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // Local mode's parts, in process.
+    let broker = EmbeddedBroker::start(BrokerConfig {
+        listen_v4: "127.0.0.1:0".parse().unwrap(),
+        listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        ..BrokerConfig::default()
+    })
+    .await
+    .unwrap();
+    let v5 = broker.v5_addr().unwrap();
+    let jobs_state = Jobs::open(&d.join("jobs")).unwrap();
+    let (j, v4) = (jobs_state.clone(), broker.v4_addr());
+    let _jobs_mqtt: InProcessServer<std::io::Error> =
+        InProcessServer::spawn(move |sd| async move {
+            jobs::run_mqtt(j, v4, sd).await;
+            Ok(())
+        });
+    let jobs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let jobs_url = format!("http://{}", jobs_listener.local_addr().unwrap());
+    let id = ApiIdentity {
+        region: "us-east-1".into(),
+        account_id: "000000000000".into(),
+    };
+    let _jobs_http =
+        InProcessServer::spawn(|sd| jobs::serve(jobs_listener, jobs_state.clone(), id, sd));
+    let store_config = ObjectStoreConfig {
+        root: d.join("objects"),
+        listen: "127.0.0.1:0".parse().unwrap(),
+        access_key: object_store::default_access_key(),
+        secret_key: object_store::default_secret_key(),
+        buckets: vec!["models".into()],
+    };
+    let store = store_config.open().unwrap();
+    let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let s3_url = format!("http://{}", s3_listener.local_addr().unwrap());
+    let service =
+        object_store::s3_service(store, &store_config.access_key, &store_config.secret_key);
+    let _s3 = InProcessServer::spawn(|sd| object_store::serve(s3_listener, service, sd));
+
+    // The fleet key, a package, and the devices.
+    let fleet = d.join("fleet");
+    run_bin(
+        "edge-agent",
+        &["model", "keygen", "--out", fleet.to_str().unwrap()],
+        &[],
+    );
+    let model = d.join("model");
+    std::fs::create_dir_all(&model).unwrap();
+    for f in [
+        "labels.txt",
+        "dogs_mobilenetv2.selftest.f32",
+        "dogs_mobilenetv2.tflite",
+    ] {
+        std::fs::copy(repo().join("models").join(f), model.join(f)).unwrap();
+    }
+    let text = std::fs::read_to_string(repo().join("models/dogs_mobilenetv2.toml"))
+        .unwrap()
+        .replace("version = \"1.0.0\"", "version = \"1.0.1\"");
+    std::fs::write(model.join("dogs_mobilenetv2.toml"), text).unwrap();
+    run_bin(
+        "edge-agent",
+        &[
+            "model",
+            "sign",
+            "--model",
+            model.join("dogs_mobilenetv2.toml").to_str().unwrap(),
+            "--key",
+            d.join("fleet.key").to_str().unwrap(),
+            "--out",
+            d.join("dist").to_str().unwrap(),
+        ],
+        &[],
+    );
+    let devices: Vec<String> = (0..n).map(|i| format!("dev-{i:03}")).collect();
+    let mut agents: Vec<(ChildGuard, std::path::PathBuf)> = Vec::new();
+    for device in &devices {
+        let home = d.join(device);
+        std::fs::create_dir_all(home.join("inbox")).unwrap();
+        let config = format!(
+            r#"[device]
+id = "{device}"
+state_dir = "{state}"
+status_interval = "1h"
+[model]
+manifest = "{manifest}"
+backend = "tflite"
+[mqtt]
+host = "127.0.0.1"
+port = {port}
+[update]
+trusted_keys = ["{key}"]
+shadow_frames = 0
+watch_frames = 0
+[[source]]
+kind = "folder"
+path = "{inbox}"
+"#,
+            state = home.join("state").display(),
+            manifest = repo().join("models/dogs_mobilenetv2.toml").display(),
+            port = v5.port(),
+            key = d.join("fleet.pub").display(),
+            inbox = home.join("inbox").display(),
+        );
+        std::fs::write(home.join("agent.toml"), config).unwrap();
+        let log = home.join("agent.log");
+        let child = spawn_with_log(
+            std::process::Command::new(workspace_bin("edge-agent"))
+                .args(["run", "--config"])
+                .arg(home.join("agent.toml"))
+                .env("RUST_LOG", "info")
+                .env_remove("EDGE_AGENT_LITERT_LIB"),
+            &log,
+        )
+        .unwrap();
+        agents.push((child, log));
+    }
+    let started = Instant::now();
+    wait_until(Duration::from_secs(300), "every agent connected", || {
+        agents.iter_mut().all(|(child, log)| {
+            let text = std::fs::read_to_string(&*log).unwrap_or_default();
+            // Each agent takes two inotify instances (its inbox and review-requests
+            // folders): past fs.inotify.max_user_instances (128 by default) agents
+            // cannot start, which this says rather than timing out.
+            assert!(
+                child.is_running(),
+                "an agent exited: {}",
+                test_support::log_tail(log, 20)
+            );
+            text.contains("mqtt: connected")
+        })
+    });
+    let connected = started.elapsed();
+
+    let relay_toml = d.join("relay.toml");
+    std::fs::write(
+        &relay_toml,
+        format!(
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"fleet-admin\"\n\n[s3]\nbucket = \"models\"\nendpoint_url = \"{s3_url}\"\n\n[a2i]\nendpoint_url = \"{jobs_url}\"\n\n[model]\nlabels = []\n",
+            v5.port()
+        ),
+    )
+    .unwrap();
+    let creds = [
+        ("AWS_ACCESS_KEY_ID", "edge-a2i-local"),
+        ("AWS_SECRET_ACCESS_KEY", "edge-a2i-local-secret"),
+        ("AWS_EC2_METADATA_DISABLED", "true"),
+    ];
+    let list = devices.join(",");
+    let published = Instant::now();
+    run_bin(
+        "cloud-relay",
+        &[
+            "fleet",
+            "publish",
+            d.join("dist/dogs-mobilenetv2-1.0.1.tar").to_str().unwrap(),
+            "--config",
+            relay_toml.to_str().unwrap(),
+            "--jobs-endpoint-url",
+            &jobs_url,
+            "--devices",
+            &list,
+            "--job-id",
+            "scale",
+        ],
+        &creds,
+    );
+    let mut first = None;
+    wait_until(
+        Duration::from_secs(600),
+        "every execution SUCCEEDED",
+        || {
+            let r = test_support::http::get_blocking(&format!(
+                "{jobs_url}/jobs/scale/things?maxResults=250"
+            ))
+            .unwrap();
+            let v: Value = serde_json::from_slice(&r.body).unwrap();
+            let statuses: Vec<&str> = v["executionSummaries"]
+                .as_array()
+                .map(|a| {
+                    a.iter()
+                        .filter_map(|e| e["jobExecutionSummary"]["status"].as_str())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let bad: Vec<&&str> = statuses
+                .iter()
+                .filter(|s| matches!(**s, "FAILED" | "REJECTED" | "CANCELED"))
+                .collect();
+            assert!(bad.is_empty(), "executions ended badly: {v}");
+            let done = statuses.iter().filter(|s| **s == "SUCCEEDED").count();
+            if done > 0 && first.is_none() {
+                first = Some(published.elapsed());
+            }
+            done == n
+        },
+    );
+    let all = published.elapsed();
+    for (_, log) in &agents {
+        let text = std::fs::read_to_string(log).unwrap();
+        assert_eq!(
+            text.matches("model loaded").count(),
+            1,
+            "one start per agent"
+        );
+    }
+    println!();
+    println!("| rollout benchmark (local mode, 2 cores, dev profile) | value |");
+    println!("|---|---|");
+    println!("| devices (real edge-agent processes, tflite) | {n} |");
+    println!(
+        "| all connected after start (s) | {:.1} |",
+        connected.as_secs_f64()
+    );
+    println!(
+        "| fleet publish -> first SUCCEEDED (s) | {:.1} |",
+        first.unwrap_or(all).as_secs_f64()
+    );
+    println!(
+        "| fleet publish -> all {n} SUCCEEDED (s) | {:.1} |",
+        all.as_secs_f64()
+    );
+    drop(agents);
+}
