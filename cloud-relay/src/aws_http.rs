@@ -18,6 +18,17 @@ const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
 
+/// The regional endpoint of an AWS service: `https://{host_prefix}.{region}.amazonaws.com`
+/// (China's regions live under `amazonaws.com.cn`).
+pub fn regional_endpoint(host_prefix: &str, region: &str) -> String {
+    let suffix = if region.starts_with("cn-") {
+        "amazonaws.com.cn"
+    } else {
+        "amazonaws.com"
+    };
+    format!("https://{host_prefix}.{region}.{suffix}")
+}
+
 /// Why a call got no answer to interpret.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HttpError {

@@ -12,8 +12,11 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use common::{repo, run_bin, signed_model, LOCAL_CREDENTIALS};
 use serde_json::{json, Value};
 use test_support::http;
+
+mod common;
 
 const SAMPLES: [&str; 3] = ["astronaut.jpg", "chelsea.jpg", "coffee.png"];
 const BUCKET: &str = "edge-a2i-local";
@@ -318,27 +321,6 @@ fn one_command_local_mode_labels_frames_into_the_manifest_and_resumes() {
     assert_eq!(copied.lines().count(), 3, "{copied}");
 }
 
-fn repo() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
-}
-
-/// Runs a workspace binary; panics with its output unless it succeeds.
-fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = Command::new(test_support::workspace_bin(name))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 /// The fleet admin's path in local mode: a model package signed with local mode's
 /// fleet key, `cloud-relay fleet publish` (S3 upload, presigned URL, a job on the
 /// local Jobs service), and the running agent (no restart: one "model loaded" in its
@@ -370,39 +352,9 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
     });
 
     // Version 1.0.1 of the shipped model, signed with local mode's key.
-    let model = dir.path().join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in [
-        "labels.txt",
-        "dogs_mobilenetv2.selftest.f32",
-        "dogs_mobilenetv2.tflite",
-    ] {
-        std::fs::copy(repo().join("models").join(f), model.join(f)).unwrap();
-    }
-    let text = std::fs::read_to_string(repo().join("models/dogs_mobilenetv2.toml"))
-        .unwrap()
-        .replace("version = \"1.0.0\"", "version = \"1.0.1\"");
-    std::fs::write(model.join("dogs_mobilenetv2.toml"), text).unwrap();
     let dist = dir.path().join("dist");
-    run_bin(
-        "edge-agent",
-        &[
-            "model",
-            "sign",
-            "--model",
-            model.join("dogs_mobilenetv2.toml").to_str().unwrap(),
-            "--key",
-            state.join("fleet.key").to_str().unwrap(),
-            "--out",
-            dist.to_str().unwrap(),
-        ],
-        &[],
-    );
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "edge-a2i-local"),
-        ("AWS_SECRET_ACCESS_KEY", "edge-a2i-local-secret"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
+    let package = signed_model(dir.path(), "1.0.1", &state.join("fleet.key"), &dist, None);
+    let creds = LOCAL_CREDENTIALS;
     let relay_toml = state.join("relay.toml");
     let published = Instant::now();
     let out = run_bin(
@@ -410,7 +362,7 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
         &[
             "fleet",
             "publish",
-            dist.join("dogs-mobilenetv2-1.0.1.tar").to_str().unwrap(),
+            package.to_str().unwrap(),
             "--config",
             relay_toml.to_str().unwrap(),
             "--jobs-endpoint-url",
@@ -466,33 +418,13 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
     // The way back: the shipped model signed as a rollback of 1.0.1, published with
     // `fleet rollback`; the device takes it although it is older (anti-rollback lets
     // a signed rollback of exactly its highest version through).
-    let old = dir.path().join("old");
-    std::fs::create_dir_all(&old).unwrap();
-    for f in [
-        "labels.txt",
-        "dogs_mobilenetv2.selftest.f32",
-        "dogs_mobilenetv2.tflite",
-        "dogs_mobilenetv2.toml",
-    ] {
-        std::fs::copy(repo().join("models").join(f), old.join(f)).unwrap();
-    }
-    run_bin(
-        "edge-agent",
-        &[
-            "model",
-            "sign",
-            "--model",
-            old.join("dogs_mobilenetv2.toml").to_str().unwrap(),
-            "--key",
-            state.join("fleet.key").to_str().unwrap(),
-            "--rollback-of",
-            "1.0.1",
-            "--out",
-            dist.to_str().unwrap(),
-        ],
-        &[],
+    let rollback_pkg = signed_model(
+        &dir.path().join("old"),
+        "1.0.0",
+        &state.join("fleet.key"),
+        &dist,
+        Some("1.0.1"),
     );
-    let rollback_pkg = dist.join("dogs-mobilenetv2-1.0.0.tar");
     let publish_args = |cmd: &'static str, pkg: &Path, job: &'static str| -> Vec<String> {
         [
             "fleet",

@@ -5,8 +5,9 @@
 //! until every execution is SUCCEEDED (shadow and watch windows 0: the figure is
 //! delivery, download, checks, load, self-test and switch). Prints a table.
 
-use std::path::Path;
 use std::time::{Duration, Instant};
+
+use common::{repo, run_bin, signed_model, LOCAL_CREDENTIALS};
 
 use local_aws::broker::{BrokerConfig, EmbeddedBroker};
 use local_aws::jobs::{self, ApiIdentity, Jobs};
@@ -14,25 +15,7 @@ use local_aws::object_store::{self, ObjectStoreConfig};
 use serde_json::Value;
 use test_support::{spawn_with_log, wait_until, workspace_bin, ChildGuard, InProcessServer};
 
-fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
-    let out = std::process::Command::new(workspace_bin(name))
-        .args(args)
-        .envs(env.iter().copied())
-        .env("RUST_LOG", "warn")
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{name} {args:?}: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
-fn repo() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/.."))
-}
+mod common;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "benchmark: run with --ignored --nocapture"]
@@ -89,33 +72,7 @@ async fn a_rollout_to_many_local_devices() {
         &["model", "keygen", "--out", fleet.to_str().unwrap()],
         &[],
     );
-    let model = d.join("model");
-    std::fs::create_dir_all(&model).unwrap();
-    for f in [
-        "labels.txt",
-        "dogs_mobilenetv2.selftest.f32",
-        "dogs_mobilenetv2.tflite",
-    ] {
-        std::fs::copy(repo().join("models").join(f), model.join(f)).unwrap();
-    }
-    let text = std::fs::read_to_string(repo().join("models/dogs_mobilenetv2.toml"))
-        .unwrap()
-        .replace("version = \"1.0.0\"", "version = \"1.0.1\"");
-    std::fs::write(model.join("dogs_mobilenetv2.toml"), text).unwrap();
-    run_bin(
-        "edge-agent",
-        &[
-            "model",
-            "sign",
-            "--model",
-            model.join("dogs_mobilenetv2.toml").to_str().unwrap(),
-            "--key",
-            d.join("fleet.key").to_str().unwrap(),
-            "--out",
-            d.join("dist").to_str().unwrap(),
-        ],
-        &[],
-    );
+    let package = signed_model(d, "1.0.1", &d.join("fleet.key"), &d.join("dist"), None);
     let devices: Vec<String> = (0..n).map(|i| format!("dev-{i:03}")).collect();
     let mut agents: Vec<(ChildGuard, std::path::PathBuf)> = Vec::new();
     for device in &devices {
@@ -185,11 +142,6 @@ path = "{inbox}"
         ),
     )
     .unwrap();
-    let creds = [
-        ("AWS_ACCESS_KEY_ID", "edge-a2i-local"),
-        ("AWS_SECRET_ACCESS_KEY", "edge-a2i-local-secret"),
-        ("AWS_EC2_METADATA_DISABLED", "true"),
-    ];
     let list = devices.join(",");
     let published = Instant::now();
     run_bin(
@@ -197,7 +149,7 @@ path = "{inbox}"
         &[
             "fleet",
             "publish",
-            d.join("dist/dogs-mobilenetv2-1.0.1.tar").to_str().unwrap(),
+            package.to_str().unwrap(),
             "--config",
             relay_toml.to_str().unwrap(),
             "--jobs-endpoint-url",
@@ -207,7 +159,7 @@ path = "{inbox}"
             "--job-id",
             "scale",
         ],
-        &creds,
+        &LOCAL_CREDENTIALS,
     );
     let mut first = None;
     wait_until(

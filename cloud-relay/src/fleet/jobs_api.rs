@@ -39,12 +39,7 @@ pub struct JobsApi {
 
 /// The regional IoT control-plane endpoint.
 pub fn default_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://iot.{region}.{suffix}")
+    crate::aws_http::regional_endpoint("iot", region)
 }
 
 impl JobsApi {

@@ -38,14 +38,9 @@ pub struct SageMakerControl {
     http: SignedClient,
 }
 
-/// The regional endpoint (China's regions live under `amazonaws.com.cn`).
+/// The regional endpoint.
 pub fn default_endpoint(region: &str) -> String {
-    let suffix = if region.starts_with("cn-") {
-        "amazonaws.com.cn"
-    } else {
-        "amazonaws.com"
-    };
-    format!("https://api.sagemaker.{region}.{suffix}")
+    crate::aws_http::regional_endpoint("api.sagemaker", region)
 }
 
 impl SageMakerControl {
