@@ -17,6 +17,7 @@ pub mod config;
 pub mod download;
 mod drop_folder;
 pub mod lifecycle;
+mod recover;
 pub mod store;
 pub mod verify;
 pub mod worker;

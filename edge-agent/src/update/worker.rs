@@ -14,7 +14,7 @@
 //! `statusDetails.step`, then SUCCEEDED, FAILED or REJECTED with the reason), to the
 //! retained status, and to the log.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
@@ -26,7 +26,9 @@ use protocol::status::UpdateStatus;
 
 use super::download::{download, Retry};
 pub use super::drop_folder::signature_path;
-use super::drop_folder::{read_bounded, reject_dropped, settle_dropped, settled, PROCESSING};
+use super::drop_folder::{read_bounded, settle_dropped, settled, PROCESSING};
+use super::recover::details;
+pub use super::recover::recover;
 use super::store::{ModelStore, StoreState, UpdateRecord};
 use super::verify::{verify, Expected};
 use super::{load_serving, LoadOptions, UpdateSection};
@@ -98,54 +100,6 @@ fn failed(step: &'static str, reason: impl ToString) -> Refusal {
 enum Origin {
     Job(ModelUpdateDocument),
     Folder { tar: PathBuf },
-}
-
-/// Reads `update.json` left by an update a kill interrupted: past the switch the
-/// old model is made current again (the watch never finished); in any case the
-/// update is over, as FAILED, and the report for its job is returned.
-pub fn recover(store: &ModelStore, drop_dir: &Path) -> std::io::Result<Option<Report>> {
-    let Some(record) = store.update()? else {
-        return Ok(None);
-    };
-    let mut state = store.state()?;
-    let detail = if state.current.as_deref() == Some(record.version.as_str()) {
-        state.current = record.from.clone();
-        state.previous = None;
-        store.set_state(&state)?;
-        format!(
-            "the agent restarted during the {} step; rolled back to {}",
-            record.step,
-            record.from.as_deref().unwrap_or("the configured model")
-        )
-    } else {
-        format!("the agent restarted during the {} step", record.step)
-    };
-    store.clear_update()?;
-    if let Ok(entries) = std::fs::read_dir(drop_dir.join(PROCESSING)) {
-        for entry in entries.flatten() {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "tar") {
-                reject_dropped(&path, drop_dir, &format!("FAILED: {detail}"));
-            }
-        }
-    }
-    tracing::warn!(version = %record.version, "model update interrupted: {detail}");
-    Ok(Some(Report {
-        job_id: record.job_id,
-        status: JobExecutionStatus::Failed,
-        details: details(&record.version, record.step.as_str(), Some(detail)),
-    }))
-}
-
-fn details(version: &str, step: &str, reason: Option<String>) -> StatusDetails {
-    let mut d = StatusDetails::new();
-    d.insert("version".into(), version.into());
-    d.insert("step".into(), step.into());
-    if let Some(r) = reason {
-        // Jobs limits a statusDetails value to 1,024 characters.
-        d.insert("reason".into(), r.chars().take(1024).collect());
-    }
-    d
 }
 
 impl Worker {
