@@ -396,6 +396,14 @@ pub fn parse(tar_bytes: &[u8], limit: u64) -> Result<PackageContents, PackageErr
     })
 }
 
+/// Where a package's signature lives: `PACKAGE.minisig` beside it (minisign's own
+/// naming, which `minisign -Vm PACKAGE` looks for).
+pub fn signature_path(package: &std::path::Path) -> std::path::PathBuf {
+    let mut s = package.as_os_str().to_owned();
+    s.push(".minisig");
+    std::path::PathBuf::from(s)
+}
+
 fn check_name(name: &str) -> Result<(), String> {
     if name.is_empty() || name.len() > MAX_NAME {
         return Err(format!("a file name must be 1 to {MAX_NAME} bytes"));

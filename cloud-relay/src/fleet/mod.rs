@@ -133,11 +133,7 @@ async fn publish(args: PublishArgs, rollback: bool) -> anyhow::Result<()> {
     let config = Config::load_for(&args.common.config, crate::config::Purpose::Fleet)?;
     let bytes = std::fs::read(&args.package)
         .with_context(|| format!("cannot read {}", args.package.display()))?;
-    let sig_path = {
-        let mut s = args.package.as_os_str().to_owned();
-        s.push(".minisig");
-        PathBuf::from(s)
-    };
+    let sig_path = package::signature_path(&args.package);
     let signature = std::fs::read_to_string(&sig_path)
         .with_context(|| format!("cannot read the signature {}", sig_path.display()))?;
     let contents = package::parse(&bytes, u64::MAX)

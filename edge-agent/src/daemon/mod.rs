@@ -46,7 +46,7 @@ use supervise::{Monitor, Task};
 use tokio::sync::{watch, Notify};
 
 use crate::config::AgentConfig;
-use crate::model::{find_default_manifest, ModelPackage};
+use crate::model::{find_default_manifest, ModelManifest};
 use crate::outbox::{Outbox, PutOutcome};
 use crate::policy::SkipCause;
 use crate::source::SourceFrame;
@@ -134,8 +134,15 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         policy: config.policy.clone(),
         config_version: None,
     };
-    let config_package = ModelPackage::load(&config_manifest)?;
-    load.config_version = Some(config_package.manifest.model.version.clone());
+    // Only its version (the anti-rollback floor) is needed here: the manifest, not a
+    // second load and sha256 of the model file, which the fallback below may do.
+    let config_text = std::fs::read_to_string(&config_manifest)
+        .with_context(|| format!("cannot read model manifest {}", config_manifest.display()))?;
+    load.config_version = Some(
+        ModelManifest::parse(&config_text, &config_manifest)?
+            .model
+            .version,
+    );
     let (serving, selection) = load_installed_or_configured(&store, &config_manifest, &load)?;
     tracing::info!(
         backend = selection.backend,

@@ -6,14 +6,10 @@
 //! file beside it (refused: never deleted for that). `rollback.request` asks the
 //! running agent for `edge-agent model rollback`.
 
-use std::path::{Path, PathBuf};
-use std::time::{Duration, SystemTime};
+use std::path::Path;
 
-pub fn signature_path(tar: &Path) -> PathBuf {
-    let mut s = tar.as_os_str().to_owned();
-    s.push(".minisig");
-    PathBuf::from(s)
-}
+pub use protocol::package::signature_path;
+use std::time::{Duration, SystemTime};
 
 pub(super) fn settled(path: &Path) -> bool {
     std::fs::metadata(path)
