@@ -7,5 +7,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/setup.sh
-cargo build --release --locked -q -p edge-agent -p local-aws
+# cloud-relay too: its `fleet` commands are what the printed `fleet:` line runs.
+cargo build --release --locked -q -p edge-agent -p local-aws -p cloud-relay
 exec "${CARGO_TARGET_DIR:-$PWD/target}/release/local-aws" run "$@"
