@@ -387,3 +387,65 @@ fn a_kill_during_the_shadow_or_the_watch_leaves_a_working_model_and_a_report() {
     );
     assert_eq!(status_version(&s.receiver).as_deref(), Some("1.0.0"));
 }
+
+/// The step `models/update.json` says an update is at, if one is under way.
+fn recorded_step(agent: &Agent) -> Option<String> {
+    let text = std::fs::read_to_string(agent.dir.join("state/models/update.json")).ok()?;
+    let record: serde_json::Value = serde_json::from_str(&text).ok()?;
+    record["step"].as_str().map(String::from)
+}
+
+#[test]
+fn a_kill_at_the_verify_load_or_switch_step_leaves_a_working_model_and_a_report() {
+    let mut s = setup("shadow_frames = 1\nwatch_frames = 1000\n");
+    wait_until(LONG, "the agent's first status", || {
+        status_version(&s.receiver).is_some()
+    });
+    for (n, step) in ["verify", "load", "switch"].into_iter().enumerate() {
+        // The agent stops at the step's failpoint (it sleeps there), and is killed there.
+        s.agent.stop();
+        let failpoint = format!("update-{step}=sleep(600000)");
+        s.agent
+            .start_with_env(&[("FAILPOINTS", failpoint.as_str())]);
+        let version = format!("1.0.{}", n + 1);
+        let package = sign(
+            &model_copy(&s.root, &version, |t| t, |m| m),
+            &s.key,
+            &s.root.join(format!("out-{step}")),
+            &[],
+        );
+        drop_package(&s.agent, &package);
+        feed_until(
+            &s,
+            &format!("the update stopped at its {step} step"),
+            || recorded_step(&s.agent).as_deref() == Some(step),
+        );
+        s.agent.kill();
+        s.agent.start();
+        wait_until(LONG, &format!("the kill at {step} reported"), || {
+            // Before its signature is checked, a dropped package has no version to trust.
+            update_outcome(&s.receiver).is_some_and(|(v, o, d)| {
+                (v == version || (step == "verify" && v == "?"))
+                    && o == "failed"
+                    && d.contains(&format!("restarted during the {step} step"))
+            })
+        });
+        assert_eq!(
+            status_version(&s.receiver).as_deref(),
+            Some("1.0.0"),
+            "after a kill at {step}"
+        );
+        let before = s.receiver.event_count();
+        feed_until(
+            &s,
+            &format!("frames classified after the kill at {step}"),
+            || s.receiver.event_count() > before,
+        );
+        assert_eq!(recorded_step(&s.agent), None, "update.json cleared");
+        let processing = s.agent.dir.join("state/updates/processing");
+        let left: Vec<_> = std::fs::read_dir(&processing)
+            .map(|d| d.flatten().map(|e| e.path()).collect())
+            .unwrap_or_default();
+        assert!(left.is_empty(), "packages left in processing/: {left:?}");
+    }
+}

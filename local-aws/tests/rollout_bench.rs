@@ -24,6 +24,20 @@ async fn a_rollout_to_many_local_devices() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100);
+    // Each agent takes two inotify instances (its inbox and review-requests folders);
+    // the kernel's per-user limit (128 by default) is meant for one agent, not a fleet
+    // on one machine. Say so at once rather than after the first agents fail.
+    let limit: usize = std::fs::read_to_string("/proc/sys/fs/inotify/max_user_instances")
+        .ok()
+        .and_then(|v| v.trim().parse().ok())
+        .unwrap_or(usize::MAX);
+    assert!(
+        limit >= 2 * n + 16,
+        "{n} agents need {} inotify instances, fs.inotify.max_user_instances is {limit}: \
+         raise it for this run (sysctl -w fs.inotify.max_user_instances={})",
+        2 * n + 16,
+        (2 * n + 16).next_power_of_two()
+    );
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
@@ -120,9 +134,7 @@ path = "{inbox}"
     wait_until(Duration::from_secs(300), "every agent connected", || {
         agents.iter_mut().all(|(child, log)| {
             let text = std::fs::read_to_string(&*log).unwrap_or_default();
-            // Each agent takes two inotify instances (its inbox and review-requests
-            // folders): past fs.inotify.max_user_instances (128 by default) agents
-            // cannot start, which this says rather than timing out.
+            // An agent that cannot start says why rather than timing out.
             assert!(
                 child.is_running(),
                 "an agent exited: {}",

@@ -38,6 +38,8 @@ pub fn init_logging() {
 
 pub fn run(args: ConfigArgs) -> anyhow::Result<i32> {
     init_logging();
+    // The update steps' failpoints, from `FAILPOINTS` (the kill tests); none when unset.
+    let _failpoints = fail::FailScenario::setup();
     let config = AgentConfig::load(&args.config)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)

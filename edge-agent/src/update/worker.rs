@@ -10,7 +10,9 @@
 //! Each step is written to `models/update.json` before it starts, and the serving
 //! version to `models/state.json` only at the switch (and a rollback), so a kill at
 //! any step leaves a model that loads, and the next start knows what to report
-//! ([`recover`]). Every step and outcome is reported: to the job (IN_PROGRESS with
+//! ([`recover`]). The kill tests stop the agent at a step with its failpoint
+//! (`update-verify`, `update-load`, `update-switch`; the `fail` crate, set through
+//! `FAILPOINTS`). Every step and outcome is reported: to the job (IN_PROGRESS with
 //! `statusDetails.step`, then SUCCEEDED, FAILED or REJECTED with the reason), to the
 //! retained status, and to the log.
 
@@ -314,6 +316,13 @@ impl Worker {
             .as_deref()
             .and_then(|v| semver::Version::parse(v).ok())
             .or_else(|| self.load.config_version());
+        // Recorded for both origins: a kill while verifying a dropped package must
+        // still be reported, and the package settled, at the next start.
+        self.store
+            .set_update(&record("verify", &version_hint))
+            .map_err(|e| fail(failed("verify", e)))?;
+        self.emit_progress(job_id, &version_hint, "verify");
+        fail::fail_point!("update-verify");
         let now = protocol::timestamp::now_ms() as i64;
         let verified = verify(
             &bytes,
@@ -339,6 +348,7 @@ impl Worker {
             .store
             .model_manifest(&version)
             .map_err(|e| fail(failed("load", e)))?;
+        fail::fail_point!("update-load");
         let (serving, _) =
             load_serving(&manifest, &self.load).map_err(|e| fail(rejected("load", e)))?;
 
@@ -370,6 +380,12 @@ impl Worker {
             };
             match event {
                 SwapEvent::Switched { shadow, .. } => {
+                    // The frame thread serves the new model; until state.json says so,
+                    // a kill brings the old one back at the next start.
+                    self.store
+                        .set_update(&record("switch", &version))
+                        .map_err(|e| fail(failed("switch", e)))?;
+                    fail::fail_point!("update-switch");
                     let from = state.current.clone();
                     state = StoreState {
                         current: Some(version.clone()),
