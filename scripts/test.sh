@@ -14,11 +14,14 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 cargo build --workspace --all-targets --locked
 export EDGE_AGENT_LITERT_LIB; EDGE_AGENT_LITERT_LIB="$(scripts/fetch-litert.sh)"  # the litert backend's tests need it
 # playwright-core (npm; it downloads no browser) drives Debian's chromium in the
-# reviewer page test, which is required to run here, not skipped. One cargo test
-# invocation for everything: a second, narrower one (`-p local-aws`) resolves other
-# features and rebuilds dependencies. Screenshots land in target/reviewer-page*.png.
+# reviewer page test, which is required to run here, not skipped. Screenshots land in
+# target/reviewer-page*.png.
 npm ci --prefix local-aws/tests/web --no-audit --no-fund
-EDGE_A2I_REQUIRE_BROWSER=1 cargo test --workspace --locked --no-fail-fast
+# Every test of the workspace in one run (a narrower one, `-p local-aws`, resolves other
+# features and rebuilds dependencies), test binaries side by side: cargo-nextest, set
+# up in .config/nextest.toml. It runs no doctests: cargo test --doc does, after it.
+EDGE_A2I_REQUIRE_BROWSER=1 cargo nextest run --workspace --locked --no-fail-fast
+cargo test --workspace --locked --doc
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 LOCAL_AWS_BIN="$target_dir/debug/local-aws" python3 -m pytest -q tests/a2i_boto3

@@ -345,7 +345,7 @@ fn a_job_installs_the_package_resuming_a_cut_download_and_refuses_bad_ones() {
                 }
                 v
             }),
-        ["download", "load", "shadow", "watch", "done"]
+        ["download", "verify", "load", "shadow", "watch", "done"]
     );
     let ranges = proxy.ranges.lock().unwrap().clone();
     assert!(ranges.len() >= 2, "{ranges:?}");

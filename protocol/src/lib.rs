@@ -21,6 +21,7 @@
 
 pub mod a2i;
 pub mod assembler;
+pub mod atomic_file;
 pub mod backoff;
 pub mod envelope;
 pub mod event;

@@ -61,5 +61,9 @@ pub(super) fn reject_dropped(tar: &Path, drop_dir: &Path, reason: &str) {
     }
     let mut reason_path = dir.join(name).into_os_string();
     reason_path.push(".reason");
-    let _ = std::fs::write(reason_path, format!("{reason}\n"));
+    // Whole or absent: whoever waits for the file never reads it half-written.
+    let _ = protocol::atomic_file::write_atomically(
+        Path::new(&reason_path),
+        format!("{reason}\n").as_bytes(),
+    );
 }

@@ -17,6 +17,7 @@
 
 use std::path::{Path, PathBuf};
 
+use protocol::atomic_file::write_atomically;
 use protocol::package::PackageContents;
 use serde::{Deserialize, Serialize};
 
@@ -205,10 +206,7 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Opt
 
 fn write_json<T: Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec_pretty(value).expect("state serializes");
-    let tmp = path.with_extension("json.tmp");
-    write_synced(&tmp, &bytes)?;
-    std::fs::rename(&tmp, path)?;
-    sync_dir(path.parent().unwrap_or(Path::new(".")))
+    write_atomically(path, &bytes)
 }
 
 fn write_synced(path: &Path, bytes: &[u8]) -> std::io::Result<()> {

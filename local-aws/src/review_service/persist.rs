@@ -19,7 +19,6 @@
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
 
 use serde::{Deserialize, Serialize};
 
@@ -243,24 +242,7 @@ fn read_journal(path: &Path) -> Result<Vec<JournalEntry<ReviewEvent>>, PersistEr
     Ok(entries)
 }
 
-/// Temp file next to `path`, fsync, rename over `path`, fsync the directory: readers see
-/// the old content or the new, never a mix, and the new content survives a power cut.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
-    let dir = path.parent().ok_or_else(|| {
-        io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
-    })?;
-    std::fs::create_dir_all(dir)?;
-    let file_name = path.file_name().unwrap_or_default().to_string_lossy();
-    static NEXT: AtomicU64 = AtomicU64::new(0);
-    let unique = NEXT.fetch_add(1, Ordering::Relaxed);
-    let tmp = dir.join(format!(".{file_name}.tmp-{}-{unique}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    drop(f);
-    std::fs::rename(&tmp, path)?;
-    File::open(dir)?.sync_all()
-}
+pub use protocol::atomic_file::write_atomically;
 
 #[cfg(test)]
 #[path = "persist_tests.rs"]

@@ -177,16 +177,3 @@ fn compaction_is_wanted_after_many_appends() {
     drop(dir);
     assert_eq!(StateDir::open(tmp.path()).unwrap().1, state);
 }
-
-#[test]
-fn write_atomically_replaces_the_whole_file_and_leaves_no_temp_files() {
-    let tmp = tempfile::tempdir().unwrap();
-    let path = tmp.path().join("sub/file.json");
-    write_atomically(&path, b"one").unwrap();
-    write_atomically(&path, b"two").unwrap();
-    assert_eq!(std::fs::read(&path).unwrap(), b"two");
-    assert_eq!(
-        std::fs::read_dir(path.parent().unwrap()).unwrap().count(),
-        1
-    );
-}
