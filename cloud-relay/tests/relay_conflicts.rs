@@ -26,19 +26,38 @@ fn other_content(e: &TestEvent, seed: u64) -> TestEvent {
     TestEvent { meta, image: img }
 }
 
-/// Publishes `e` and waits for the next receipt about its id.
+/// Publishes `e` and waits for the next receipt about its id and content: a
+/// `conflict` rejection naming another image's sha256 answers an earlier publish of a
+/// conflicting event under this id ([`send_expecting_rejection`] may have sent it
+/// twice, and its second answer can arrive late), not this one.
 async fn send(agent: &Agent, e: &TestEvent) -> Receipt {
     let id = e.meta.event_id;
+    let sha = e.meta.image.sha256.clone();
     let seen = agent.all_receipts.lock().unwrap().len();
     agent.publish(e).await;
     test_support::wait_for_async(WAIT, "a receipt for the event", || {
         let r = agent.all_receipts.lock().unwrap()[seen..]
             .iter()
-            .find(|r| r.event_id == id)
+            .find(|r| r.event_id == id && answers(r, &sha))
             .cloned();
         async move { r }
     })
     .await
+}
+
+/// Whether receipt `r` can answer a publish of the image with this sha256: not a
+/// conflict that names another image as the rejected event's ("this event's image
+/// has sha256 ...").
+fn answers(r: &Receipt, sha256: &str) -> bool {
+    match &r.status {
+        ReceiptStatus::Rejected {
+            code: Some(RejectCode::Conflict),
+            reason,
+        } => reason
+            .split_once("this event's image has sha256 ")
+            .is_none_or(|(_, rest)| rest.starts_with(sha256)),
+        _ => true,
+    }
 }
 
 /// Publishes `e` and waits for a `rejected` receipt about its id, publishing it again
