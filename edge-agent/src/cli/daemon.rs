@@ -43,18 +43,14 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(crate::daemon::run(config, shutdown_signal()))?;
+    // SIGTERM (systemd), SIGINT (Ctrl-C) and SIGHUP (terminal closed) stop it cleanly;
+    // the handlers are in place before any work starts.
+    let stop = {
+        let _runtime = runtime.enter();
+        daemon_support::shutdown_signal()
+    };
+    runtime.block_on(crate::daemon::run(config, stop))?;
     Ok(0)
-}
-
-/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
 }
 
 pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
