@@ -107,6 +107,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             config.device.state_dir.display()
         )
     })?;
+    // One agent per state directory (outbox, models, update drop folder): a second one
+    // is refused and told which process holds it. Held until `run` returns.
+    let _state_lock =
+        daemon_support::StateLock::acquire(&config.device.state_dir, "device.state_dir")?;
     // Model, backend and policy: any mismatch stops here, before intake starts. An
     // installed package serves if one is current (an update interrupted by a kill is
     // settled first), else the configured model.
