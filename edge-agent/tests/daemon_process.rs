@@ -3,12 +3,14 @@
 //! - SIGHUP (its terminal closed, an ssh session dropped) stops it cleanly, as SIGTERM
 //!   does, instead of killing it mid-frame.
 //! - A second agent on the same state directory refuses to start and names the first.
+//! - Two devices configured with one device id take the MQTT session from each other;
+//!   each says so, in words, not as a reason code.
 
 mod support;
 
 use std::time::Duration;
 
-use support::Agent;
+use support::{Agent, DEVICE};
 use test_support::{wait_until, Mosquitto};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -67,4 +69,23 @@ fn a_second_agent_on_the_same_state_dir_refuses_to_start_and_names_the_first() {
     assert!(err.contains("edge-agent run --config"), "the holder's command: {err}");
     // The first one never noticed.
     assert!(first.stop());
+}
+
+#[test]
+fn two_devices_with_one_id_are_told_that_they_share_it() {
+    let broker = Mosquitto::builder().start();
+    let (a_dir, b_dir) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let mut a = Agent::new(a_dir.path(), &broker, "");
+    let mut b = Agent::new(b_dir.path(), &broker, "");
+    a.start();
+    wait_until(LONG, "device A connected", || connected(&a));
+    b.start();
+    let told = format!(
+        "another client connected with this device id (client id {DEVICE}); two devices share an id?"
+    );
+    wait_until(LONG, "device A told why it lost its session", || {
+        a.log().contains(&told)
+    });
+    assert!(a.stop());
+    assert!(b.stop());
 }

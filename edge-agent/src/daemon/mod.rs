@@ -19,6 +19,7 @@
 //! error), the frame thread holds the encoded event and retries (`store.rs`), which
 //! stops intake through the bounded channel instead of losing frames.
 
+mod disconnect;
 mod frames;
 mod jobs;
 mod mqtt;
