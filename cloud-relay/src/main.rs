@@ -139,6 +139,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             online,
         } => {
             let config = cloud_relay::config::Config::load(&path)?;
+            // The TLS files as the relay reads them at start: PEM, the key the
+            // certificate's.
+            cloud_relay::relay::mqtt::options(&config)
+                .with_context(|| format!("config {}", path.display()))?;
             if online {
                 cloud_relay::relay::check(&config).await?;
             }
