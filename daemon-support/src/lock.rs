@@ -231,7 +231,10 @@ mod tests {
         assert_eq!(StateLock::holder(dir.path()), None);
         StateLock::acquire(dir.path(), "state_dir").unwrap();
         let text = std::fs::read_to_string(dir.path().join(LOCK_FILE)).unwrap();
-        assert!(text.starts_with(&format!("pid {}\n", std::process::id())), "{text}");
+        assert!(
+            text.starts_with(&format!("pid {}\n", std::process::id())),
+            "{text}"
+        );
     }
 
     #[test]

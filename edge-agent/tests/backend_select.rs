@@ -240,9 +240,7 @@ fn classify_auto_with_fetch_dir(fetched: &Path) -> Output {
 fn auto_finds_the_library_where_the_fetch_script_installs_it() {
     // scripts/fetch-litert.sh puts it in <dir>/<version>-<arch>/libLiteRt.so.
     let dir = tempfile::tempdir().unwrap();
-    let folder = dir
-        .path()
-        .join(format!("2.3.0-{}", std::env::consts::ARCH));
+    let folder = dir.path().join(format!("2.3.0-{}", std::env::consts::ARCH));
     std::fs::create_dir(&folder).unwrap();
     std::os::unix::fs::symlink(litert_library(), folder.join("libLiteRt.so")).unwrap();
     let out = classify_auto_with_fetch_dir(dir.path());

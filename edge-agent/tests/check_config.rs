@@ -69,7 +69,11 @@ fn check(config: &Path) -> Output {
 fn assert_refused(out: &Output, expected: &[&str]) {
     let err = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{err}");
-    assert!(out.stdout.is_empty(), "no ok: {}", String::from_utf8_lossy(&out.stdout));
+    assert!(
+        out.stdout.is_empty(),
+        "no ok: {}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     assert_eq!(err.lines().count(), 1, "one line: {err}");
     for piece in expected {
         assert!(err.contains(piece), "{piece:?} in: {err}");
@@ -81,7 +85,11 @@ fn a_good_config_is_ok() {
     let s = Setup::new();
     let client = s.certs.client("pi-check");
     let out = check(&s.config(&client.cert, &client.key, &s.inbox()));
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(String::from_utf8_lossy(&out.stdout).ends_with(": ok\n"));
 }
 

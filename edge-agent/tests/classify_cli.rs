@@ -144,7 +144,12 @@ fn hidden_files_in_a_folder_are_skipped_as_the_daemon_skips_them() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let files: Vec<String> = stdout
         .lines()
-        .map(|l| serde_json::from_str::<Value>(l).unwrap()["file"].as_str().unwrap().to_owned())
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["file"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
         .collect();
     assert_eq!(files.len(), 1, "{stdout}");
     assert!(files[0].ends_with("/photo.jpg"), "{stdout}");

@@ -31,9 +31,15 @@ fn sighup_stops_the_agent_cleanly() {
         libc::kill(agent.pid() as i32, libc::SIGHUP);
     }
     let status = agent.wait_exit(LONG).expect("the agent exits on SIGHUP");
-    assert!(status.success(), "clean exit, not killed: {status}\n{}", agent.log());
     assert!(
-        agent.log().contains("SIGHUP (terminal closed) received: stopping"),
+        status.success(),
+        "clean exit, not killed: {status}\n{}",
+        agent.log()
+    );
+    assert!(
+        agent
+            .log()
+            .contains("SIGHUP (terminal closed) received: stopping"),
         "{}",
         agent.log()
     );
@@ -66,7 +72,10 @@ fn a_second_agent_on_the_same_state_dir_refuses_to_start_and_names_the_first() {
         )),
         "{err}"
     );
-    assert!(err.contains("edge-agent run --config"), "the holder's command: {err}");
+    assert!(
+        err.contains("edge-agent run --config"),
+        "the holder's command: {err}"
+    );
     // The first one never noticed.
     assert!(first.stop());
 }

@@ -44,8 +44,8 @@ mod paths;
 mod progress;
 
 use intake::Copied;
-use progress::{count_rows, pending_in_inbox, Progress};
 use paths::{default_agent_bin, default_frames, model_labels, model_manifest};
+use progress::{count_rows, pending_in_inbox, Progress};
 
 /// The bucket of local mode's object store (frames, A2I output, manifest rows).
 pub const BUCKET: &str = "edge-a2i-local";

@@ -101,15 +101,16 @@ fn frames(dir: &Path, samples: &[&str]) -> PathBuf {
 /// The pid written into a state directory's lock file by its holder.
 fn holder_pid(dir: &Path) -> Option<i32> {
     let text = std::fs::read_to_string(dir.join(".lock")).ok()?;
-    text.lines().find_map(|l| l.strip_prefix("pid ")?.parse().ok())
+    text.lines()
+        .find_map(|l| l.strip_prefix("pid ")?.parse().ok())
 }
 
 fn alive(pid: i32) -> bool {
     // SAFETY: signal 0 only asks whether the process exists. A zombie counts as gone:
     // its parent (here: nobody but init) reaps it.
     unsafe { libc::kill(pid, 0) == 0 }
-        && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-            .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+    &&!std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
 }
 
 /// The running agent of local mode over `state`: its pid, from its state lock.
@@ -128,7 +129,10 @@ fn sighup_stops_local_mode_and_its_agent_cleanly() {
     let mut local = Local::start(&frames, &state);
     let agent = agent_pid(&state);
     wait_until(LONG, "the reviewer page line", || {
-        local.lines().iter().any(|l| l.starts_with("reviewer page: "))
+        local
+            .lines()
+            .iter()
+            .any(|l| l.starts_with("reviewer page: "))
     });
     local.signal(libc::SIGHUP);
     let status = local.wait_exit();
@@ -187,15 +191,11 @@ fn the_progress_line_says_what_was_refused_passed_and_selected_and_why() {
     let state = dir.path().join("state");
     let local = Local::start(&frames, &state);
     let line = wait_for(LONG, "a progress line with all three frames", || {
-        local
-            .lines()
-            .into_iter()
-            .rev()
-            .find(|l| {
-                l.starts_with("progress: 2 frames copied")
-                    && l.contains("1 refused")
-                    && l.contains("1 selected for review")
-            })
+        local.lines().into_iter().rev().find(|l| {
+            l.starts_with("progress: 2 frames copied")
+                && l.contains("1 refused")
+                && l.contains("1 selected for review")
+        })
     });
     // The broken frame is not counted as classified, and the line says why it was refused.
     assert!(line.contains(", 1 classified,"), "{line}");

@@ -84,7 +84,10 @@ impl TlsFiles<'_> {
             content(
                 "key_file",
                 self.key,
-                p.replace("{cert}", &format!("{} {}", setting("cert_file"), self.cert.display())),
+                p.replace(
+                    "{cert}",
+                    &format!("{} {}", setting("cert_file"), self.cert.display()),
+                ),
             )
         })?;
         let alpn = (!self.alpn.is_empty())
@@ -103,9 +106,7 @@ fn certificates(pem: &[u8]) -> Result<Vec<CertificateDer<'static>>, String> {
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| format!("not a PEM file ({e})"))?;
     if certs.is_empty() {
-        return Err(
-            "holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)".to_owned(),
-        );
+        return Err("holds no PEM certificate (a `-----BEGIN CERTIFICATE-----` block)".to_owned());
     }
     Ok(certs)
 }
@@ -191,9 +192,18 @@ mod tests {
     fn a_missing_file_is_named_with_its_setting() {
         let f = fixture();
         let client = f.certs.client("pi-1");
-        let err = load(&f.certs.ca_cert, &client.cert, &f.dir.path().join("nope.pem")).unwrap_err();
+        let err = load(
+            &f.certs.ca_cert,
+            &client.cert,
+            &f.dir.path().join("nope.pem"),
+        )
+        .unwrap_err();
         assert_eq!(err.setting(), "mqtt.tls.key_file");
-        assert!(err.to_string().starts_with("cannot read mqtt.tls.key_file "), "{err}");
+        assert!(
+            err.to_string()
+                .starts_with("cannot read mqtt.tls.key_file "),
+            "{err}"
+        );
         assert!(err.to_string().contains("nope.pem"), "{err}");
     }
 
@@ -205,15 +215,24 @@ mod tests {
         std::fs::write(&junk, "this is not a certificate\n").unwrap();
         let err = load(&f.certs.ca_cert, &junk, &client.key).unwrap_err();
         assert_eq!(err.setting(), "mqtt.tls.cert_file");
-        assert!(err.to_string().contains("holds no PEM certificate"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM certificate"),
+            "{err}"
+        );
         let err = load(&junk, &client.cert, &client.key).unwrap_err();
         assert_eq!(err.setting(), "mqtt.tls.ca_file");
         let err = load(&f.certs.ca_cert, &client.cert, &junk).unwrap_err();
         assert_eq!(err.setting(), "mqtt.tls.key_file");
-        assert!(err.to_string().contains("holds no PEM private key"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM private key"),
+            "{err}"
+        );
         // A certificate where the key should be is no key either.
         let err = load(&f.certs.ca_cert, &client.cert, &client.cert).unwrap_err();
-        assert!(err.to_string().contains("holds no PEM private key"), "{err}");
+        assert!(
+            err.to_string().contains("holds no PEM private key"),
+            "{err}"
+        );
     }
 
     #[test]

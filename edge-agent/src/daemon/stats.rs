@@ -51,4 +51,3 @@ impl Stats {
         *pick(&mut outcomes).entry(key.to_owned()).or_insert(0) += 1;
     }
 }
-

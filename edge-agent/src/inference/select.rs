@@ -30,8 +30,7 @@ const PACKAGE_LIBRARY_DIR: &str = "/usr/lib/edge-a2i";
 const FETCHED_LIBRARY_DIR_ENV: &str = "EDGE_A2I_LITERT_DIR";
 
 /// The fallback reason when no LiteRT library is installed anywhere it is looked for.
-pub const LITERT_NOT_INSTALLED: &str =
-    "LiteRT not installed (scripts/fetch-litert.sh installs it)";
+pub const LITERT_NOT_INSTALLED: &str = "LiteRT not installed (scripts/fetch-litert.sh installs it)";
 
 /// Why LiteRT is not used.
 enum NotUsed {
@@ -272,7 +271,11 @@ pub fn litert_library_candidates() -> Vec<PathBuf> {
 /// `scripts/fetch-litert.sh`'s install directory: `$EDGE_A2I_LITERT_DIR`, else
 /// `${XDG_CACHE_HOME:-$HOME/.cache}/edge-a2i/litert`.
 fn fetched_library_dir() -> Option<PathBuf> {
-    let var = |name| std::env::var_os(name).filter(|v| !v.is_empty()).map(PathBuf::from);
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
     var(FETCHED_LIBRARY_DIR_ENV).or_else(|| {
         var("XDG_CACHE_HOME")
             .or_else(|| var("HOME").map(|h| h.join(".cache")))

@@ -17,8 +17,8 @@ use protocol::status::FrameOutcomes;
 use protocol::{DeviceId, Status, Topics};
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 
-use crate::object_store::{DirStore, ListRequest};
 use super::BUCKET;
+use crate::object_store::{DirStore, ListRequest};
 
 /// The counts of one progress line.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
@@ -106,7 +106,10 @@ pub(super) async fn watch_status(
     latest: LatestOutcomes,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
-    let topic = match (Topics::new(protocol::topics::DEFAULT_PREFIX), DeviceId::new(device)) {
+    let topic = match (
+        Topics::new(protocol::topics::DEFAULT_PREFIX),
+        DeviceId::new(device),
+    ) {
         (Ok(t), Ok(d)) => t.status(&d),
         _ => return,
     };
