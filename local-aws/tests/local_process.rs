@@ -106,11 +106,12 @@ fn holder_pid(dir: &Path) -> Option<i32> {
 }
 
 fn alive(pid: i32) -> bool {
-    // SAFETY: signal 0 only asks whether the process exists. A zombie counts as gone:
-    // its parent (here: nobody but init) reaps it.
-    unsafe { libc::kill(pid, 0) == 0 }
-    &&!std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"))
+    // SAFETY: signal 0 only asks whether the process exists.
+    let exists = unsafe { libc::kill(pid, 0) == 0 };
+    // A zombie counts as gone: it has exited, and nobody here will reap it.
+    let zombie = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .is_ok_and(|s| s.split_whitespace().nth(2) == Some("Z"));
+    exists && !zombie
 }
 
 /// The running agent of local mode over `state`: its pid, from its state lock.
