@@ -37,13 +37,14 @@ fn total(m: &BTreeMap<String, u64>) -> u64 {
     m.values().sum()
 }
 
-/// `3 (low_confidence 2, audit 1)`; just `0` when empty.
-fn with_why(m: &BTreeMap<String, u64>) -> String {
+/// `3 selected for review (audit 1, low_confidence 2)`; `0 selected for review` when
+/// there is nothing to say why about.
+fn with_why(m: &BTreeMap<String, u64>, what: &str) -> String {
     if m.is_empty() {
-        return "0".to_owned();
+        return format!("0 {what}");
     }
     let parts: Vec<String> = m.iter().map(|(k, n)| format!("{k} {n}")).collect();
-    format!("{} ({})", total(m), parts.join(", "))
+    format!("{} {what} ({})", total(m), parts.join(", "))
 }
 
 impl fmt::Display for Progress {
@@ -52,16 +53,16 @@ impl fmt::Display for Progress {
         write!(
             f,
             "progress: {} frames copied ({} new), {} classified, {} sent for review, {} reviewed, \
-             {} manifest rows; this agent run: {} refused, {} passed by the policy, {} selected for review",
+             {} manifest rows; this agent run: {}, {}, {}",
             self.copied,
             self.new,
             self.classified,
             self.loops,
             self.reviewed,
             self.rows,
-            with_why(&o.refused),
-            with_why(&o.passed),
-            with_why(&o.selected),
+            with_why(&o.refused, "refused"),
+            with_why(&o.passed, "passed by the policy"),
+            with_why(&o.selected, "selected for review"),
         )
     }
 }
