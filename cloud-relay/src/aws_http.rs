@@ -120,7 +120,7 @@ impl SignedClient {
             let credentials = provider
                 .provide_credentials()
                 .await
-                .map_err(|e| HttpError::Credentials(error_chain(&e)))?;
+                .map_err(|e| HttpError::Credentials(credentials_problem(&e)))?;
             sign(&mut request, credentials, &self.region, self.service)?;
         }
         let transport = |message: String| HttpError::Transport {
@@ -132,12 +132,12 @@ impl SignedClient {
                 .http
                 .request(request.map(|b| Full::new(Bytes::from(b))))
                 .await
-                .map_err(|e| transport(error_chain(&e)))?;
+                .map_err(|e| transport(daemon_support::report(&e)))?;
             let (parts, body) = response.into_parts();
             let bytes = body
                 .collect()
                 .await
-                .map_err(|e| transport(error_chain(&e)))?
+                .map_err(|e| transport(daemon_support::report(&e)))?
                 .to_bytes();
             Ok::<_, HttpError>((parts, bytes))
         };
@@ -214,17 +214,16 @@ pub(crate) fn sign(
     Ok(())
 }
 
-/// `e` and its sources, `: `-separated (hyper's top-level messages say little).
-pub(crate) fn error_chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut text = e.to_string();
-    let mut source = e.source();
-    while let Some(s) = source {
-        let s_text = s.to_string();
-        if !text.contains(&s_text) {
-            text.push_str(": ");
-            text.push_str(&s_text);
-        }
-        source = s.source();
+/// What is wrong with the credentials, in one line. The default chain's "not loaded"
+/// error carries a debug dump of every provider it tried; what an operator needs is
+/// what to set.
+fn credentials_problem(e: &aws_credential_types::provider::error::CredentialsError) -> String {
+    use aws_credential_types::provider::error::CredentialsError;
+    match e {
+        CredentialsError::CredentialsNotLoaded(_) => "none found: set AWS_ACCESS_KEY_ID and \
+            AWS_SECRET_ACCESS_KEY (or AWS_PROFILE), or run where an instance or task role \
+            provides them (local mode: the credentials `local-aws run` prints on its fleet: line)"
+            .to_owned(),
+        e => daemon_support::report(e),
     }
-    text
 }

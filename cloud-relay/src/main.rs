@@ -120,8 +120,8 @@ async fn main() -> std::process::ExitCode {
     match run(cli).await {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The whole chain: which file, which field, and why.
-            eprintln!("cloud-relay: error: {e:#}");
+            // The whole chain, each cause once: which file, which field, and why.
+            eprintln!("cloud-relay: error: {}", daemon_support::report(&*e));
             std::process::ExitCode::FAILURE
         }
     }
@@ -131,7 +131,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Run { config } => {
             let config = cloud_relay::config::Config::load(&config.path)?;
-            cloud_relay::relay::run(config, cloud_relay::process::shutdown_signal()).await?;
+            cloud_relay::relay::run(config, daemon_support::shutdown_signal()).await?;
             Ok(())
         }
         Command::CheckConfig {
@@ -139,6 +139,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             online,
         } => {
             let config = cloud_relay::config::Config::load(&path)?;
+            // The TLS files as the relay reads them at start: PEM, the key the
+            // certificate's.
+            cloud_relay::relay::mqtt::options(&config)
+                .with_context(|| format!("config {}", path.display()))?;
             if online {
                 cloud_relay::relay::check(&config).await?;
             }

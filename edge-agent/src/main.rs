@@ -30,7 +30,7 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(err) => {
-            eprintln!("edge-agent: error: {err:#}");
+            eprintln!("edge-agent: error: {}", daemon_support::report(&*err));
             std::process::exit(2);
         }
     }

@@ -223,3 +223,39 @@ fn a_shared_object_that_is_not_litert_is_named() {
     let out = classify("litert", Some(&libc));
     assert_refused(&out, "is not LiteRT >= 2.1.6");
 }
+
+/// `classify --json --backend auto` with LiteRT looked for only in the default places,
+/// the fetch script's install directory being `fetched`.
+fn classify_auto_with_fetch_dir(fetched: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .env_remove("EDGE_AGENT_LITERT_LIB")
+        .env("EDGE_A2I_LITERT_DIR", fetched)
+        .args(["classify", "--json", "--backend", "auto"])
+        .arg(chelsea())
+        .output()
+        .expect("edge-agent runs")
+}
+
+#[test]
+fn auto_finds_the_library_where_the_fetch_script_installs_it() {
+    // scripts/fetch-litert.sh puts it in <dir>/<version>-<arch>/libLiteRt.so.
+    let dir = tempfile::tempdir().unwrap();
+    let folder = dir.path().join(format!("2.3.0-{}", std::env::consts::ARCH));
+    std::fs::create_dir(&folder).unwrap();
+    std::os::unix::fs::symlink(litert_library(), folder.join("libLiteRt.so")).unwrap();
+    let out = classify_auto_with_fetch_dir(dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(json_line(&out)["backend"], "litert", "{}", stderr(&out));
+}
+
+#[test]
+fn auto_without_litert_installed_says_so_in_one_short_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = classify_auto_with_fetch_dir(dir.path());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert_eq!(
+        backend_line(&out),
+        "edge-agent: inference backend tflite: LiteRT not installed (scripts/fetch-litert.sh installs it)"
+    );
+    assert_eq!(json_line(&out)["backend"], "tflite");
+}

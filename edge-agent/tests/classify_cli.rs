@@ -129,6 +129,48 @@ fn broken_files_get_one_line_each_and_the_good_ones_are_still_classified() {
     );
 }
 
+#[test]
+fn hidden_files_in_a_folder_are_skipped_as_the_daemon_skips_them() {
+    // A card written on a Mac: every photo has a `._` metadata twin that is no image.
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(samples().join("rocket.jpg"), dir.path().join("photo.jpg")).unwrap();
+    std::fs::write(dir.path().join("._photo.jpg"), b"\0\x05\x16\x07AppleDouble").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["classify", "--json", "--backend", "tflite"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    let files: Vec<String> = stdout
+        .lines()
+        .map(|l| {
+            serde_json::from_str::<Value>(l).unwrap()["file"]
+                .as_str()
+                .unwrap()
+                .to_owned()
+        })
+        .collect();
+    assert_eq!(files.len(), 1, "{stdout}");
+    assert!(files[0].ends_with("/photo.jpg"), "{stdout}");
+}
+
+#[test]
+fn a_file_that_fails_is_one_json_line_with_its_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("empty.jpg");
+    std::fs::write(&empty, b"").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["classify", "--json", "--backend", "tflite"])
+        .arg(&empty)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let line: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(line["file"], empty.display().to_string());
+    assert_eq!(line["error"], "empty file (0 bytes)");
+}
+
 /// A copy of the default model package in a temp dir, with the manifest edited.
 fn model_copy(edit: impl Fn(&Path, String) -> String) -> (tempfile::TempDir, PathBuf) {
     let dir = tempfile::tempdir().unwrap();

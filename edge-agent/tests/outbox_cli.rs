@@ -127,8 +127,10 @@ fn both_commands_refuse_an_outbox_that_a_running_daemon_holds_and_change_nothing
         let out = agent(&s.config, args);
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = text(&out.stderr);
+        // The holder (here: this test process) is named by pid.
         assert!(
-            err.contains("in use by another process") && err.contains("stop edge-agent"),
+            err.contains(&format!("in use by process {} (", std::process::id()))
+                && err.contains("stop edge-agent"),
             "{err}"
         );
     }

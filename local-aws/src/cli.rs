@@ -1,6 +1,7 @@
 //! The stand-ins' subcommands of `local-aws`: `review-service`, `object-store`,
 //! `broker` and `jobs`, each printing `listening on ...` as its first stdout line (tests and
-//! scripts read it), then serving until the shutdown future completes.
+//! scripts read it), then serving until the shutdown future completes. Each service
+//! with a state directory locks it first: a second one on it refuses to start.
 
 use std::future::Future;
 use std::io::Write;
@@ -54,6 +55,7 @@ pub async fn review_service(
         account_id: args.account_id,
         max_in_progress_loops: args.max_in_progress_loops,
     };
+    let _lock = lock(&config.state_dir, "review service state directory")?;
     let service = config
         .open_service()
         .with_context(|| format!("opening state directory {}", config.state_dir.display()))?;
@@ -115,6 +117,7 @@ pub async fn object_store(
         secret_key: args.secret_key,
         buckets: args.buckets,
     };
+    let _lock = lock(&config.root, "object store")?;
     let store = config
         .open()
         .with_context(|| format!("opening object store {}", config.root.display()))?;
@@ -196,6 +199,7 @@ pub async fn jobs(
         .with_context(|| format!("resolving the broker address {}", args.broker))?
         .next()
         .with_context(|| format!("the broker address {} resolves to nothing", args.broker))?;
+    let _lock = lock(&args.state_dir, "jobs service state directory")?;
     let service = jobs::Jobs::open(&args.state_dir)
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -224,6 +228,13 @@ pub async fn jobs(
     http.await??;
     tracing::info!("jobs service stopped");
     Ok(())
+}
+
+/// Creates `dir` if missing and locks it for this process: one service per state
+/// directory (see [`daemon_support::StateLock`]).
+fn lock(dir: &std::path::Path, what: &str) -> anyhow::Result<daemon_support::StateLock> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    Ok(daemon_support::StateLock::acquire(dir, what)?)
 }
 
 fn print_first_line(line: &str) -> std::io::Result<()> {

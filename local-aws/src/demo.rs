@@ -3,17 +3,22 @@
 //! its reviewer page, the Jobs service (state in `<state>/jobs`, control API on
 //! loopback HTTP) and the relay; as a child process: `edge-agent run` with a
 //! generated config whose folder source is `<state>/agent/inbox`. Frames are copied
-//! from the frames folder into that inbox (each name once, recorded in
-//! `<state>/copied.txt`, so a second run sends nothing again), and the augmented
-//! manifest is exported to `<state>/manifest.jsonl` whenever its rows change.
+//! from the frames folder into that inbox (each content once, recorded in
+//! `<state>/copied.jsonl`, so a second run sends nothing again: [`intake`]), and the
+//! augmented manifest is exported to `<state>/manifest.jsonl` whenever its rows change.
 //!
 //! stdout, line by line (tests and scripts read it): `reviewer page: URL`, then
 //! `jobs API: URL`, then `manifest: PATH` and `progress: ...` lines; logs go to stderr, the agent's to
-//! `<state>/agent.log`. SIGINT/SIGTERM stops intake, the agent, the relay, the
-//! services and the broker, in that order; every piece keeps its state on disk except
-//! the broker (the agent's outbox resends what was not receipted).
+//! `<state>/agent.log`. SIGINT, SIGTERM or SIGHUP stops intake, the agent, the relay,
+//! the services and the broker, in that order; every piece keeps its state on disk
+//! except the broker (the agent's outbox resends what was not receipted).
+//!
+//! One local mode per state directory: the directory and each service's part of it are
+//! locked ([`daemon_support::StateLock`]); a second `local-aws run` on them is refused
+//! and told which process holds them. The agent child dies with this process, even when
+//! it is killed with SIGKILL (`PR_SET_PDEATHSIG`), and a restart waits for a previous
+//! agent that is still stopping, so one agent at a time works on the outbox.
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -25,16 +30,22 @@ use anyhow::{bail, Context};
 use tokio::sync::watch;
 
 use super::broker::{BrokerConfig, EmbeddedBroker};
-use super::object_store::{self, DirStore, ListRequest, ObjectStoreConfig};
+use super::object_store::{self, ObjectStoreConfig};
 use super::review_page::{self, ReviewPageConfig};
 use crate::review_service::{self, ReviewService, ServiceIdentity};
 use cloud_relay::config::Config;
 use cloud_relay::relay;
+use daemon_support::StateLock;
 
+mod agent;
 mod generated;
+mod intake;
 mod paths;
+mod progress;
 
+use intake::Copied;
 use paths::{default_agent_bin, default_frames, model_labels, model_manifest};
+use progress::{count_rows, pending_in_inbox, Progress};
 
 /// The bucket of local mode's object store (frames, A2I output, manifest rows).
 pub const BUCKET: &str = "edge-a2i-local";
@@ -44,7 +55,6 @@ pub const FLOW: &str = "edge-a2i-local";
 pub const DEVICE_ID: &str = "local-camera";
 const RELAY_CLIENT_ID: &str = "local-relay";
 const MODEL_MANIFEST: &str = "dogs_mobilenetv2.toml";
-const FRAME_EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 /// How often intake, progress and the manifest are refreshed.
 const TICK: Duration = Duration::from_secs(2);
 
@@ -78,7 +88,6 @@ struct Layout {
     jobs: PathBuf,
     agent: PathBuf,
     inbox: PathBuf,
-    copied: PathBuf,
     manifest: PathBuf,
 }
 
@@ -94,14 +103,28 @@ impl Layout {
             jobs: root.join("jobs"),
             agent: root.join("agent"),
             inbox: root.join("agent").join("inbox"),
-            copied: root.join("copied.txt"),
             manifest: root.join("manifest.jsonl"),
             root,
         };
-        for d in [&l.objects, &l.review, &l.agent, &l.inbox] {
+        for d in [&l.objects, &l.review, &l.jobs, &l.agent, &l.inbox] {
             std::fs::create_dir_all(d).with_context(|| format!("creating {}", d.display()))?;
         }
         Ok(l)
+    }
+
+    /// Locks the state directory and each service's directory in it (the agent locks
+    /// its own), so neither a second local mode nor a stand-alone service started on
+    /// them can run beside this one.
+    fn lock(&self) -> anyhow::Result<Vec<StateLock>> {
+        [
+            (&self.root, "local mode's state directory"),
+            (&self.objects, "object store"),
+            (&self.review, "review service state directory"),
+            (&self.jobs, "jobs service state directory"),
+        ]
+        .into_iter()
+        .map(|(dir, what)| StateLock::acquire(dir, what).map_err(anyhow::Error::from))
+        .collect()
     }
 }
 
@@ -123,137 +146,6 @@ fn use_local_credentials() {
     for v in ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
         std::env::remove_var(v);
     }
-}
-
-/// Local mode's fleet signing key pair, made at the first start: `<state>/fleet.key`
-/// (0600) and `<state>/fleet.pub`, which the agent trusts. Returns the public key's path.
-fn fleet_key(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let (secret, public) = (layout.root.join("fleet.key"), layout.root.join("fleet.pub"));
-    if secret.exists() && public.exists() {
-        return Ok(public);
-    }
-    let pair = protocol::package::generate_keypair("edge-a2i local mode fleet key")?;
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(&secret)
-        .with_context(|| format!("creating {}", secret.display()))?;
-    f.write_all(pair.secret.as_bytes())?;
-    f.sync_all()?;
-    std::fs::write(&public, pair.public)
-        .with_context(|| format!("writing {}", public.display()))?;
-    Ok(public)
-}
-
-/// The reviewer page's token, kept so the page's URL (and cookie) survive restarts.
-fn page_token(layout: &Layout) -> anyhow::Result<String> {
-    let path = layout.root.join("review-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        let t = t.trim().to_owned();
-        if review_page::auth::validate_token(&t).is_ok() {
-            return Ok(t);
-        }
-    }
-    let token = review_page::generate_token();
-    let mut f = {
-        let mut o = std::fs::OpenOptions::new();
-        o.write(true).create(true).truncate(true);
-        #[cfg(unix)]
-        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-        o.open(&path)
-            .with_context(|| format!("writing {}", path.display()))?
-    };
-    writeln!(f, "{token}")?;
-    Ok(token)
-}
-
-/// Copies the frames not copied before into the inbox (temporary hidden name, then a
-/// rename, so the agent never sees half a file). Returns how many were copied.
-fn intake(frames: &Path, layout: &Layout, copied: &mut BTreeSet<String>) -> anyhow::Result<usize> {
-    let mut names: Vec<String> = std::fs::read_dir(frames)
-        .with_context(|| format!("reading {}", frames.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| {
-            !n.starts_with('.')
-                && n.rsplit_once('.').is_some_and(|(_, ext)| {
-                    FRAME_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
-                })
-        })
-        .collect();
-    names.sort();
-    let mut n = 0;
-    for name in names {
-        if copied.contains(&name) {
-            continue;
-        }
-        let tmp = layout.inbox.join(format!(".{name}.part"));
-        std::fs::copy(frames.join(&name), &tmp)
-            .with_context(|| format!("copying {} into the inbox", name))?;
-        std::fs::rename(&tmp, layout.inbox.join(&name))?;
-        let mut record = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&layout.copied)
-            .with_context(|| format!("writing {}", layout.copied.display()))?;
-        writeln!(record, "{name}")?;
-        record.sync_data()?;
-        copied.insert(name);
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn read_copied(path: &Path) -> anyhow::Result<BTreeSet<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-struct Progress {
-    copied: usize,
-    new: usize,
-    classified: usize,
-    loops: usize,
-    reviewed: usize,
-    rows: usize,
-}
-
-impl std::fmt::Display for Progress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "progress: {} frames copied ({} new), {} classified, {} sent for review, {} reviewed, {} manifest rows",
-            self.copied, self.new, self.classified, self.loops, self.reviewed, self.rows
-        )
-    }
-}
-
-fn count_rows(store: &DirStore, prefix: &str) -> usize {
-    let req = ListRequest {
-        prefix: prefix.to_owned(),
-        max_keys: usize::MAX,
-        ..ListRequest::default()
-    };
-    store.list(BUCKET, &req).map_or(0, |p| p.objects.len())
-}
-
-fn pending_in_inbox(inbox: &Path) -> usize {
-    std::fs::read_dir(inbox).map_or(0, |d| {
-        d.filter_map(Result::ok)
-            .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
-            .count()
-    })
 }
 
 /// Exports the manifest to `path` (write, then rename). Returns the rows written.
@@ -298,6 +190,8 @@ pub async fn run(
     let manifest = model_manifest()?;
     let labels = model_labels(&manifest)?;
     let layout = Layout::create(&args.state_dir)?;
+    let _locks = layout.lock()?;
+    let mut copied = Copied::open(&layout.root, &frames)?;
 
     let (stop_services, services_rx) = watch::channel(false);
     let (stop_relay, relay_rx) = watch::channel(false);
@@ -371,7 +265,7 @@ pub async fn run(
         Arc::new(store.clone()),
     )
     .with_context(|| format!("opening review state {}", layout.review.display()))?;
-    let token = page_token(&layout)?;
+    let token = generated::page_token(&layout)?;
     let review_listener = tokio::net::TcpListener::bind(args.review_listen)
         .await
         .with_context(|| format!("binding the reviewer page to {}", args.review_listen))?;
@@ -397,7 +291,7 @@ pub async fn run(
 
     // The agent.
     let agent_toml = layout.root.join("agent.toml");
-    let fleet_pub = fleet_key(&layout)?;
+    let fleet_pub = generated::fleet_key(&layout)?;
     std::fs::write(
         &agent_toml,
         generated::agent_config(&layout, v5.port(), &manifest, &fleet_pub),
@@ -424,10 +318,14 @@ pub async fn run(
         .stdout(agent_log.try_clone()?)
         .stderr(agent_log)
         .kill_on_drop(true);
-    // Its own process group: Ctrl-C reaches this process only, which stops the agent
-    // in turn (after intake, before the relay).
-    #[cfg(unix)]
+    // Its own process group: Ctrl-C (and a closed terminal's SIGHUP) reaches this
+    // process only, which stops the agent in turn (after intake, before the relay).
     agent_cmd.process_group(0);
+    // SIGTERM from the kernel when this process dies, even by SIGKILL. Spawned from
+    // the main thread (`#[tokio::main]` runs this future on it), which the kernel
+    // watches for the death signal.
+    daemon_support::stop_with_parent(agent_cmd.as_std_mut());
+    agent::wait_for_previous(&layout.agent).await?;
     let mut agent = agent_cmd
         .spawn()
         .with_context(|| format!("starting {}", agent_bin.display()))?;
@@ -453,7 +351,13 @@ pub async fn run(
 
     // Intake, progress and the manifest, until a stop (or a part fails).
     let rows_prefix = relay::keys::KeyLayout::new(&config.s3).rows_prefix();
-    let mut copied = read_copied(&layout.copied)?;
+    let outcomes = progress::LatestOutcomes::default();
+    let status_task = tokio::spawn(progress::watch_status(
+        broker.v4_addr(),
+        DEVICE_ID,
+        outcomes.clone(),
+        stopped(&services_rx),
+    ));
     let mut progress = Progress::default();
     let mut printed: Option<Progress> = None;
     let mut exported: Option<usize> = None;
@@ -483,12 +387,13 @@ pub async fn run(
             }
             _ = tick.tick() => {}
         }
-        match tokio::task::block_in_place(|| intake(&frames, &layout, &mut copied)) {
+        match tokio::task::block_in_place(|| copied.intake(&frames, &layout.inbox)) {
             Ok(n) => progress.new += n,
             Err(e) => tracing::warn!(error = %format!("{e:#}"), "copying frames failed"),
         }
         progress.copied = copied.len();
-        progress.classified = copied.len().saturating_sub(pending_in_inbox(&layout.inbox));
+        progress.outcomes = outcomes.lock().unwrap().clone();
+        progress.set_classified(pending_in_inbox(&layout.inbox));
         (progress.loops, progress.reviewed) = service.read(|s| {
             let done = s
                 .loops
@@ -498,9 +403,9 @@ pub async fn run(
             (s.loops.len(), done)
         });
         progress.rows = count_rows(&store, &rows_prefix);
-        if printed != Some(progress) {
+        if printed.as_ref() != Some(&progress) {
             say(&progress.to_string());
-            printed = Some(progress);
+            printed = Some(progress.clone());
         }
         if progress.rows > 0 && exported != Some(progress.rows) {
             match export_manifest(&config, &layout.manifest).await {
@@ -520,7 +425,7 @@ pub async fn run(
 
     // Stop: intake has stopped; then the agent, the relay, the services, the broker.
     say("stopping");
-    stop_agent(&mut agent).await;
+    agent::stop(&mut agent).await;
     let _ = stop_relay.send(true);
     if !relay_done {
         match tokio::time::timeout(relay::DRAIN + Duration::from_secs(5), &mut relay_task).await {
@@ -549,6 +454,7 @@ pub async fn run(
         }
     }
     let _ = stop_services.send(true);
+    let _ = status_task.await;
     let s3_task = tokio::spawn(async move { Ok(s3_task.await??) });
     let jobs_task = tokio::spawn(async move {
         let _ = jobs_mqtt.await;
@@ -573,31 +479,6 @@ pub async fn run(
         None => {
             say("stopped");
             Ok(())
-        }
-    }
-}
-
-/// SIGTERM, then up to 20 s for the agent to finish what it holds; then SIGKILL.
-async fn stop_agent(agent: &mut tokio::process::Child) {
-    if let Ok(Some(_)) = agent.try_wait() {
-        return;
-    }
-    #[cfg(unix)]
-    if let Some(pid) = agent.id() {
-        if let Ok(pid) = i32::try_from(pid) {
-            // SAFETY: kill(2) on our own child's pid, which has not been reaped yet.
-            unsafe {
-                libc::kill(pid, libc::SIGTERM);
-            }
-        }
-    }
-    match tokio::time::timeout(Duration::from_secs(20), agent.wait()).await {
-        Ok(Ok(status)) if status.success() => {}
-        Ok(Ok(status)) => tracing::warn!(%status, "edge-agent exited with an error"),
-        Ok(Err(e)) => tracing::warn!(error = %e, "waiting for edge-agent"),
-        Err(_) => {
-            tracing::warn!("edge-agent did not stop within 20 s; killing it");
-            let _ = agent.kill().await;
         }
     }
 }

@@ -1,7 +1,8 @@
 //! local-aws binary: argument parsing, logging, signals. The work is in the library.
 
 use clap::{Parser, Subcommand};
-use cloud_relay::process::{init_tracing, shutdown_signal};
+use cloud_relay::process::init_tracing;
+use daemon_support::shutdown_signal;
 use local_aws::cli;
 
 #[derive(Parser)]
@@ -51,8 +52,8 @@ async fn main() -> std::process::ExitCode {
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(e) => {
-            // The whole chain: which file, which field, and why.
-            eprintln!("local-aws: error: {e:#}");
+            // The whole chain, each cause once: which file, which field, and why.
+            eprintln!("local-aws: error: {}", daemon_support::report(&*e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -317,8 +317,13 @@ fn one_command_local_mode_labels_frames_into_the_manifest_and_resumes() {
     );
     assert_eq!(manifest(&state).len(), 3);
     assert_eq!(stored_images(&state).len(), 3);
-    let copied = std::fs::read_to_string(state.join("copied.txt")).unwrap();
+    // Each frame recorded once, by content.
+    let copied = std::fs::read_to_string(state.join("copied.jsonl")).unwrap();
     assert_eq!(copied.lines().count(), 3, "{copied}");
+    for line in copied.lines() {
+        let record: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(record["sha256"].as_str().unwrap().len(), 64, "{line}");
+    }
 }
 
 /// The fleet admin's path in local mode: a model package signed with local mode's

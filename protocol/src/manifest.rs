@@ -73,7 +73,9 @@ pub struct ManifestRow {
 
 /// Ground Truth's rule for label attribute names: 1-127 characters of letters,
 /// digits and hyphens, starting and ending with a letter or digit, not ending in
-/// `-metadata` and not `source-ref`.
+/// `-metadata` (the attribute's own metadata key is `<attr>-metadata`) and not ending
+/// in `-ref` (augmented-manifest keys ending in `-ref`, like `source-ref`, hold S3
+/// references to objects, not labels).
 pub fn validate_attribute(attribute: &str) -> Result<(), ManifestError> {
     let problem = if attribute.is_empty() || attribute.len() > 127 {
         Some("it must be 1-127 characters long")
@@ -84,8 +86,10 @@ pub fn validate_attribute(attribute: &str) -> Result<(), ManifestError> {
         Some("only letters, digits and hyphens are allowed")
     } else if attribute.starts_with('-') || attribute.ends_with('-') {
         Some("it must start and end with a letter or digit")
-    } else if attribute.ends_with("-metadata") || attribute == SOURCE_REF {
-        Some("it must not end in -metadata or be source-ref")
+    } else if attribute.ends_with("-metadata") {
+        Some("it must not end in -metadata (Ground Truth keeps the label's metadata under <attribute>-metadata)")
+    } else if attribute.ends_with("-ref") || attribute == SOURCE_REF {
+        Some("it must not end in -ref (Ground Truth reads such keys, like source-ref, as S3 references)")
     } else {
         None
     };
@@ -408,6 +412,7 @@ mod tests {
             "a_b",
             "label-metadata",
             "source-ref",
+            "breed-ref",
             &"a".repeat(128),
         ] {
             assert!(validate_attribute(bad).is_err(), "{bad:?} accepted");

@@ -23,6 +23,20 @@ pub enum ReviewReason {
     Requested,
 }
 
+impl ReviewReason {
+    /// The reason's kind as it is tagged on the wire (`low_confidence`, `audit`, ...).
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ReviewReason::LowConfidence { .. } => "low_confidence",
+            ReviewReason::SmallMargin { .. } => "small_margin",
+            ReviewReason::HighEntropy { .. } => "high_entropy",
+            ReviewReason::AlwaysReviewLabel { .. } => "always_review_label",
+            ReviewReason::Audit { .. } => "audit",
+            ReviewReason::Requested => "requested",
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -15,11 +15,13 @@
 //! ```
 //!
 //! Fields added after version 1 was first published (`outbox.set_aside`,
-//! `outbox.salvaged`, `outbox.lost`, `storage`) default when absent, so statuses of
+//! `outbox.salvaged`, `outbox.lost`, `storage`, `outcomes`) default when absent, so statuses of
 //! older agents still parse.
 //!
 //! `model`, `backend` and `since` are absent in the last will: it is registered at
 //! connect time and published later by the broker, when nobody knows the time.
+
+use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
@@ -102,6 +104,29 @@ pub struct AgentCounters {
     pub errors: u64,
 }
 
+/// What became of the frames since the agent started, by why: operators see what was
+/// refused (could not be classified), what the review policy let pass and what it
+/// selected, not only totals. Keys are short, stable words (`not_an_image`,
+/// `confident`, `low_confidence`, ...); see the agent's README.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FrameOutcomes {
+    /// Frames that could not be classified (unreadable, not an image, ...), by why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub refused: BTreeMap<String, u64>,
+    /// Classified frames the policy did not send to review, by why.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub passed: BTreeMap<String, u64>,
+    /// Frames the policy selected for review, by their first reason.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub selected: BTreeMap<String, u64>,
+}
+
+impl FrameOutcomes {
+    pub fn is_empty(&self) -> bool {
+        self.refused.is_empty() && self.passed.is_empty() && self.selected.is_empty()
+    }
+}
+
 /// Agent -> anyone, retained.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Status {
@@ -117,6 +142,9 @@ pub struct Status {
     pub outbox: OutboxStats,
     #[serde(default)]
     pub counters: AgentCounters,
+    /// The frames' outcomes by why (added after version 1; absent in older statuses).
+    #[serde(default, skip_serializing_if = "FrameOutcomes::is_empty")]
+    pub outcomes: FrameOutcomes,
     /// Whether the outbox can be written (e.g. `disk_full`, and since when).
     #[serde(default)]
     pub storage: Storage,
@@ -164,6 +192,7 @@ impl Status {
             backend: Some(backend.into()),
             outbox: OutboxStats::default(),
             counters: AgentCounters::default(),
+            outcomes: FrameOutcomes::default(),
             storage: Storage::default(),
             since: Some(since.into()),
             update: None,
@@ -180,6 +209,7 @@ impl Status {
             backend: None,
             outbox: OutboxStats::default(),
             counters: AgentCounters::default(),
+            outcomes: FrameOutcomes::default(),
             storage: Storage::default(),
             since: None,
             update: None,

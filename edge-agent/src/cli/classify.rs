@@ -24,7 +24,10 @@ pub struct ClassifyArgs {
     /// How many labels to show per file.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u16).range(1..))]
     pub top_k: u16,
-    /// One JSON object per line instead of a table.
+    /// One JSON object per line instead of a table: per file `file`, `width`,
+    /// `height`, `model`, `backend`, `top_k` [{index, label, score}], `timings_ms`;
+    /// a file that could not be classified gets `{"file": ..., "error": "why"}`
+    /// instead (and the exit status is 1). Hidden files in folders are skipped.
     #[arg(long)]
     pub json: bool,
     /// Classify the inputs this many times (for throughput measurements).

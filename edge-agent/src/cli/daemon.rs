@@ -45,22 +45,23 @@ pub fn run(args: ConfigArgs) -> anyhow::Result<i32> {
         .worker_threads(2)
         .enable_all()
         .build()?;
-    runtime.block_on(crate::daemon::run(config, shutdown_signal()))?;
+    // SIGTERM (systemd), SIGINT (Ctrl-C) and SIGHUP (terminal closed) stop it cleanly;
+    // the handlers are in place before any work starts.
+    let stop = {
+        let _runtime = runtime.enter();
+        daemon_support::shutdown_signal()
+    };
+    runtime.block_on(crate::daemon::run(config, stop))?;
     Ok(0)
 }
 
-/// SIGTERM (systemd stop) or SIGINT (Ctrl-C).
-async fn shutdown_signal() {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut term = signal(SignalKind::terminate()).expect("SIGTERM handler");
-    tokio::select! {
-        _ = term.recv() => {}
-        _ = tokio::signal::ctrl_c() => {}
-    }
-}
-
+/// Checks everything `run` will need before it starts: the config, the model and
+/// the policy's labels against it, the TLS files (PEM, key matching certificate), the
+/// update keys and the sources' folders and devices. Each fault is one error naming
+/// the setting and the file.
 pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
     let config = AgentConfig::load(&args.config)?;
+    let at = |what: String| anyhow::anyhow!("config {}: {what}", args.config.display());
     // The policy's labels are checked against the model too.
     let manifest = match &config.model.manifest {
         Some(p) => p.clone(),
@@ -68,12 +69,46 @@ pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
     };
     let package = crate::model::ModelPackage::load(&manifest)?;
     crate::policy::ReviewPolicy::new(config.policy.clone(), package.labels.clone())
-        .map_err(|e| anyhow::anyhow!("config {}: [policy]: {e}", args.config.display()))?;
+        .map_err(|e| at(format!("[policy]: {e}")))?;
     if let Some(tls) = &config.mqtt.tls {
-        crate::daemon::check_tls_files(tls)?;
+        crate::daemon::check_tls_files(tls).map_err(|e| at(e.to_string()))?;
+    }
+    config
+        .update
+        .load_keys()
+        .map_err(|e| at(format!("[update]: {e}")))?;
+    for (i, source) in config.sources.iter().enumerate() {
+        check_source_paths(source).map_err(|e| at(format!("[[source]] #{}: {e}", i + 1)))?;
     }
     println!("{}: ok", args.config.display());
     Ok(0)
+}
+
+/// The paths a source opens at start: a folder source's folder must be a directory
+/// (its `after.move.to` is created if missing, but must not be a file); a camera's
+/// device must exist.
+fn check_source_paths(source: &crate::config::SourceConfig) -> Result<(), String> {
+    use crate::config::SourceConfig;
+    use crate::source::folder::AfterProcessing;
+    let dir = |setting: &str, path: &std::path::Path| match std::fs::metadata(path) {
+        Ok(m) if m.is_dir() => Ok(()),
+        Ok(_) => Err(format!("{setting} {} is not a directory", path.display())),
+        Err(e) => Err(format!("{setting} {}: {e}", path.display())),
+    };
+    match source {
+        SourceConfig::Folder(c) => {
+            dir("path", &c.path)?;
+            if let AfterProcessing::Move { to } = &c.after {
+                if to.exists() {
+                    dir("after.move.to", to)?;
+                }
+            }
+            Ok(())
+        }
+        SourceConfig::Camera(c) => std::fs::metadata(&c.device)
+            .map(|_| ())
+            .map_err(|e| format!("device {}: {e}", c.device.display())),
+    }
 }
 
 pub fn print_default_config() -> anyhow::Result<i32> {

@@ -91,8 +91,6 @@ impl ModelArgs {
     }
 }
 
-/// Expands folders into the image files they hold (sorted, not recursive); files
-/// are kept as given, whatever their name, so a bad file gets a precise error.
 /// Labelled frames for `eval` and `retrain` (see [`crate::finetune::dataset`]).
 #[derive(Debug, Clone, Args)]
 pub struct DataArgs {
@@ -119,13 +117,20 @@ impl DataArgs {
     }
 }
 
+/// Expands folders into the image files they hold (sorted, not recursive; hidden
+/// files such as `._photo.jpg` skipped, as the daemon's folder source skips them);
+/// files are kept as given, whatever their name, so a bad file gets a precise error.
 pub fn expand_paths(paths: &[PathBuf]) -> std::io::Result<Vec<PathBuf>> {
     let mut out = Vec::new();
     for path in paths {
         if path.is_dir() {
             let mut files: Vec<PathBuf> = std::fs::read_dir(path)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
-                .filter(|p| p.is_file() && is_image_name(p))
+                .filter(|p| {
+                    p.is_file()
+                        && is_image_name(p)
+                        && !p.file_name().is_some_and(crate::source::is_hidden)
+                })
                 .collect();
             files.sort();
             out.extend(files);

@@ -44,6 +44,27 @@ pub enum ProcessError {
     Encode(String),
 }
 
+impl ProcessError {
+    /// A short, stable word for the status's `outcomes.refused` (`not_an_image`, ...).
+    pub fn key(&self) -> &'static str {
+        use crate::preprocess::DecodeError as D;
+        match self {
+            ProcessError::Frame(FrameError::Read(_)) => "unreadable",
+            ProcessError::Frame(FrameError::Decode(d)) => match d {
+                D::Empty => "empty_file",
+                D::NotAnImage(_) => "not_an_image",
+                D::Unsupported(_) => "unsupported_format",
+                D::Truncated(_) => "truncated",
+                D::Corrupt { .. } => "corrupt",
+                D::TooLarge { .. } => "too_large",
+            },
+            ProcessError::Inference(_) => "inference_failed",
+            ProcessError::Scores(_) => "unusable_scores",
+            ProcessError::Encode(_) => "encoding_failed",
+        }
+    }
+}
+
 pub struct FrameProcessor {
     serving: ServingModel,
     /// Model updates: commands from the update worker, events back (daemon only).

@@ -19,26 +19,28 @@
 //! error), the frame thread holds the encoded event and retries (`store.rs`), which
 //! stops intake through the bounded channel instead of losing frames.
 
+mod disconnect;
 mod frames;
 mod jobs;
 mod mqtt;
 mod prepare;
 pub mod serving;
 mod sources;
+mod stats;
 mod store;
 mod supervise;
 mod tracker;
 
 pub use frames::{event_id_for, FrameProcessor, Outcome, ProcessError};
 pub use prepare::{prepare, Prepared};
+pub use stats::Stats;
 pub use tracker::DeliveryTracker;
 
 use std::future::Future;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{mpsc, Arc, Mutex};
 
 use anyhow::Context;
-use protocol::status::{AgentCounters, OutboxStats};
+use protocol::status::OutboxStats;
 use protocol::{DeviceId, Status, Topics};
 use serving::{SharedIdentity, SwapCommand, SwapEvent, Swapper};
 use store::{store_event, FrameStore, StorageHealth, Stored};
@@ -56,40 +58,8 @@ use crate::update::{self, load_serving, LoadOptions};
 
 pub use crate::source::now_ms;
 
-/// Counters since start, shared by the frame thread and the MQTT driver.
-#[derive(Debug, Default)]
-pub struct Stats {
-    pub frames: AtomicU64,
-    pub selected: AtomicU64,
-    pub suppressed: AtomicU64,
-    pub sent: AtomicU64,
-    pub resent: AtomicU64,
-    pub receipted: AtomicU64,
-    pub rejected: AtomicU64,
-    /// Events taken out of delivery and kept aside (rejected, refused, unsendable).
-    pub set_aside: AtomicU64,
-    pub errors: AtomicU64,
-}
-
-impl Stats {
-    pub fn inc(counter: &AtomicU64) {
-        counter.fetch_add(1, Ordering::Relaxed);
-    }
-
-    pub fn counters(&self) -> AgentCounters {
-        let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
-        AgentCounters {
-            frames: get(&self.frames),
-            selected: get(&self.selected),
-            suppressed: get(&self.suppressed),
-            sent: get(&self.sent),
-            receipted: get(&self.receipted),
-            errors: get(&self.errors),
-        }
-    }
-}
-
-/// Checks that the TLS files named in the config can be read.
+/// Checks that the TLS files named in the config can be read and hold what a
+/// connection needs: PEM certificates, a PEM key that is the certificate's.
 pub fn check_tls_files(
     tls: &crate::config::TlsSection,
 ) -> Result<(), protocol::mqtt_tls::TlsFileError> {
@@ -107,6 +77,10 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             config.device.state_dir.display()
         )
     })?;
+    // One agent per state directory (outbox, models, update drop folder): a second one
+    // is refused and told which process holds it. Held until `run` returns.
+    let _state_lock =
+        daemon_support::StateLock::acquire(&config.device.state_dir, "device.state_dir")?;
     // Model, backend and policy: any mismatch stops here, before intake starts. An
     // installed package serves if one is current (an update interrupted by a kill is
     // settled first), else the configured model.
@@ -273,6 +247,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
             let mut s = Status::online(device.clone(), model, backend, started.clone());
             s.update = update_status.lock().unwrap().clone();
             s.counters = stats.counters();
+            s.outcomes = stats.outcomes.lock().unwrap().clone();
             s.storage = health.get();
             if let Ok(d) = outbox.lock().unwrap().depths() {
                 s.outbox = OutboxStats {
@@ -433,11 +408,14 @@ fn frame_loop(
                 ) {
                     Stats::inc(&stats.suppressed);
                 }
+                stats.count_outcome(|o| &mut o.passed, cause.key());
                 tracing::debug!(frame = %frame.name, ?cause, "not sent for review");
                 true
             }
             Ok(Outcome::Selected { meta, messages }) => {
                 Stats::inc(&stats.selected);
+                let why = meta.reasons.first().map_or("unknown", |r| r.kind());
+                stats.count_outcome(|o| &mut o.selected, why);
                 let id = meta.event_id.to_string();
                 match store_event(&store, &frame.name, &id, &messages, now) {
                     Stored::Yes(PutOutcome::Stored { dropped, .. }) => {
@@ -470,6 +448,7 @@ fn frame_loop(
             }
             Err(e) => {
                 Stats::inc(&stats.errors);
+                stats.count_outcome(|o| &mut o.refused, e.key());
                 tracing::warn!(frame = %frame.name, error = %e, "frame skipped");
                 true
             }

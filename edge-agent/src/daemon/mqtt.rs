@@ -13,7 +13,10 @@
 //!   can break the connection; receipts are subscribed without retained messages
 //!   (Retain Handling 2, 3.8.3.1), and a receipt that does not parse is ignored;
 //! - PUBACK reason codes (3.4.2.1): a message the broker refuses (not authorised,
-//!   invalid payload, ...) sets its event aside instead of being resent forever.
+//!   invalid payload, ...) sets its event aside instead of being resent forever;
+//! - DISCONNECT reason codes (3.14.2.1): 0x8E Session taken over means another client
+//!   connected with our client id, which is the device id: two devices configured with
+//!   the same id take the session from each other in turns, and the log says so.
 //!
 //! No event can block the others: an event that cannot be sent, is refused, or is in
 //! flight every time the connection drops ([`STRIKES_TO_SET_ASIDE`] times in a row) is
@@ -278,7 +281,10 @@ impl MqttDriver {
                     Ok(Event::Outgoing(Outgoing::Publish(pkid))) => tracker.outgoing(pkid),
                     Ok(_) => {}
                     Err(e) => {
-                        tracing::warn!(error = %e, "mqtt: connection lost or refused");
+                        match super::disconnect::session_taken_over(&e, self.device.as_str()) {
+                            Some(why) => tracing::warn!("mqtt: connection closed by the broker: {why}"),
+                            None => tracing::warn!(error = %e, "mqtt: connection lost or refused"),
+                        }
                         return session.connected;
                     }
                 },

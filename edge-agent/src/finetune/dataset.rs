@@ -192,9 +192,7 @@ pub fn from_manifest(
 }
 
 fn is_hidden(path: &Path) -> bool {
-    path.file_name()
-        .and_then(|n| n.to_str())
-        .is_some_and(|n| n.starts_with('.'))
+    path.file_name().is_some_and(crate::source::is_hidden)
 }
 
 /// A class name must survive a round trip through a labels file (one per line,

@@ -1,9 +1,11 @@
 //! Choosing the backend at start-up. `tflite` is always there; `litert` needs
 //! `libLiteRt.so`. `auto` tries LiteRT (the configured library, else
-//! `$EDGE_AGENT_LITERT_LIB`, else beside the executable, else the package's library
-//! directory), keeps it only if the model's self-test passes on it, and otherwise
-//! falls back to `tflite` with the reason. An explicit `litert` that cannot be used is
-//! a start-up error that says why.
+//! `$EDGE_AGENT_LITERT_LIB`, else beside the executable, the package's library
+//! directory, and where `scripts/fetch-litert.sh` installs it), keeps it only if the
+//! model's self-test passes on it, and otherwise falls back to `tflite` with the
+//! reason: a short one when no library is installed at all (the usual case on a
+//! device that only has `tflite`), the whole story when one was found and failed. An
+//! explicit `litert` that cannot be used is a start-up error that says why.
 
 use std::path::{Path, PathBuf};
 
@@ -21,6 +23,22 @@ const LITERT_FILE: &str = "libLiteRt.so";
 
 /// Where a packaged install keeps its private libraries.
 const PACKAGE_LIBRARY_DIR: &str = "/usr/lib/edge-a2i";
+
+/// The install directory `scripts/fetch-litert.sh` honours; by default
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/edge-a2i/litert`. It puts the library in a
+/// `<version>-<arch>/` folder there.
+const FETCHED_LIBRARY_DIR_ENV: &str = "EDGE_A2I_LITERT_DIR";
+
+/// The fallback reason when no LiteRT library is installed anywhere it is looked for.
+pub const LITERT_NOT_INSTALLED: &str = "LiteRT not installed (scripts/fetch-litert.sh installs it)";
+
+/// Why LiteRT is not used.
+enum NotUsed {
+    /// Nothing configured and no library in any default place: the list of places.
+    NotInstalled(String),
+    /// A library was named or found, and failed (one sentence).
+    Failed(String),
+}
 
 /// Which inference backend to use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
@@ -171,10 +189,13 @@ pub fn select_backend(
                 fell_back: false,
             },
         }),
-        Err(why) if requested == BackendKind::Litert => {
+        Err(NotUsed::NotInstalled(why) | NotUsed::Failed(why))
+            if requested == BackendKind::Litert =>
+        {
             Err(BackendError::LitertUnavailable { reason: why })
         }
-        Err(why) => tflite(format!("LiteRT not used: {why}"), true),
+        Err(NotUsed::NotInstalled(_)) => tflite(LITERT_NOT_INSTALLED.to_owned(), true),
+        Err(NotUsed::Failed(why)) => tflite(format!("LiteRT not used: {why}"), true),
     }
 }
 
@@ -183,40 +204,41 @@ fn try_litert(
     package: &ModelPackage,
     options: &BackendOptions,
     choice: &BackendChoice,
-) -> Result<(Box<dyn InferenceBackend>, PathBuf), String> {
+) -> Result<(Box<dyn InferenceBackend>, PathBuf), NotUsed> {
     // LiteRT ships (as the ai-edge-litert wheels) for x86_64 and aarch64 only.
     if !cfg!(any(target_arch = "x86_64", target_arch = "aarch64")) {
-        return Err(format!(
+        return Err(NotUsed::Failed(format!(
             "there is no LiteRT build for {} (only x86_64 and aarch64); the compiled-in TF Lite runs here",
             std::env::consts::ARCH
-        ));
+        )));
     }
     let library = find_litert_library(choice.library.as_deref())?;
     let mut backend = match LitertBackend::new(&library, package, options) {
         Ok(b) => b,
-        Err(LitertError::Library(why)) => return Err(why),
-        Err(LitertError::Model(e)) => return Err(e.to_string()),
+        Err(LitertError::Library(why)) => return Err(NotUsed::Failed(why)),
+        Err(LitertError::Model(e)) => return Err(NotUsed::Failed(e.to_string())),
     };
-    self_test(package, &mut backend).map_err(|e| e.to_string())?;
+    self_test(package, &mut backend).map_err(|e| NotUsed::Failed(e.to_string()))?;
     Ok((Box::new(backend), library))
 }
 
 /// The library to try: the configured one, else `$EDGE_AGENT_LITERT_LIB`, else the
 /// first default location that exists.
-fn find_litert_library(configured: Option<&Path>) -> Result<PathBuf, String> {
+fn find_litert_library(configured: Option<&Path>) -> Result<PathBuf, NotUsed> {
     if let Some(path) = configured {
-        return existing(path, "the configured litert_library");
+        return existing(path, "the configured litert_library").map_err(NotUsed::Failed);
     }
     if let Some(path) = std::env::var_os(LITERT_LIBRARY_ENV).filter(|p| !p.is_empty()) {
-        return existing(Path::new(&path), &format!("${LITERT_LIBRARY_ENV}"));
+        return existing(Path::new(&path), &format!("${LITERT_LIBRARY_ENV}"))
+            .map_err(NotUsed::Failed);
     }
     let candidates = litert_library_candidates();
     candidates.iter().find(|p| p.is_file()).cloned().ok_or_else(|| {
         let tried: Vec<String> = candidates.iter().map(|p| p.display().to_string()).collect();
-        format!(
+        NotUsed::NotInstalled(format!(
             "{LITERT_FILE} not found (looked in: {}; set ${LITERT_LIBRARY_ENV} or run scripts/fetch-litert.sh)",
             tried.join(", ")
-        )
+        ))
     })
 }
 
@@ -229,7 +251,8 @@ fn existing(path: &Path, what: &str) -> Result<PathBuf, String> {
 }
 
 /// The default places `libLiteRt.so` is looked for when none is configured:
-/// beside the executable, then the package's library directory.
+/// beside the executable, the package's library directory, then where
+/// `scripts/fetch-litert.sh` installs it (newest version first).
 pub fn litert_library_candidates() -> Vec<PathBuf> {
     let mut out = Vec::new();
     if let Some(dir) = std::env::current_exe()
@@ -239,7 +262,46 @@ pub fn litert_library_candidates() -> Vec<PathBuf> {
         out.push(dir.join(LITERT_FILE));
     }
     out.push(Path::new(PACKAGE_LIBRARY_DIR).join(LITERT_FILE));
+    if let Some(dir) = fetched_library_dir() {
+        out.extend(fetched_libraries(&dir, std::env::consts::ARCH));
+    }
     out
+}
+
+/// `scripts/fetch-litert.sh`'s install directory: `$EDGE_A2I_LITERT_DIR`, else
+/// `${XDG_CACHE_HOME:-$HOME/.cache}/edge-a2i/litert`.
+fn fetched_library_dir() -> Option<PathBuf> {
+    let var = |name| {
+        std::env::var_os(name)
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+    };
+    var(FETCHED_LIBRARY_DIR_ENV).or_else(|| {
+        var("XDG_CACHE_HOME")
+            .or_else(|| var("HOME").map(|h| h.join(".cache")))
+            .map(|cache| cache.join("edge-a2i").join("litert"))
+    })
+}
+
+/// The libraries under `dir` in `<version>-<arch>/` folders for `arch`, the highest
+/// version first (the folder itself when there is none: the message names it).
+fn fetched_libraries(dir: &Path, arch: &str) -> Vec<PathBuf> {
+    let suffix = format!("-{arch}");
+    let mut found: Vec<(semver::Version, PathBuf)> = std::fs::read_dir(dir)
+        .into_iter()
+        .flatten()
+        .filter_map(Result::ok)
+        .filter_map(|e| {
+            let name = e.file_name().into_string().ok()?;
+            let version = semver::Version::parse(name.strip_suffix(&suffix)?).ok()?;
+            Some((version, e.path().join(LITERT_FILE)))
+        })
+        .collect();
+    found.sort_by(|a, b| b.0.cmp(&a.0));
+    if found.is_empty() {
+        return vec![dir.join(format!("<version>{suffix}")).join(LITERT_FILE)];
+    }
+    found.into_iter().map(|(_, p)| p).collect()
 }
 
 #[cfg(test)]
@@ -267,10 +329,33 @@ mod tests {
 
     #[test]
     fn configured_library_that_does_not_exist_is_named() {
-        let err = find_litert_library(Some(Path::new("/nonexistent/libLiteRt.so"))).unwrap_err();
+        let Err(NotUsed::Failed(err)) =
+            find_litert_library(Some(Path::new("/nonexistent/libLiteRt.so")))
+        else {
+            panic!("a configured library that is missing is a failure, named");
+        };
         assert_eq!(
             err,
             "the configured litert_library /nonexistent/libLiteRt.so does not exist"
+        );
+    }
+
+    #[test]
+    fn libraries_fetched_by_the_script_are_found_newest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        for folder in ["2.3.0-x86_64", "2.10.1-x86_64", "2.4.0-aarch64", "notes"] {
+            std::fs::create_dir(dir.path().join(folder)).unwrap();
+        }
+        assert_eq!(
+            fetched_libraries(dir.path(), "x86_64"),
+            [
+                dir.path().join("2.10.1-x86_64/libLiteRt.so"),
+                dir.path().join("2.3.0-x86_64/libLiteRt.so")
+            ]
+        );
+        assert_eq!(
+            fetched_libraries(&dir.path().join("none"), "aarch64"),
+            [dir.path().join("none/<version>-aarch64/libLiteRt.so")]
         );
     }
 }

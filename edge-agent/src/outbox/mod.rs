@@ -247,10 +247,15 @@ pub enum OutboxError {
     },
     /// Another `Outbox` (the daemon, or another command) has this file open.
     #[error(
-        "outbox {}: in use by another process (it holds {}); stop edge-agent first \
+        "outbox {}: in use by {holder} (it holds {}); stop edge-agent first \
          (systemctl stop edge-agent)", .path.display(), .lock.display()
     )]
-    Locked { path: PathBuf, lock: PathBuf },
+    Locked {
+        path: PathBuf,
+        lock: PathBuf,
+        /// Who holds it, as the lock file says (pid and command).
+        holder: String,
+    },
     /// SQLite failed (I/O error, file locked, ...); see the source.
     #[error("outbox {}: database operation failed", .path.display())]
     Sqlite {

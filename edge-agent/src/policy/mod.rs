@@ -84,6 +84,18 @@ pub enum SkipCause {
     },
 }
 
+impl SkipCause {
+    /// A short, stable word for the status's `outcomes.passed` (`confident`, ...).
+    pub fn key(&self) -> &'static str {
+        match self {
+            SkipCause::Confident => "confident",
+            SkipCause::NeverReviewLabel => "never_review_label",
+            SkipCause::RateLimited => "rate_limited",
+            SkipCause::NearDuplicate { .. } => "near_duplicate",
+        }
+    }
+}
+
 /// Scores that cannot be judged: the fault is in the model or the caller.
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
 pub enum InvalidScores {

@@ -146,12 +146,12 @@ impl FolderSourceConfig {
 
     /// True if `name` is a file this source takes: a wanted extension, not hidden.
     pub fn wants(&self, name: &OsStr) -> bool {
+        if super::is_hidden(name) {
+            return false;
+        }
         let Some(name) = name.to_str() else {
             return false;
         };
-        if name.starts_with('.') {
-            return false;
-        }
         match name.rsplit_once('.') {
             Some((stem, ext)) if !stem.is_empty() => {
                 self.extensions.iter().any(|e| e.eq_ignore_ascii_case(ext))

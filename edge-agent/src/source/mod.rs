@@ -288,6 +288,13 @@ impl Drop for SourceHandle {
 /// Milliseconds since the Unix epoch, for [`SourceFrame::captured_at_ms`].
 pub use protocol::timestamp::now_ms;
 
+/// Whether a file is hidden (its name starts with a dot): partial copies (`.x.part`),
+/// macOS metadata twins (`._photo.jpg`), editors' swap files. The folder source never
+/// takes them, and every command that reads a folder of frames skips them the same way.
+pub fn is_hidden(name: &std::ffi::OsStr) -> bool {
+    name.as_encoded_bytes().first() == Some(&b'.')
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

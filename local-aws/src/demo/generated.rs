@@ -1,16 +1,18 @@
-//! What local mode generates at every start: the relay's config (with an
-//! `[a2i.setup]` for the local review service), the agent's config, and the task UI
-//! and flow definition, made by the same code as `cloud-relay setup`
+//! What local mode generates: at the first start the fleet key pair and the reviewer
+//! page's token (kept); at every start the relay's config (with an `[a2i.setup]` for
+//! the local review service), the agent's config, and the task UI and flow definition, made by the same code as `cloud-relay setup`
 //! ([`cloud_relay::setup::ensure`], through the review service's control-plane API), so
 //! the reviewer form is generated from the model's labels here too.
 
+use std::io::Write;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use anyhow::Context;
 
 use super::{Layout, BUCKET, DEVICE_ID, FLOW, RELAY_CLIENT_ID};
+use crate::review_page;
 use cloud_relay::config::{Config, Purpose};
 use cloud_relay::sagemaker_control::SageMakerControl;
 use cloud_relay::setup::{self, Found, Plan, Wait};
@@ -131,7 +133,8 @@ pub(super) fn agent_config(
 [device]
 id = "{DEVICE_ID}"
 state_dir = {state}
-status_interval = "30s"
+# Often: local mode's progress line shows the status's frame outcomes.
+status_interval = "2s"
 
 [model]
 manifest = {manifest}
@@ -163,4 +166,48 @@ after = "delete"
         manifest = q(manifest),
         inbox = q(&layout.inbox),
     )
+}
+
+/// Local mode's fleet signing key pair, made at the first start: `<state>/fleet.key`
+/// (0600) and `<state>/fleet.pub`, which the agent trusts. Returns the public key's path.
+pub(super) fn fleet_key(layout: &Layout) -> anyhow::Result<PathBuf> {
+    let (secret, public) = (layout.root.join("fleet.key"), layout.root.join("fleet.pub"));
+    if secret.exists() && public.exists() {
+        return Ok(public);
+    }
+    let pair = protocol::package::generate_keypair("edge-a2i local mode fleet key")?;
+    let mut o = std::fs::OpenOptions::new();
+    o.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+    let mut f = o
+        .open(&secret)
+        .with_context(|| format!("creating {}", secret.display()))?;
+    f.write_all(pair.secret.as_bytes())?;
+    f.sync_all()?;
+    std::fs::write(&public, pair.public)
+        .with_context(|| format!("writing {}", public.display()))?;
+    Ok(public)
+}
+
+/// The reviewer page's token, kept so the page's URL (and cookie) survive restarts.
+pub(super) fn page_token(layout: &Layout) -> anyhow::Result<String> {
+    let path = layout.root.join("review-token");
+    if let Ok(t) = std::fs::read_to_string(&path) {
+        let t = t.trim().to_owned();
+        if review_page::auth::validate_token(&t).is_ok() {
+            return Ok(t);
+        }
+    }
+    let token = review_page::generate_token();
+    let mut f = {
+        let mut o = std::fs::OpenOptions::new();
+        o.write(true).create(true).truncate(true);
+        #[cfg(unix)]
+        std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
+        o.open(&path)
+            .with_context(|| format!("writing {}", path.display()))?
+    };
+    writeln!(f, "{token}")?;
+    Ok(token)
 }
