@@ -70,6 +70,7 @@ pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
     if let Some(tls) = &config.mqtt.tls {
         crate::daemon::check_tls_files(tls)?;
     }
+    crate::daemon::mqtt_login::load(&config.mqtt)?;
     println!("{}: ok", args.config.display());
     Ok(0)
 }
