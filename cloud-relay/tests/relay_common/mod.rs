@@ -79,6 +79,9 @@ pub struct Bench {
     pub review_url: String,
     pub flow_arn: String,
     pub faults: Faults,
+    /// The key pair the review service takes (fresh random, as local mode makes); the
+    /// relays sign with it (moto takes any).
+    pub credentials: local_aws::credentials::Credentials,
     _review_task: tokio::task::JoinHandle<()>,
 }
 
@@ -122,37 +125,42 @@ impl Bench {
             .unwrap();
         let faults = Faults::default();
         let f = faults.clone();
-        let app = review_service::http::router(review.clone()).layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let f = f.clone();
-                async move {
-                    let take = f
-                        .remaining
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    if take {
-                        f.injected.fetch_add(1, Ordering::SeqCst);
-                        let status = StatusCode::from_u16(f.status.load(Ordering::SeqCst) as u16)
-                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                        let code = if status == StatusCode::TOO_MANY_REQUESTS {
-                            "ThrottlingException"
-                        } else {
-                            "ServiceUnavailable"
-                        };
-                        return (
-                            status,
-                            [
-                                ("x-amzn-ErrorType", code),
-                                ("content-type", "application/json"),
-                            ],
-                            format!("{{\"__type\":\"{code}\",\"message\":\"injected\"}}"),
-                        )
-                            .into_response();
+        let credentials = local_aws::credentials::Credentials::generate();
+        let verifier = local_aws::sigv4::Verifier::new(credentials.clone(), "the bench's");
+        let app = review_service::http::router(review.clone(), verifier).layer(
+            axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let f = f.clone();
+                    async move {
+                        let take = f
+                            .remaining
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if take {
+                            f.injected.fetch_add(1, Ordering::SeqCst);
+                            let status =
+                                StatusCode::from_u16(f.status.load(Ordering::SeqCst) as u16)
+                                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                            let code = if status == StatusCode::TOO_MANY_REQUESTS {
+                                "ThrottlingException"
+                            } else {
+                                "ServiceUnavailable"
+                            };
+                            return (
+                                status,
+                                [
+                                    ("x-amzn-ErrorType", code),
+                                    ("content-type", "application/json"),
+                                ],
+                                format!("{{\"__type\":\"{code}\",\"message\":\"injected\"}}"),
+                            )
+                                .into_response();
+                        }
+                        next.run(req).await
                     }
-                    next.run(req).await
-                }
-            },
-        ));
+                },
+            ),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let review_url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -169,6 +177,7 @@ impl Bench {
             review_url,
             flow_arn,
             faults,
+            credentials,
             _review_task: task,
         }
     }
@@ -272,9 +281,7 @@ listen = "127.0.0.1:{metrics_port}"
         command
             .args(["run", "--config"])
             .arg(config)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.credentials.env())
             .env_remove("RUST_LOG");
         if let Some(filter) = filter {
             command.env("RUST_LOG", filter);
