@@ -301,6 +301,23 @@ async fn every_review_route_needs_the_token_which_a_first_visit_swaps_for_a_cook
     r.stop().await;
 }
 
+#[tokio::test]
+async fn the_root_leads_to_the_page_with_its_token() {
+    let r = start(1, &FRAMES[..1]).await;
+    let root = r.http("GET", "/", &[], None).await;
+    assert_eq!(
+        (root.status, root.header("location")),
+        (303, Some("/review"))
+    );
+    let root = r.http("GET", &format!("/?token={TOKEN}"), &[], None).await;
+    let to = format!("/review?token={TOKEN}");
+    assert_eq!(
+        (root.status, root.header("location")),
+        (303, Some(to.as_str()))
+    );
+    r.stop().await;
+}
+
 /// Every response of the service, whatever its route and status, forbids sniffing and
 /// carries the strict CSP.
 fn assert_hardened(what: &str, resp: &http::Response) {
@@ -639,4 +656,37 @@ async fn run_browser_script(web: &Path, script: &str, env: &[(&str, String)]) ->
         String::from_utf8_lossy(&out.stderr)
     );
     serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_long_queue_nineteen_labels_and_a_phone_fit_the_page_in_chromium() {
+    let web = match browser_ready() {
+        Ok(w) => w,
+        Err(why) if std::env::var("EDGE_A2I_REQUIRE_BROWSER").as_deref() != Ok("1") => {
+            eprintln!("skipping the Chromium test: {why}");
+            return;
+        }
+        Err(why) => panic!("the Chromium test cannot run: {why}"),
+    };
+    let labels = model_labels();
+    assert_eq!(labels.len(), 19);
+    let r = start_with(1, FRAMES.iter().cycle().take(30), Some(&labels)).await;
+    let base = format!("http://{}", r.addr);
+    let got = run_browser_script(
+        &web,
+        "review_layout.mjs",
+        &[
+            ("BASE_URL", base.clone()),
+            ("TOKEN", TOKEN.to_owned()),
+            ("FIRST_FILE", FRAMES[0].sample.to_owned()),
+            ("XSS_URL", format!("{base}/human-task-uis/evil-ui/template")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got["seventeenth"], labels[16],
+        "keys 1 then 7 pick label 17"
+    );
+    assert_eq!(got["filtered"], "Siberian_husky", "/ then husk picks it");
+    r.stop().await;
 }

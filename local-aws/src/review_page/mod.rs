@@ -11,6 +11,7 @@
 //!
 //! | method + path | what |
 //! |---|---|
+//! | `GET /` | a redirect to `/review` (with its query) |
 //! | `GET /review` | the page (`?token=` once; then a cookie) |
 //! | `GET /review/assets/{review.css,review.js}` | its style and script, embedded in the binary |
 //! | `GET /review/api/queue?reviewer=R` | loops waiting for R, and progress |
@@ -131,7 +132,8 @@ pub fn router(service: ReviewService, config: ReviewPageConfig) -> Result<Router
             auth::require_token,
         ))
         .layer(axum::middleware::map_response(no_store));
-    Ok(api)
+    // Outside the token check: `/?token=` must reach `/review` with its token.
+    Ok(Router::new().route("/", get(handlers::root)).merge(api))
 }
 
 /// The queue and the frames change under the page: nothing of it is cached. (The
