@@ -19,7 +19,6 @@
 //! services and the broker, in that order; every piece keeps its state on disk except
 //! the broker (the agent's outbox resends what was not receipted).
 
-use std::collections::BTreeSet;
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
@@ -31,7 +30,7 @@ use anyhow::{bail, Context};
 use tokio::sync::watch;
 
 use super::broker::{BrokerConfig, EmbeddedBroker};
-use super::credentials::{self, Credentials, LocalSecrets};
+use super::credentials::{self, LocalSecrets};
 use super::object_store::{self, DirStore, ListRequest, ObjectStoreConfig};
 use super::review_page::{self, ReviewPageConfig};
 use super::sigv4::Verifier;
@@ -40,8 +39,12 @@ use cloud_relay::config::Config;
 use cloud_relay::relay;
 
 mod generated;
+mod intake;
+mod keys;
 mod paths;
 
+use intake::{intake, read_copied};
+use keys::{fleet_key, page_token, use_local_credentials, write_private};
 use paths::{default_agent_bin, default_frames, model_labels, model_manifest};
 
 /// The bucket of local mode's object store (frames, A2I output, manifest rows).
@@ -118,110 +121,6 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'sta
     let mut rx = rx.clone();
     async move {
         let _ = rx.wait_for(|s| *s).await;
-    }
-}
-
-/// The relay signs its requests to the local services with local mode's key pair:
-/// its AWS clients take credentials from the environment, so they are set here,
-/// before any other task runs (a real AWS profile must not leak in).
-fn use_local_credentials(credentials: &Credentials) {
-    for (name, value) in credentials.env() {
-        std::env::set_var(name, value);
-    }
-    for v in ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
-        std::env::remove_var(v);
-    }
-}
-
-/// Writes `text` to `path`, readable by this user only (0600).
-fn write_private(path: &Path, text: &str) -> anyhow::Result<()> {
-    let mut o = std::fs::OpenOptions::new();
-    o.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut o, 0o600);
-    let mut f = o
-        .open(path)
-        .with_context(|| format!("writing {}", path.display()))?;
-    f.write_all(text.as_bytes())
-        .and_then(|()| f.sync_all())
-        .with_context(|| format!("writing {}", path.display()))
-}
-
-/// Local mode's fleet signing key pair, made at the first start: `<state>/fleet.key`
-/// (0600) and `<state>/fleet.pub`, which the agent trusts. Returns the public key's path.
-fn fleet_key(layout: &Layout) -> anyhow::Result<PathBuf> {
-    let (secret, public) = (layout.root.join("fleet.key"), layout.root.join("fleet.pub"));
-    if secret.exists() && public.exists() {
-        return Ok(public);
-    }
-    let pair = protocol::package::generate_keypair("edge-a2i local mode fleet key")?;
-    write_private(&secret, &pair.secret)?;
-    std::fs::write(&public, pair.public)
-        .with_context(|| format!("writing {}", public.display()))?;
-    Ok(public)
-}
-
-/// The reviewer page's token, kept so the page's URL (and cookie) survive restarts.
-fn page_token(layout: &Layout) -> anyhow::Result<String> {
-    let path = layout.root.join("review-token");
-    if let Ok(t) = std::fs::read_to_string(&path) {
-        let t = t.trim().to_owned();
-        if review_page::auth::validate_token(&t).is_ok() {
-            return Ok(t);
-        }
-    }
-    let token = review_page::generate_token();
-    write_private(&path, &format!("{token}\n"))?;
-    Ok(token)
-}
-
-/// Copies the frames not copied before into the inbox (temporary hidden name, then a
-/// rename, so the agent never sees half a file). Returns how many were copied.
-fn intake(frames: &Path, layout: &Layout, copied: &mut BTreeSet<String>) -> anyhow::Result<usize> {
-    let mut names: Vec<String> = std::fs::read_dir(frames)
-        .with_context(|| format!("reading {}", frames.display()))?
-        .filter_map(Result::ok)
-        .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-        .filter_map(|e| e.file_name().into_string().ok())
-        .filter(|n| {
-            !n.starts_with('.')
-                && n.rsplit_once('.').is_some_and(|(_, ext)| {
-                    FRAME_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str())
-                })
-        })
-        .collect();
-    names.sort();
-    let mut n = 0;
-    for name in names {
-        if copied.contains(&name) {
-            continue;
-        }
-        let tmp = layout.inbox.join(format!(".{name}.part"));
-        std::fs::copy(frames.join(&name), &tmp)
-            .with_context(|| format!("copying {} into the inbox", name))?;
-        std::fs::rename(&tmp, layout.inbox.join(&name))?;
-        let mut record = std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(&layout.copied)
-            .with_context(|| format!("writing {}", layout.copied.display()))?;
-        writeln!(record, "{name}")?;
-        record.sync_data()?;
-        copied.insert(name);
-        n += 1;
-    }
-    Ok(n)
-}
-
-fn read_copied(path: &Path) -> anyhow::Result<BTreeSet<String>> {
-    match std::fs::read_to_string(path) {
-        Ok(t) => Ok(t
-            .lines()
-            .filter(|l| !l.is_empty())
-            .map(str::to_owned)
-            .collect()),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(BTreeSet::new()),
-        Err(e) => Err(e).with_context(|| format!("reading {}", path.display())),
     }
 }
 
