@@ -11,7 +11,11 @@ use super::{Layout, FRAME_EXTENSIONS};
 
 /// Copies the frames not copied before into the inbox (temporary hidden name, then a
 /// rename, so the agent never sees half a file). Returns how many were copied.
-pub(super) fn intake(frames: &Path, layout: &Layout, copied: &mut BTreeSet<String>) -> anyhow::Result<usize> {
+pub(super) fn intake(
+    frames: &Path,
+    layout: &Layout,
+    copied: &mut BTreeSet<String>,
+) -> anyhow::Result<usize> {
     let mut names: Vec<String> = std::fs::read_dir(frames)
         .with_context(|| format!("reading {}", frames.display()))?
         .filter_map(Result::ok)
