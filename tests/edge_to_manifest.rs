@@ -23,7 +23,7 @@ use std::time::Instant;
 
 use protocol::manifest::ManifestRow;
 use support::*;
-use test_support::{s3_client, wait_for, wait_until, Mosquitto};
+use test_support::{wait_for, wait_until, Mosquitto};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_frame_reaches_the_manifest_exactly_once_across_sigkills_of_both_daemons() {
@@ -126,7 +126,7 @@ async fn every_frame_reaches_the_manifest_exactly_once_across_sigkills_of_both_d
     );
 
     // Each row is one frame: row -> event id -> the frame the event was made from.
-    let s3 = s3_client(&s3_url);
+    let s3 = local_s3_client(&s3_url);
     let labels = labels();
     let mut sources = Vec::new();
     let mut row_ids = BTreeSet::new();

@@ -17,7 +17,7 @@ use std::process::Command;
 
 use serde_json::Value;
 use support::*;
-use test_support::{s3_client, wait_for, wait_until, Mosquitto};
+use test_support::{wait_for, wait_until, Mosquitto};
 
 /// The reviewer's label for each photo: none is what the shipped model says.
 const TRUTH: [(&str, &str); 6] = [
@@ -104,7 +104,7 @@ async fn reviewed_frames_are_classified_as_the_reviewer_said_after_retrain_and_a
     // Two batches of the six photos; the reviewer labels each by what it shows.
     let mut frames = drop_batch(&inbox, 0);
     frames.extend(drop_batch(&inbox, 1));
-    let s3 = s3_client(&s3_url);
+    let s3 = local_s3_client(&s3_url);
     let mut reviewer = Reviewer::new(review_addr);
     let truth: BTreeMap<&str, &str> = TRUTH.into_iter().collect();
     wait_until(DEADLINE, "every frame labelled by the reviewer", || {

@@ -4,7 +4,7 @@
 //! benchmark is `#[ignore]`d (it measures, it does not check much):
 //! `cargo test -p cloud-relay --release --test relay_bench -- --ignored --nocapture`.
 //! It runs one relay, then two on a shared subscription, against Mosquitto, the
-//! review service and `cloud-relay object-store`, and prints a table: events/s for a
+//! review service and `local-aws object-store`, and prints a table: events/s for a
 //! burst of 2000 events (1 in 8 chunked), p50/p99 publish-to-receipt latency for 200
 //! more at a steady rate below that, the relays' RSS; then the CPU seconds each
 //! process used during the burst. `RELAY_BENCH_S3=moto` (or `both`) uses moto's S3

@@ -17,33 +17,39 @@ use test_support::Mosquitto;
 
 const WAIT: Duration = Duration::from_secs(30);
 
-fn a2i(url: &str) -> aws_sdk_sagemakera2iruntime::Client {
+/// The SDK's A2I client against the bench's review service, with its key pair.
+fn a2i(bench: &Bench) -> aws_sdk_sagemakera2iruntime::Client {
+    let c = &bench.credentials;
     let conf = aws_sdk_sagemakera2iruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test"))
-        .endpoint_url(url)
+        .credentials_provider(Credentials::new(
+            &c.access_key_id,
+            &c.secret_access_key,
+            None,
+            None,
+            "test",
+        ))
+        .endpoint_url(&bench.review_url)
         .build();
     aws_sdk_sagemakera2iruntime::Client::from_conf(conf)
 }
 
 /// Runs `cloud-relay ARGS --config CONFIG`; returns (success, stdout, stderr).
-fn cli(config: &Path, args: &[&str]) -> (bool, String, String) {
+fn cli(bench: &Bench, config: &Path, args: &[&str]) -> (bool, String, String) {
     let out = std::process::Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
-        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .envs(bench.credentials.env())
         .output()
         .unwrap();
     let text = |b: Vec<u8>| String::from_utf8(b).unwrap();
     (out.status.success(), text(out.stdout), text(out.stderr))
 }
 
-fn not_reviewed(config: &Path) -> Vec<NotReviewed> {
-    let (ok, stdout, stderr) = cli(config, &["manifest", "export", "--not-reviewed"]);
+fn not_reviewed(bench: &Bench, config: &Path) -> Vec<NotReviewed> {
+    let (ok, stdout, stderr) = cli(bench, config, &["manifest", "export", "--not-reviewed"]);
     assert!(ok, "{stderr}");
     stdout
         .lines()
@@ -72,7 +78,7 @@ async fn a_stopped_loop_is_reported_once_exported_and_restarted_into_one_manifes
     let stopped = &evs[0];
     let name = format!("ea2i-{}", stopped.meta.event_id);
 
-    a2i(&bench.review_url)
+    a2i(&bench)
         .stop_human_loop()
         .human_loop_name(&name)
         .send()
@@ -83,7 +89,7 @@ async fn a_stopped_loop_is_reported_once_exported_and_restarted_into_one_manifes
     })
     .await;
     assert_eq!(warnings(&relay.log, &name), 1);
-    let records = not_reviewed(&relay.config);
+    let records = not_reviewed(&bench, &relay.config);
     assert_eq!(records.len(), 1, "{records:?}");
     let r = &records[0];
     let image_uri = format!(
@@ -99,13 +105,13 @@ async fn a_stopped_loop_is_reported_once_exported_and_restarted_into_one_manifes
     );
 
     // Restart: a new loop for the same image; a second restart starts nothing.
-    let (ok, stdout, stderr) = cli(&relay.config, &["loops", "restart", "--all"]);
+    let (ok, stdout, stderr) = cli(&bench, &relay.config, &["loops", "restart", "--all"]);
     assert!(ok, "{stderr}");
     assert!(
         stdout.contains(&format!("{name}: restarted as {name}-r1")),
         "{stdout}"
     );
-    let (ok, stdout, stderr) = cli(&relay.config, &["loops", "restart", &name]);
+    let (ok, stdout, stderr) = cli(&bench, &relay.config, &["loops", "restart", &name]);
     assert!(ok, "{stderr}");
     assert!(stdout.contains("already restarted"), "{stdout}");
     assert_eq!(bench.loop_count(), 3, "two loops and one restart");
@@ -120,7 +126,10 @@ async fn a_stopped_loop_is_reported_once_exported_and_restarted_into_one_manifes
     )
     .unwrap();
     assert!(row.contains(&image_uri), "{row}");
-    assert!(not_reviewed(&relay.config).is_empty(), "reviewed now");
+    assert!(
+        not_reviewed(&bench, &relay.config).is_empty(),
+        "reviewed now"
+    );
     test_support::wait_until_async(WAIT, "both rows counted", || async {
         metric(relay.port, "cloud_relay_manifest_rows_written_total").await == Some(2)
     })
@@ -154,9 +163,13 @@ async fn only_stopped_or_failed_loops_of_the_relay_are_restarted() {
         .deliver(&evs, Duration::from_secs(20), Duration::from_secs(60))
         .await;
     let name = format!("ea2i-{}", evs[0].meta.event_id);
-    let (ok, _, stderr) = cli(&relay.config, &["loops", "restart", &name]);
+    let (ok, _, stderr) = cli(&bench, &relay.config, &["loops", "restart", &name]);
     assert!(!ok && stderr.contains("InProgress"), "{stderr}");
-    let (ok, _, stderr) = cli(&relay.config, &["loops", "restart", "someone-elses-loop"]);
+    let (ok, _, stderr) = cli(
+        &bench,
+        &relay.config,
+        &["loops", "restart", "someone-elses-loop"],
+    );
     assert!(!ok && stderr.contains("not a human loop name"), "{stderr}");
     assert_eq!(bench.loop_count(), 1);
 }

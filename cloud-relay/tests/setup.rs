@@ -11,9 +11,11 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
+use cloud_relay::aws_http::SignedClient;
 use cloud_relay::sagemaker_control::SageMakerControl;
 use cloud_relay::setup::template::escape;
-use test_support::{create_bucket, http, s3_client, spawn_with_log, wait_for, ChildGuard, MotoS3};
+use test_support::{create_bucket, s3_client, spawn_with_log, wait_for, ChildGuard, MotoS3};
 
 const LABELS: [&str; 3] = ["beagle", "say \"cheese\"", "<pug> & co"];
 const ACCOUNT: &str = "000000000000";
@@ -26,8 +28,9 @@ struct ReviewService {
     _dir: tempfile::TempDir,
 }
 
-/// `local-aws review-service` on a free loopback port.
-fn start_review_service() -> ReviewService {
+/// `local-aws review-service` on a free loopback port, its credentials (made at its
+/// start) kept in `config_dir/credentials`, where [`cloud_relay`] finds them.
+fn start_review_service(config_dir: &Path) -> ReviewService {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("review-service.log");
     let child = spawn_with_log(
@@ -35,6 +38,8 @@ fn start_review_service() -> ReviewService {
             .arg("review-service")
             .args(["--listen", "127.0.0.1:0", "--state-dir"])
             .arg(dir.path().join("state"))
+            .arg("--credentials")
+            .arg(config_dir.join("credentials"))
             .arg("--output-dir")
             .arg(dir.path().join("objects"))
             .args(["--review-token", "t0k3n-for-the-setup-test-0123456789"]),
@@ -108,13 +113,19 @@ labels = [{labels}]
     path
 }
 
+/// `cloud-relay ARGS --config CONFIG`, signing with the review service's credentials
+/// file beside CONFIG the way a user's shell would: `AWS_SHARED_CREDENTIALS_FILE`.
 fn cloud_relay(args: &[&str], config: &Path) -> Output {
     let out = Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
         .args(args)
         .arg("--config")
         .arg(config)
-        .env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+        .env(
+            "AWS_SHARED_CREDENTIALS_FILE",
+            config.with_file_name("credentials"),
+        )
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
@@ -142,17 +153,38 @@ fn line_value(text: &str, prefix: &str) -> String {
         .to_owned()
 }
 
-/// GET `url`, the body of its 200 response.
-async fn http_get(url: &str) -> String {
-    let response = http::get(url).await.unwrap();
-    assert_eq!(response.status, 200, "{response:?}");
-    response.text()
+/// The review service's key pair (its credentials file in `config_dir`).
+fn provider(config_dir: &Path) -> SharedCredentialsProvider {
+    let path = config_dir.join("credentials");
+    let c = local_aws::credentials::LocalSecrets::load(&path)
+        .unwrap()
+        .aws;
+    SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+        c.access_key_id,
+        c.secret_access_key,
+        None,
+        None,
+        "test",
+    ))
+}
+
+/// GET `url` signed (SigV4, service `sagemaker`): the body of its 200 response.
+async fn signed_get(url: &str, credentials: SharedCredentialsProvider) -> String {
+    let uri: ::http::Uri = url.parse().unwrap();
+    let endpoint = format!("http://{}", uri.authority().unwrap());
+    let client = SignedClient::new(&endpoint, "us-east-1", "sagemaker", Some(credentials)).unwrap();
+    let (parts, body) = client
+        .send(::http::Method::GET, uri.path(), &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(parts.status, 200, "{parts:?}");
+    String::from_utf8(body.to_vec()).unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn setup_creates_once_then_reuses_and_reports_what_differs() {
-    let service = start_review_service();
     let dir = tempfile::tempdir().unwrap();
+    let service = start_review_service(dir.path());
     let at = Endpoints {
         review: &service.url,
         s3: NO_S3,
@@ -205,9 +237,10 @@ async fn setup_creates_once_then_reuses_and_reports_what_differs() {
 
     // The stored template offers exactly the labels and "none of these", escaped,
     // under the answer field the results collector reads.
-    let client = SageMakerControl::new(&service.url, "us-east-1", None).unwrap();
+    let key = provider(dir.path());
+    let client = SageMakerControl::new(&service.url, "us-east-1", Some(key.clone())).unwrap();
     let ui = client.describe_human_task_ui("dogs").await.unwrap();
-    let template = http_get(ui.ui_template.unwrap().url.as_deref().unwrap()).await;
+    let template = signed_get(ui.ui_template.unwrap().url.as_deref().unwrap(), key).await;
     let mut categories: Vec<&str> = LABELS.to_vec();
     categories.push("none of these");
     let attribute = escape(&serde_json::to_string(&categories).unwrap());
@@ -303,8 +336,8 @@ fn setup_without_its_table_names_what_is_missing() {
 async fn the_relay_refuses_to_start_on_a_missing_flow_definition() {
     let moto = MotoS3::builder().start();
     create_bucket(&s3_client(&moto.endpoint_url()), "frames").await;
-    let service = start_review_service();
     let dir = tempfile::tempdir().unwrap();
+    let service = start_review_service(dir.path());
     let s3 = moto.endpoint_url();
     let at = Endpoints {
         review: &service.url,

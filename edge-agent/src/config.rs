@@ -119,6 +119,12 @@ pub struct MqttSection {
     /// Events published but not yet acknowledged by the broker, at most.
     #[serde(default = "default_max_in_flight")]
     pub max_in_flight: usize,
+    /// MQTT username, for brokers that ask for one (local mode's); IoT Core does not.
+    #[serde(default)]
+    pub username: Option<String>,
+    /// File whose first line is the password of `username` (read at start).
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
 }
 
 /// The largest packet MQTT can express: a 4-byte Remaining Length varint (MQTT 5 spec
@@ -347,6 +353,9 @@ impl AgentConfig {
                 "mqtt.max_in_flight must be within 1..=100 (IoT Core allows 100 unacknowledged), got {}",
                 self.mqtt.max_in_flight
             ));
+        }
+        if self.mqtt.password_file.is_some() && self.mqtt.username.is_none() {
+            return Err("mqtt.password_file is set without mqtt.username".into());
         }
         if self.mqtt.keep_alive < Duration::from_secs(5) {
             return Err("mqtt.keep_alive must be at least 5s".into());

@@ -13,6 +13,11 @@
 //! router thread holds a sender to itself and so cannot be ended; after `stop` it sits
 //! blocked, idle, until the process exits.
 //!
+//! Only clients that log in with the configured username and password get in (where
+//! IoT Core checks each device's certificate): `local-aws run` makes the pair at the
+//! first start ([`crate::credentials`]) and hands it to the relay, the Jobs service and
+//! the agent. rumqttd closes the connection of any other client before its CONNACK.
+//!
 //! Both listeners route AWS IoT's reserved topics (`$aws/things/{thing}/jobs/...`),
 //! which stock rumqttd refuses: see [`reserved`].
 
@@ -27,6 +32,8 @@ use tokio::sync::oneshot;
 pub mod reserved;
 
 use reserved::AwsReserved;
+
+use crate::credentials::MqttLogin;
 
 /// IoT Core's message size limit (128 KiB), so local mode refuses what AWS would.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 128 * 1024;
@@ -44,6 +51,9 @@ pub struct BrokerConfig {
     pub max_connections: usize,
     /// How long a new connection may take to send CONNECT.
     pub connect_timeout: Duration,
+    /// The only login accepted (by default a fresh random one: nobody gets in until
+    /// it is set to one the clients know).
+    pub login: MqttLogin,
 }
 
 impl Default for BrokerConfig {
@@ -55,6 +65,7 @@ impl Default for BrokerConfig {
             max_in_flight: 100,
             max_connections: 1000,
             connect_timeout: Duration::from_secs(10),
+            login: MqttLogin::generate(),
         }
     }
 }
@@ -133,7 +144,11 @@ impl EmbeddedBroker {
                 .unwrap_or(u16::MAX),
             max_payload_size: config.max_packet_size,
             max_inflight_count: config.max_in_flight,
-            auth: None,
+            auth: Some(
+                [(config.login.username.clone(), config.login.password.clone())]
+                    .into_iter()
+                    .collect(),
+            ),
             external_auth: None,
             dynamic_filters: true,
         };

@@ -2,31 +2,42 @@
 //! `broker` and `jobs`, each printing `listening on ...` as its first stdout line (tests and
 //! scripts read it), then serving until the shutdown future completes. Each service
 //! with a state directory locks it first: a second one on it refuses to start.
+//!
+//! Each takes local mode's credentials file (`--credentials FILE`, made with fresh
+//! random secrets at the first start; `review-service` and `jobs` default to
+//! `STATE_DIR/credentials`): the AWS APIs take only requests signed with its key pair,
+//! the broker only its MQTT login. Give several services the same file to share them.
 
 use std::future::Future;
 use std::io::Write;
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
 use super::broker::{self, BrokerConfig, EmbeddedBroker};
+use super::credentials::{self, LocalSecrets};
 use super::jobs;
 use super::object_store::{self, ObjectStoreConfig};
 use super::review_page;
 use super::review_service::{self, ReviewServiceConfig};
+use super::sigv4::Verifier;
 
 /// `local-aws review-service`: the A2I runtime and SageMaker flow-definition API with
 /// the reviewer page.
 #[derive(Debug, clap::Args)]
 pub struct ReviewServiceArgs {
-    /// Address to listen on; port 0 picks a free one. Keep it on loopback:
-    /// requests are not authenticated (SigV4 signatures are not verified).
+    /// Address to listen on (loopback: only loopback `Host`s are served); port 0
+    /// picks a free one.
     #[arg(long, default_value_t = review_service::default_listen())]
     pub listen: SocketAddr,
     /// Directory for the service's durable state (created if missing).
     #[arg(long)]
     pub state_dir: PathBuf,
+    /// Credentials file whose key pair requests must be signed with (SigV4); made
+    /// if missing. Default: STATE_DIR/credentials.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
     /// Local object store root: output.json goes to OUTPUT_DIR/<bucket>/<key>.
     #[arg(long)]
     pub output_dir: PathBuf,
@@ -63,6 +74,11 @@ pub async fn review_service(
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
+    let secrets = load_secrets(
+        args.credentials.as_deref(),
+        Some(config.state_dir.as_path()),
+    )?;
+    let verifier = Verifier::new(secrets.aws.clone(), secrets.path.display().to_string());
     let token = args
         .review_token
         .unwrap_or_else(review_page::generate_token);
@@ -79,10 +95,11 @@ pub async fn review_service(
         "reviewer page: {}",
         review_page::page_url(addr, &token)
     )?;
+    writeln!(out, "credentials: {}", secrets.path.display())?;
     out.flush()?;
     drop(out);
     tracing::info!(%addr, "review service started");
-    review_page::serve(listener, service, page, shutdown).await?;
+    review_page::serve(listener, service, verifier, page, shutdown).await?;
     tracing::info!("review service stopped");
     Ok(())
 }
@@ -96,11 +113,10 @@ pub struct ObjectStoreArgs {
     /// Address to listen on; port 0 picks a free one.
     #[arg(long, default_value_t = object_store::default_listen())]
     pub listen: SocketAddr,
-    /// Access key that requests must be signed with (SigV4).
-    #[arg(long, env = "EDGE_A2I_S3_ACCESS_KEY", default_value_t = object_store::default_access_key())]
-    pub access_key: String,
-    #[arg(long, env = "EDGE_A2I_S3_SECRET_KEY", default_value_t = object_store::default_secret_key(), hide_default_value = true)]
-    pub secret_key: String,
+    /// Credentials file whose key pair requests must be signed with (SigV4); made
+    /// if missing.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: PathBuf,
     /// Bucket to create at start if missing (repeatable).
     #[arg(long = "bucket")]
     pub buckets: Vec<String>,
@@ -110,11 +126,11 @@ pub async fn object_store(
     args: ObjectStoreArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let secrets = load_secrets(Some(args.credentials.as_path()), None)?;
     let config = ObjectStoreConfig {
         root: args.root,
         listen: args.listen,
-        access_key: args.access_key,
-        secret_key: args.secret_key,
+        credentials: secrets.aws,
         buckets: args.buckets,
     };
     let _lock = lock(&config.root, "object store")?;
@@ -125,9 +141,12 @@ pub async fn object_store(
         .await
         .with_context(|| format!("binding {}", config.listen))?;
     let addr = listener.local_addr()?;
-    print_first_line(&format!("listening on http://{addr}"))?;
+    print_lines(&[
+        format!("listening on http://{addr}"),
+        format!("credentials: {}", secrets.path.display()),
+    ])?;
     tracing::info!(%addr, root = %config.root.display(), "local object store started");
-    let service = object_store::s3_service(store, &config.access_key, &config.secret_key);
+    let service = object_store::s3_service(store, &config.credentials);
     object_store::serve(listener, service, shutdown).await?;
     tracing::info!("local object store stopped");
     Ok(())
@@ -148,16 +167,22 @@ pub struct BrokerArgs {
     /// Largest packet accepted, in bytes (IoT Core's limit by default).
     #[arg(long, default_value_t = broker::DEFAULT_MAX_PACKET_SIZE)]
     pub max_packet_size: usize,
+    /// Credentials file holding the only MQTT login accepted (`mqtt_username`,
+    /// `mqtt_password`); made if missing.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: PathBuf,
 }
 
 pub async fn broker(
     args: BrokerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let secrets = load_secrets(Some(args.credentials.as_path()), None)?;
     let config = BrokerConfig {
         listen_v4: args.listen,
         listen_v5: (!args.no_v5).then_some(args.listen_v5),
         max_packet_size: args.max_packet_size,
+        login: secrets.mqtt,
         ..BrokerConfig::default()
     };
     let b = EmbeddedBroker::start(config).await?;
@@ -165,7 +190,7 @@ pub async fn broker(
     if let Some(v5) = b.v5_addr() {
         line.push_str(&format!(" (MQTT 5: mqtt://{v5})"));
     }
-    print_first_line(&line)?;
+    print_lines(&[line, format!("credentials: {}", secrets.path.display())])?;
     shutdown.await;
     b.stop().await;
     Ok(())
@@ -180,10 +205,15 @@ pub struct JobsArgs {
     /// The MQTT broker's 3.1.1 listener (HOST:PORT), e.g. `local-aws broker`'s.
     #[arg(long, default_value_t = broker::default_listen_v4().to_string())]
     pub broker: String,
-    /// Address of the control API; port 0 picks a free one. Keep it on loopback:
-    /// requests are not authenticated.
+    /// Address of the control API (loopback: only loopback `Host`s are served); port
+    /// 0 picks a free one.
     #[arg(long, default_value_t = jobs::default_listen())]
     pub listen: SocketAddr,
+    /// Credentials file: requests to the control API must be signed (SigV4) with its
+    /// key pair, and its MQTT login is used with the broker (give the broker's file).
+    /// Made if missing. Default: STATE_DIR/credentials.
+    #[arg(long, value_name = "FILE")]
+    pub credentials: Option<PathBuf>,
     #[arg(long, default_value_t = super::review_service::default_region())]
     pub region: String,
     #[arg(long, default_value_t = super::review_service::default_account_id())]
@@ -200,13 +230,17 @@ pub async fn jobs(
         .next()
         .with_context(|| format!("the broker address {} resolves to nothing", args.broker))?;
     let _lock = lock(&args.state_dir, "jobs service state directory")?;
+    let secrets = load_secrets(args.credentials.as_deref(), Some(args.state_dir.as_path()))?;
     let service = jobs::Jobs::open(&args.state_dir)
         .with_context(|| format!("opening state directory {}", args.state_dir.display()))?;
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
         .with_context(|| format!("binding {}", args.listen))?;
     let addr = listener.local_addr()?;
-    print_first_line(&format!("listening on http://{addr}"))?;
+    print_lines(&[
+        format!("listening on http://{addr}"),
+        format!("credentials: {}", secrets.path.display()),
+    ])?;
     tracing::info!(%addr, broker = %broker_addr, "jobs service started");
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let wait = |mut rx: tokio::sync::watch::Receiver<bool>| async move {
@@ -215,13 +249,15 @@ pub async fn jobs(
     let mqtt = tokio::spawn(jobs::run_mqtt(
         service.clone(),
         broker_addr,
+        secrets.mqtt.clone(),
         wait(stopped.clone()),
     ));
     let id = jobs::ApiIdentity {
         region: args.region,
         account_id: args.account_id,
     };
-    let http = tokio::spawn(jobs::serve(listener, service, id, wait(stopped)));
+    let verifier = Verifier::new(secrets.aws.clone(), secrets.path.display().to_string());
+    let http = tokio::spawn(jobs::serve(listener, service, id, verifier, wait(stopped)));
     shutdown.await;
     let _ = stop.send(true);
     let _ = mqtt.await;
@@ -237,8 +273,20 @@ fn lock(dir: &std::path::Path, what: &str) -> anyhow::Result<daemon_support::Sta
     Ok(daemon_support::StateLock::acquire(dir, what)?)
 }
 
-fn print_first_line(line: &str) -> std::io::Result<()> {
+fn print_lines(lines: &[String]) -> std::io::Result<()> {
     let mut out = std::io::stdout().lock();
-    writeln!(out, "{line}")?;
+    for line in lines {
+        writeln!(out, "{line}")?;
+    }
     out.flush()
+}
+
+/// The credentials file named, else `STATE_DIR/credentials`; made if missing.
+fn load_secrets(file: Option<&Path>, state_dir: Option<&Path>) -> anyhow::Result<LocalSecrets> {
+    let path = match (file, state_dir) {
+        (Some(f), _) => f.to_owned(),
+        (None, Some(d)) => d.join(credentials::FILE_NAME),
+        (None, None) => anyhow::bail!("--credentials FILE is required"),
+    };
+    Ok(LocalSecrets::load_or_create(&path)?)
 }

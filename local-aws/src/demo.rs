@@ -7,8 +7,14 @@
 //! `<state>/copied.jsonl`, so a second run sends nothing again: [`intake`]), and the
 //! augmented manifest is exported to `<state>/manifest.jsonl` whenever its rows change.
 //!
+//! Local mode's credentials (`<state>/credentials`, [`crate::credentials`]) are made at
+//! the first start: the AWS APIs take only requests signed with its key pair, the
+//! broker only its login, which the relay, the Jobs service and the agent are given
+//! (the agent through `<state>/agent/mqtt-password`).
+//!
 //! stdout, line by line (tests and scripts read it): `reviewer page: URL`, then
-//! `jobs API: URL`, then `manifest: PATH` and `progress: ...` lines; logs go to stderr, the agent's to
+//! `jobs API: URL`, `credentials: PATH (...)`, `fleet: ...`, then `manifest: PATH` and
+//! `progress: ...` lines; logs go to stderr, the agent's to
 //! `<state>/agent.log`. SIGINT, SIGTERM or SIGHUP stops intake, the agent, the relay,
 //! the services and the broker, in that order; every piece keeps its state on disk
 //! except the broker (the agent's outbox resends what was not receipted).
@@ -30,8 +36,10 @@ use anyhow::{bail, Context};
 use tokio::sync::watch;
 
 use super::broker::{BrokerConfig, EmbeddedBroker};
+use super::credentials::{self, LocalSecrets};
 use super::object_store::{self, ObjectStoreConfig};
 use super::review_page::{self, ReviewPageConfig};
+use super::sigv4::Verifier;
 use crate::review_service::{self, ReviewService, ServiceIdentity};
 use cloud_relay::config::Config;
 use cloud_relay::relay;
@@ -40,10 +48,12 @@ use daemon_support::StateLock;
 mod agent;
 mod generated;
 mod intake;
+mod keys;
 mod paths;
 mod progress;
 
 use intake::Copied;
+use keys::{fleet_key, page_token, use_local_credentials, write_private};
 use paths::{default_agent_bin, default_frames, model_labels, model_manifest};
 use progress::{count_rows, pending_in_inbox, Progress};
 
@@ -136,18 +146,6 @@ fn stopped(rx: &watch::Receiver<bool>) -> impl Future<Output = ()> + Send + 'sta
     }
 }
 
-/// The agent and the relay sign requests to the local services with the local key
-/// pair: the relay's AWS clients take credentials from the environment, so they are
-/// set here, before any other task runs (a real AWS profile must not leak in).
-fn use_local_credentials() {
-    std::env::set_var("AWS_ACCESS_KEY_ID", object_store::default_access_key());
-    std::env::set_var("AWS_SECRET_ACCESS_KEY", object_store::default_secret_key());
-    std::env::set_var("AWS_EC2_METADATA_DISABLED", "true");
-    for v in ["AWS_SESSION_TOKEN", "AWS_PROFILE", "AWS_ENDPOINT_URL"] {
-        std::env::remove_var(v);
-    }
-}
-
 /// Exports the manifest to `path` (write, then rename). Returns the rows written.
 async fn export_manifest(config: &Config, path: &Path) -> anyhow::Result<usize> {
     let store = relay::s3::S3Store::connect(&config.s3).await;
@@ -175,7 +173,6 @@ pub async fn run(
     args: LocalArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    use_local_credentials();
     let frames = match args.frames {
         Some(f) => f,
         None => default_frames()?,
@@ -192,6 +189,9 @@ pub async fn run(
     let layout = Layout::create(&args.state_dir)?;
     let _locks = layout.lock()?;
     let mut copied = Copied::open(&layout.root, &frames)?;
+    let secrets = LocalSecrets::load_or_create(&layout.root.join(credentials::FILE_NAME))?;
+    use_local_credentials(&secrets.aws);
+    let verifier = Verifier::new(secrets.aws.clone(), secrets.path.display().to_string());
 
     let (stop_services, services_rx) = watch::channel(false);
     let (stop_relay, relay_rx) = watch::channel(false);
@@ -201,6 +201,7 @@ pub async fn run(
     let broker = EmbeddedBroker::start(BrokerConfig {
         listen_v4: SocketAddr::from(([127, 0, 0, 1], 0)),
         listen_v5: Some(SocketAddr::from(([127, 0, 0, 1], 0))),
+        login: secrets.mqtt.clone(),
         ..BrokerConfig::default()
     })
     .await?;
@@ -216,6 +217,7 @@ pub async fn run(
     let jobs_mqtt = tokio::spawn(crate::jobs::run_mqtt(
         jobs.clone(),
         broker.v4_addr(),
+        secrets.mqtt.clone(),
         stopped(&services_rx),
     ));
     let jobs_identity = crate::jobs::ApiIdentity {
@@ -226,6 +228,7 @@ pub async fn run(
         jobs_listener,
         jobs,
         jobs_identity,
+        verifier.clone(),
         stopped(&services_rx),
     ));
 
@@ -233,8 +236,7 @@ pub async fn run(
     let store_config = ObjectStoreConfig {
         root: layout.objects.clone(),
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
-        access_key: object_store::default_access_key(),
-        secret_key: object_store::default_secret_key(),
+        credentials: secrets.aws.clone(),
         buckets: vec![BUCKET.to_owned()],
     };
     let store = store_config
@@ -242,11 +244,7 @@ pub async fn run(
         .with_context(|| format!("opening object store {}", layout.objects.display()))?;
     let s3_listener = tokio::net::TcpListener::bind(store_config.listen).await?;
     let s3_addr = s3_listener.local_addr()?;
-    let s3_service = object_store::s3_service(
-        store.clone(),
-        &store_config.access_key,
-        &store_config.secret_key,
-    );
+    let s3_service = object_store::s3_service(store.clone(), &store_config.credentials);
     let s3_task = tokio::spawn(object_store::serve(
         s3_listener,
         s3_service,
@@ -265,7 +263,7 @@ pub async fn run(
         Arc::new(store.clone()),
     )
     .with_context(|| format!("opening review state {}", layout.review.display()))?;
-    let token = generated::page_token(&layout)?;
+    let token = page_token(&layout)?;
     let review_listener = tokio::net::TcpListener::bind(args.review_listen)
         .await
         .with_context(|| format!("binding the reviewer page to {}", args.review_listen))?;
@@ -278,31 +276,47 @@ pub async fn run(
     let review_task = tokio::spawn(review_page::serve(
         review_listener,
         service.clone(),
+        verifier,
         page,
         stopped(&services_rx),
     ));
 
     // The task UI and flow definition, as `cloud-relay setup` makes them, through the
     // service's control-plane API; then the relay.
-    let mut config = generated::relay_config(v5, s3_addr, review_addr, labels)?;
+    let mut config = generated::relay_config(v5, s3_addr, review_addr, labels, &secrets.mqtt)?;
     config.a2i.flow_definition_arn = generated::ensure_flow(&config).await?;
     config.validate()?;
     let mut relay_task = tokio::spawn(relay::run(config.clone(), stopped(&relay_rx)));
 
     // The agent.
     let agent_toml = layout.root.join("agent.toml");
-    let fleet_pub = generated::fleet_key(&layout)?;
+    let fleet_pub = fleet_key(&layout)?;
+    // The agent's broker password, alone in a file its config names.
+    let mqtt_password = layout.agent.join("mqtt-password");
+    write_private(&mqtt_password, &format!("{}\n", secrets.mqtt.password))?;
     std::fs::write(
         &agent_toml,
-        generated::agent_config(&layout, v5.port(), &manifest, &fleet_pub),
+        generated::agent_config(
+            &layout,
+            v5.port(),
+            &manifest,
+            &fleet_pub,
+            (&secrets.mqtt.username, &mqtt_password),
+        ),
     )
     .with_context(|| format!("writing {}", agent_toml.display()))?;
+    // It holds the broker login: this user's only.
     let relay_toml = layout.root.join("relay.toml");
-    std::fs::write(
+    write_private(
         &relay_toml,
-        generated::relay_config_file(v5, s3_addr, review_addr, &config.a2i.flow_definition_arn),
-    )
-    .with_context(|| format!("writing {}", relay_toml.display()))?;
+        &generated::relay_config_file(
+            v5,
+            s3_addr,
+            review_addr,
+            &config.a2i.flow_definition_arn,
+            &secrets,
+        ),
+    )?;
     let agent_log_path = layout.root.join("agent.log");
     let agent_log = std::fs::OpenOptions::new()
         .create(true)
@@ -336,10 +350,14 @@ pub async fn run(
     ));
     say(&format!("jobs API: http://{jobs_addr}"));
     say(&format!(
-        "fleet: edge-agent model sign --key {} ...; AWS_ACCESS_KEY_ID={} AWS_SECRET_ACCESS_KEY={} cloud-relay fleet publish PACKAGE --config {} --jobs-endpoint-url http://{jobs_addr} --devices {DEVICE_ID}",
+        "credentials: {} (AWS_SHARED_CREDENTIALS_FILE for boto3, the AWS CLI and cloud-relay; or: {})",
+        secrets.path.display(),
+        secrets.aws.export_line()
+    ));
+    say(&format!(
+        "fleet: edge-agent model sign --key {} ...; AWS_SHARED_CREDENTIALS_FILE={} cloud-relay fleet publish PACKAGE --config {} --jobs-endpoint-url http://{jobs_addr} --devices {DEVICE_ID}",
         layout.root.join("fleet.key").display(),
-        object_store::default_access_key(),
-        object_store::default_secret_key(),
+        secrets.path.display(),
         relay_toml.display()
     ));
     say(&format!(

@@ -13,9 +13,11 @@ use std::path::Path;
 use aws_sdk_sagemakera2iruntime::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_sagemakera2iruntime::primitives::DateTime;
 use aws_sdk_sagemakera2iruntime::types::{HumanLoopInput, HumanLoopStatus, SortOrder};
+use local_aws::credentials::LocalSecrets;
 use local_aws::review_service::{self, HumanAnswer, ReviewService, ReviewServiceConfig};
+use local_aws::sigv4::Verifier;
 use serde_json::{json, Value};
-use test_support::{http, InProcessServer};
+use test_support::InProcessServer;
 
 const ROLE: &str = "arn:aws:iam::000000000000:role/a2i-local";
 const WORKTEAM: &str = "arn:aws:sagemaker:us-east-1:000000000000:workteam/private-crowd/local";
@@ -23,9 +25,24 @@ const TEMPLATE: &str = r#"<script src="https://assets.crowd.aws/crowd-html-eleme
 <crowd-form><crowd-image-classifier name="annotatedResult" src="{{ task.input.taskObject | grant_read_access }}"
  header="Which breed?" categories="['beagle', 'pug']"></crowd-image-classifier></crowd-form>"#;
 
+mod common;
+
+/// Where the service listens and the key pair it made in its state directory.
+#[derive(Clone)]
+struct Endpoint {
+    addr: SocketAddr,
+    credentials: local_aws::credentials::Credentials,
+}
+
+impl std::fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.addr.fmt(f)
+    }
+}
+
 /// The service in this process, serving on a fresh loopback port.
 struct Running {
-    addr: SocketAddr,
+    addr: Endpoint,
     service: ReviewService,
     server: InProcessServer<std::io::Error>,
 }
@@ -40,14 +57,20 @@ async fn start_service(state_dir: &Path, output_dir: &Path) -> Running {
         max_in_progress_loops: 1000,
     };
     let service = config.open_service().unwrap();
+    // As `local-aws review-service` does: the key pair kept in its state directory.
+    let secrets = LocalSecrets::load_or_create(&state_dir.join("credentials")).unwrap();
+    let verifier = Verifier::new(secrets.aws.clone(), "the test's");
     let listener = tokio::net::TcpListener::bind(config.listen).await.unwrap();
     let addr = listener.local_addr().unwrap();
     let server = InProcessServer::spawn({
         let service = service.clone();
-        |shutdown| review_service::serve(listener, service, shutdown)
+        |shutdown| review_service::serve(listener, service, verifier, shutdown)
     });
     Running {
-        addr,
+        addr: Endpoint {
+            addr,
+            credentials: secrets.aws,
+        },
         service,
         server,
     }
@@ -59,13 +82,17 @@ impl Running {
     }
 }
 
-fn a2i(addr: SocketAddr) -> aws_sdk_sagemakera2iruntime::Client {
+/// The SDK's client, signing with `credentials`.
+fn a2i_signing_with(
+    addr: &Endpoint,
+    credentials: &local_aws::credentials::Credentials,
+) -> aws_sdk_sagemakera2iruntime::Client {
     let conf = aws_sdk_sagemakera2iruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
-            "AKIDLOCALTEST",
-            "local-secret",
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
             None,
             None,
             "test",
@@ -75,25 +102,41 @@ fn a2i(addr: SocketAddr) -> aws_sdk_sagemakera2iruntime::Client {
     aws_sdk_sagemakera2iruntime::Client::from_conf(conf)
 }
 
-/// One SageMaker JSON 1.1 call (`X-Amz-Target: SageMaker.<op>`): status, error type, body.
-async fn sagemaker(addr: SocketAddr, op: &str, body: Value) -> (u16, Option<String>, Value) {
-    let response = http::Request::post(format!("http://{addr}/"))
-        .header("X-Amz-Target", format!("SageMaker.{op}"))
-        .header("Content-Type", "application/x-amz-json-1.1")
-        .body(body.to_string())
-        .send()
+/// The SDK's client with the service's own key pair.
+fn a2i(addr: &Endpoint) -> aws_sdk_sagemakera2iruntime::Client {
+    a2i_signing_with(addr, &addr.credentials)
+}
+
+/// One SageMaker JSON 1.1 call (`X-Amz-Target: SageMaker.<op>`), signed as the SDKs
+/// sign it: status, error type, body.
+async fn sagemaker(addr: &Endpoint, op: &str, body: Value) -> (u16, Option<String>, Value) {
+    let client = common::signed_client(&format!("http://{addr}"), "sagemaker", &addr.credentials);
+    let target = format!("SageMaker.{op}");
+    let (parts, bytes) = client
+        .send(
+            http::Method::POST,
+            "/",
+            &[
+                ("x-amz-target", target.as_str()),
+                ("content-type", "application/x-amz-json-1.1"),
+            ],
+            body.to_string().into_bytes(),
+        )
         .await
         .unwrap();
-    let error_type = response.header("x-amzn-errortype").map(str::to_owned);
+    let error_type = parts
+        .headers
+        .get("x-amzn-errortype")
+        .map(|v| v.to_str().unwrap().to_owned());
     (
-        response.status,
+        parts.status.as_u16(),
         error_type,
-        serde_json::from_slice(&response.body).unwrap(),
+        serde_json::from_slice(&bytes).unwrap(),
     )
 }
 
 /// Creates a task UI (once) and a flow definition writing to s3://review-bucket/a2i.
-async fn create_flow(addr: SocketAddr, flow: &str) -> String {
+async fn create_flow(addr: &Endpoint, flow: &str) -> String {
     let (status, _, ui) = sagemaker(
         addr,
         "DescribeHumanTaskUi",
@@ -198,7 +241,7 @@ async fn the_aws_sdks_drive_the_local_review_service_and_state_survives_a_restar
     let state = tempfile::tempdir().unwrap();
     let objects = tempfile::tempdir().unwrap();
     let running = start_service(state.path(), objects.path()).await;
-    let addr = running.addr;
+    let addr = &running.addr.clone();
     let client = a2i(addr);
 
     // Control plane: task UI and flow definitions, as the real service answers.
@@ -505,7 +548,7 @@ async fn the_aws_sdks_drive_the_local_review_service_and_state_survives_a_restar
     // Restart on the same state directory: everything is still there.
     running.stop().await;
     let running = start_service(state.path(), objects.path()).await;
-    let client = a2i(running.addr);
+    let client = a2i(&running.addr);
     let d = client
         .describe_human_loop()
         .human_loop_name("event-0001")
@@ -520,7 +563,7 @@ async fn the_aws_sdks_drive_the_local_review_service_and_state_survives_a_restar
     let after_restart = list_all(&client, &other_flow, 3, SortOrder::Ascending, None, None).await;
     assert_eq!(after_restart, &names[1..]);
     let (status, _, _) = sagemaker(
-        running.addr,
+        &running.addr,
         "DescribeFlowDefinition",
         json!({"FlowDefinitionName": "paging-flow"}),
     )

@@ -62,7 +62,7 @@ fn fleet_publish_and_rollback_create_iot_jobs_on_moto_with_a_working_presigned_u
             "--out",
             d.join("fleet").to_str().unwrap(),
         ],
-        &[],
+        &ENV,
     );
     let key = d.join("fleet.key");
     let package = signed_model(d, "1.0.1", &key, &d.join("dist"), None);

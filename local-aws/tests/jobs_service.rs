@@ -5,8 +5,12 @@
 //! with `{jobId}/update`, and ask again once it was accepted.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
+
+use common::signed;
+use local_aws::credentials::{Credentials, MqttLogin};
+use local_aws::sigv4::Verifier;
 
 use local_aws::broker::{BrokerConfig, EmbeddedBroker};
 use local_aws::jobs::{self, ApiIdentity, Jobs};
@@ -21,7 +25,15 @@ use serde_json::{json, Value};
 use test_support::http::Request;
 use test_support::{wait_for_async, wait_until_async, InProcessServer};
 
+mod common;
+
 const DEADLINE: Duration = Duration::from_secs(20);
+
+/// This run's key pair and broker login (fresh random ones, as local mode makes).
+fn secrets() -> &'static (Credentials, MqttLogin) {
+    static SECRETS: OnceLock<(Credentials, MqttLogin)> = OnceLock::new();
+    SECRETS.get_or_init(|| (Credentials::generate(), MqttLogin::generate()))
+}
 
 /// What a device does with a job it starts.
 #[derive(Clone, Copy)]
@@ -44,6 +56,8 @@ impl Device {
         let topics = JobsTopics::new(thing).unwrap();
         let mut o = MqttOptions::new(thing, "127.0.0.1", broker.v5_addr().unwrap().port());
         o.set_keep_alive(Duration::from_secs(5));
+        let login = &secrets().1;
+        o.set_credentials(login.username.as_str(), login.password.as_str());
         let (client, mut ev) = AsyncClient::new(o, 16);
         let seen = Arc::new(Mutex::new(Vec::new()));
         let log = seen.clone();
@@ -163,14 +177,16 @@ impl Service {
         let url = format!("http://{}", listener.local_addr().unwrap());
         let j = jobs.clone();
         let mqtt = InProcessServer::spawn(move |sd| async move {
-            jobs::run_mqtt(j, broker, sd).await;
+            jobs::run_mqtt(j, broker, secrets().1.clone(), sd).await;
             Ok(())
         });
         let id = ApiIdentity {
             region: "us-east-1".into(),
             account_id: "000000000000".into(),
         };
-        let http = InProcessServer::spawn(|sd| jobs::serve(listener, jobs.clone(), id, sd));
+        let verifier = Verifier::new(secrets().0.clone(), "the test's");
+        let http =
+            InProcessServer::spawn(|sd| jobs::serve(listener, jobs.clone(), id, verifier, sd));
         let probe = jobs.clone();
         wait_until_async(DEADLINE, "the service to subscribe", || {
             let ok = probe.serving_mqtt();
@@ -190,14 +206,13 @@ impl Service {
         self.http.stop().await;
     }
 
+    /// One control-API call, signed (SigV4, service `iot`) as `cloud-relay fleet` signs.
     async fn call(&self, method: &str, path: &str, body: Option<Value>) -> (u16, Value) {
-        let mut r = Request::new(method, format!("{}{path}", self.url));
-        if let Some(b) = body {
-            r = r.json(&b);
-        }
-        let resp = r.send().await.unwrap();
-        let v = serde_json::from_slice(&resp.body).unwrap_or(Value::Null);
-        (resp.status, v)
+        let body = body.map_or_else(Vec::new, |b| b.to_string().into_bytes());
+        let headers = [("content-type", "application/json")];
+        let (status, body) =
+            signed(&self.url, "iot", &secrets().0, method, path, &headers, body).await;
+        (status, serde_json::from_slice(&body).unwrap_or(Value::Null))
     }
 
     async fn describe(&self, job: &str) -> Value {
@@ -224,6 +239,7 @@ async fn broker() -> EmbeddedBroker {
     EmbeddedBroker::start(BrokerConfig {
         listen_v4: "127.0.0.1:0".parse().unwrap(),
         listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        login: secrets().1.clone(),
         ..BrokerConfig::default()
     })
     .await
@@ -428,7 +444,7 @@ async fn a_restart_of_the_service_keeps_the_jobs() {
 }
 
 #[tokio::test]
-async fn the_control_api_answers_only_loopback_and_with_iot_errors() {
+async fn the_control_api_answers_only_signed_loopback_requests_and_with_iot_errors() {
     let broker = broker().await;
     let dir = tempfile::tempdir().unwrap();
     let svc = Service::start(dir.path(), broker.v4_addr()).await;
@@ -445,6 +461,31 @@ async fn the_control_api_answers_only_loopback_and_with_iot_errors() {
         .await
         .unwrap();
     assert_eq!(r.status, 403);
+    // Unsigned, or signed with another key pair: refused, saying why.
+    let r = Request::new("PUT", format!("{}/jobs/x", svc.url))
+        .json(&create(&["pi-1"], json!({})))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        (r.status, r.header("x-amzn-errortype")),
+        (403, Some("MissingAuthenticationTokenException")),
+        "{}",
+        r.text()
+    );
+    let (status, body) = signed(
+        &svc.url,
+        "iot",
+        &Credentials::generate(),
+        "PUT",
+        "/jobs/x",
+        &[],
+        create(&["pi-1"], json!({})).to_string().into_bytes(),
+    )
+    .await;
+    let body = String::from_utf8_lossy(&body);
+    assert_eq!(status, 403, "{body}");
+    assert!(body.contains("UnrecognizedClientException"), "{body}");
     assert!(
         svc.jobs.read(|s| s.jobs.is_empty()),
         "a refused request changes nothing"

@@ -1,25 +1,55 @@
 //! The embedded MQTT broker with real `rumqttc` clients on loopback: QoS 1 publish and
-//! subscribe over MQTT 3.1.1 and MQTT 5, IoT Core's size limit, and a clean stop.
+//! subscribe over MQTT 3.1.1 and MQTT 5, IoT Core's size limit, a clean stop, and
+//! only clients with the broker's login get in.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
 use local_aws::broker::{BrokerConfig, EmbeddedBroker};
+use local_aws::credentials::MqttLogin;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use tokio::time::timeout;
+
+/// This run's broker login (a fresh random one, as local mode makes).
+fn login() -> &'static MqttLogin {
+    static LOGIN: OnceLock<MqttLogin> = OnceLock::new();
+    LOGIN.get_or_init(MqttLogin::generate)
+}
 
 fn free_ports() -> BrokerConfig {
     BrokerConfig {
         listen_v4: "127.0.0.1:0".parse().unwrap(),
         listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        login: login().clone(),
         ..BrokerConfig::default()
     }
 }
 
-fn client(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+fn client_as(
+    id: &str,
+    port: u16,
+    login: Option<(&str, &str)>,
+) -> (AsyncClient, rumqttc::EventLoop) {
     let mut o = MqttOptions::new(id, "127.0.0.1", port);
     o.set_keep_alive(Duration::from_secs(5));
     o.set_max_packet_size(256 * 1024, 256 * 1024);
+    if let Some((user, password)) = login {
+        o.set_credentials(user, password);
+    }
     AsyncClient::new(o, 16)
+}
+
+fn client(id: &str, port: u16) -> (AsyncClient, rumqttc::EventLoop) {
+    let l = login();
+    client_as(id, port, Some((&l.username, &l.password)))
+}
+
+/// An MQTT 5 client's options with the broker's login.
+fn options_v5(id: &str, port: u16) -> rumqttc::v5::MqttOptions {
+    let mut o = rumqttc::v5::MqttOptions::new(id, "127.0.0.1", port);
+    o.set_keep_alive(Duration::from_secs(5));
+    o.set_credentials(login().username.as_str(), login().password.as_str());
+    o
 }
 
 /// Polls the event loop until `pick` returns something, within 10 s.
@@ -94,15 +124,11 @@ async fn qos1_messages_reach_a_subscriber_over_mqtt_3_1_1() {
 async fn qos1_messages_reach_a_subscriber_over_mqtt_5() {
     use rumqttc::v5::mqttbytes::v5::Packet as P5;
     use rumqttc::v5::mqttbytes::QoS as Q5;
-    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+    use rumqttc::v5::{AsyncClient as C5, Event as E5};
 
     let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
     let port = broker.v5_addr().unwrap().port();
-    let opts = |id: &str| {
-        let mut o = O5::new(id, "127.0.0.1", port);
-        o.set_keep_alive(Duration::from_secs(5));
-        o
-    };
+    let opts = |id: &str| options_v5(id, port);
     let (sub, mut sub_ev) = C5::new(opts("relay-v5"), 16);
     let (publ, mut pub_ev) = C5::new(opts("pi-v5"), 16);
     sub.subscribe("edge-a2i/+/events", Q5::AtLeastOnce)
@@ -208,7 +234,7 @@ async fn stopping_closes_the_listener_and_disconnects_clients() {
 async fn reserved_aws_topics_are_routed_with_wildcards_across_protocol_versions() {
     use rumqttc::v5::mqttbytes::v5::Packet as P5;
     use rumqttc::v5::mqttbytes::QoS as Q5;
-    use rumqttc::v5::{AsyncClient as C5, Event as E5, MqttOptions as O5};
+    use rumqttc::v5::{AsyncClient as C5, Event as E5};
 
     let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
     // The service side, MQTT 3.1.1, subscribed with a wildcard over every thing.
@@ -224,8 +250,7 @@ async fn reserved_aws_topics_are_routed_with_wildcards_across_protocol_versions(
     .expect("the $aws filter is accepted, the connection kept");
 
     // The device side, MQTT 5, like edge-agent.
-    let mut o = O5::new("pi-7", "127.0.0.1", broker.v5_addr().unwrap().port());
-    o.set_keep_alive(Duration::from_secs(5));
+    let o = options_v5("pi-7", broker.v5_addr().unwrap().port());
     let (device, mut device_ev) = C5::new(o, 16);
     device
         .subscribe("$aws/things/pi-7/jobs/notify-next", Q5::AtLeastOnce)
@@ -288,5 +313,47 @@ async fn reserved_aws_topics_are_routed_with_wildcards_across_protocol_versions(
     assert_eq!(note.topic.as_ref(), b"$aws/things/pi-7/jobs/notify-next");
     service_loop.abort();
     device_loop.abort();
+    broker.stop().await;
+}
+
+#[tokio::test]
+async fn clients_without_the_login_are_refused_on_both_listeners() {
+    use rumqttc::v5::mqttbytes::v5::Packet as P5;
+    use rumqttc::v5::{AsyncClient as C5, Event as E5};
+
+    let broker = EmbeddedBroker::start(free_ports()).await.unwrap();
+    let wrong = (login().username.as_str(), "not-the-password");
+    for (who, creds) in [("anonymous", None), ("wrong password", Some(wrong))] {
+        let (_c, mut ev) = client_as("intruder", broker.port(), creds);
+        let got = until(&mut ev, |e| {
+            matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+        })
+        .await;
+        assert!(got.is_err(), "MQTT 3.1.1, {who}: connected");
+    }
+    // MQTT 5, no login: the connection ends before any CONNACK.
+    let mut o =
+        rumqttc::v5::MqttOptions::new("intruder-5", "127.0.0.1", broker.v5_addr().unwrap().port());
+    o.set_keep_alive(Duration::from_secs(5));
+    let (_c, mut ev) = C5::new(o, 16);
+    let outcome = timeout(Duration::from_secs(10), async {
+        loop {
+            match ev.poll().await {
+                Ok(E5::Incoming(P5::ConnAck(_))) => return Ok(()),
+                Ok(_) => {}
+                Err(e) => return Err(e.to_string()),
+            }
+        }
+    })
+    .await
+    .expect("the broker answers within 10 s");
+    assert!(outcome.is_err(), "MQTT 5 without a login connected");
+    // The login gets in.
+    let (_c, mut ev) = client("relay", broker.port());
+    until(&mut ev, |e| {
+        matches!(e, Event::Incoming(Packet::ConnAck(_))).then_some(())
+    })
+    .await
+    .expect("the client with the login connects");
     broker.stop().await;
 }

@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use common::{repo, run_bin, signed_model, LOCAL_CREDENTIALS};
+use common::{credentials_env, repo, run_bin, signed_model, state_credentials};
 use serde_json::{json, Value};
 use test_support::http;
 
@@ -359,7 +359,19 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
     // Version 1.0.1 of the shipped model, signed with local mode's key.
     let dist = dir.path().join("dist");
     let package = signed_model(dir.path(), "1.0.1", &state.join("fleet.key"), &dist, None);
-    let creds = LOCAL_CREDENTIALS;
+    // The key pair local mode made at its first start, as its `credentials:` line says.
+    let key_pair = state_credentials(&state);
+    let credentials_line = local.until(60, "the credentials line", |s| {
+        s.lines()
+            .iter()
+            .find(|l| l.starts_with("credentials: "))
+            .cloned()
+    });
+    assert!(
+        credentials_line.contains(&key_pair.export_line()),
+        "{credentials_line}"
+    );
+    let creds = credentials_env(&key_pair);
     let relay_toml = state.join("relay.toml");
     let published = Instant::now();
     let out = run_bin(
@@ -450,7 +462,7 @@ fn fleet_publish_reaches_the_local_agent_which_swaps_without_a_restart() {
     // `publish` refuses a rollback package, naming the command to use.
     let refused = Command::new(test_support::workspace_bin("cloud-relay"))
         .args(publish_args("publish", &rollback_pkg, "wrong"))
-        .envs(creds)
+        .envs(creds.clone())
         .output()
         .unwrap();
     assert!(!refused.status.success());

@@ -7,16 +7,16 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use aws_sdk_s3::config::{BehaviorVersion, Credentials, Region};
+use aws_sdk_s3::error::ProvideErrorMetadata;
 use aws_sdk_s3::presigning::PresigningConfig;
 use aws_sdk_s3::primitives::ByteStream;
 use local_aws::object_store::{self, DirStore};
 use test_support::{http, InProcessServer};
 
-const AK: &str = "test-access-key";
-const SK: &str = "test-secret-key";
-
 struct Running {
     addr: SocketAddr,
+    /// The only key pair the store takes (fresh random, as local mode makes).
+    key: local_aws::credentials::Credentials,
     root: tempfile::TempDir,
     server: InProcessServer<std::io::Error>,
 }
@@ -26,10 +26,16 @@ async fn start() -> Running {
     let store = DirStore::open(root.path()).unwrap();
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
-    let server = InProcessServer::spawn(|shutdown| {
-        object_store::serve(listener, object_store::s3_service(store, AK, SK), shutdown)
-    });
-    Running { addr, root, server }
+    let key = local_aws::credentials::Credentials::generate();
+    let service = object_store::s3_service(store, &key);
+    let server =
+        InProcessServer::spawn(|shutdown| object_store::serve(listener, service, shutdown));
+    Running {
+        addr,
+        key,
+        root,
+        server,
+    }
 }
 
 impl Running {
@@ -38,15 +44,21 @@ impl Running {
     }
 }
 
-fn client(addr: SocketAddr, secret: &str) -> aws_sdk_s3::Client {
+/// The SDK's client signing with `key_id` and `secret`.
+fn client_with(addr: SocketAddr, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new(AK, secret, None, None, "test"))
+        .credentials_provider(Credentials::new(key_id, secret, None, None, "test"))
         .endpoint_url(format!("http://{addr}"))
         .force_path_style(true)
         .build();
     aws_sdk_s3::Client::from_conf(conf)
+}
+
+/// The SDK's client signing with the store's key pair.
+fn client(r: &Running) -> aws_sdk_s3::Client {
+    client_with(r.addr, &r.key.access_key_id, &r.key.secret_access_key)
 }
 
 /// A plain GET, as a browser or `curl` would fetch a presigned URL.
@@ -58,7 +70,7 @@ async fn http_get(url: &str) -> (u16, Vec<u8>) {
 #[tokio::test]
 async fn the_s3_sdk_stores_objects_as_plain_files_and_reads_them_back() {
     let running = start().await;
-    let s3 = client(running.addr, SK);
+    let s3 = client(&running);
     s3.create_bucket().bucket("frames").send().await.unwrap();
     s3.head_bucket().bucket("frames").send().await.unwrap();
     let jpeg = std::fs::read(concat!(
@@ -128,7 +140,7 @@ async fn the_s3_sdk_stores_objects_as_plain_files_and_reads_them_back() {
 #[tokio::test]
 async fn if_none_match_star_creates_once_and_then_answers_precondition_failed() {
     let running = start().await;
-    let s3 = client(running.addr, SK);
+    let s3 = client(&running);
     s3.create_bucket().bucket("frames").send().await.unwrap();
     let put = |body: &'static [u8]| {
         s3.put_object()
@@ -159,7 +171,7 @@ async fn if_none_match_star_creates_once_and_then_answers_precondition_failed() 
 #[tokio::test]
 async fn listing_pages_with_prefix_and_continuation_tokens() {
     let running = start().await;
-    let s3 = client(running.addr, SK);
+    let s3 = client(&running);
     s3.create_bucket().bucket("out").send().await.unwrap();
     let keys: Vec<String> = (0..7)
         .map(|i| format!("flow/2026/11/25/09/00/0{i}/loop-{i}/output.json"))
@@ -238,7 +250,7 @@ async fn listing_pages_with_prefix_and_continuation_tokens() {
 #[tokio::test]
 async fn presigned_get_urls_work_over_plain_http_and_tampering_is_refused() {
     let running = start().await;
-    let s3 = client(running.addr, SK);
+    let s3 = client(&running);
     s3.create_bucket().bucket("models").send().await.unwrap();
     s3.put_object()
         .bucket("models")
@@ -270,15 +282,34 @@ async fn presigned_get_urls_work_over_plain_http_and_tampering_is_refused() {
 }
 
 #[tokio::test]
-async fn requests_signed_with_the_wrong_secret_are_refused() {
+async fn unsigned_requests_and_other_keys_are_refused_with_s3_errors() {
     let running = start().await;
-    let err = client(running.addr, "not-the-secret")
+    let err = client_with(running.addr, &running.key.access_key_id, "not-the-secret")
         .create_bucket()
         .bucket("frames")
         .send()
         .await
         .unwrap_err();
     assert_eq!(err.raw_response().map(|r| r.status().as_u16()), Some(403));
+    assert_eq!(err.code(), Some("SignatureDoesNotMatch"), "{err:?}");
+    let other = local_aws::credentials::Credentials::generate();
+    let err = client_with(running.addr, &other.access_key_id, &other.secret_access_key)
+        .create_bucket()
+        .bucket("frames")
+        .send()
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Some("InvalidAccessKeyId"), "{err:?}");
+    let unsigned = http::Request::new("PUT", format!("http://{}/frames", running.addr))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unsigned.status, 403);
+    assert!(
+        unsigned.text().contains("AccessDenied"),
+        "{}",
+        unsigned.text()
+    );
     assert!(!running.root.path().join("frames").exists());
     running.stop().await;
 }
@@ -286,7 +317,7 @@ async fn requests_signed_with_the_wrong_secret_are_refused() {
 #[tokio::test]
 async fn a_body_that_does_not_match_its_checksum_is_never_stored() {
     let running = start().await;
-    let s3 = client(running.addr, SK);
+    let s3 = client(&running);
     s3.create_bucket().bucket("frames").send().await.unwrap();
     let err = s3
         .put_object()
@@ -310,5 +341,38 @@ async fn a_body_that_does_not_match_its_checksum_is_never_stored() {
         0,
         "the rejected upload is removed"
     );
+    running.stop().await;
+}
+
+#[tokio::test]
+async fn other_sites_and_rebound_names_are_refused_and_nothing_is_sniffed() {
+    let running = start().await;
+    let s3 = client(&running);
+    s3.create_bucket().bucket("frames").send().await.unwrap();
+    let url = format!("http://{}/frames/x.html", running.addr);
+    for (header, value) in [
+        ("Host", "rebind.evil.example"),
+        ("Origin", "https://evil.example"),
+    ] {
+        let r = http::Request::new("PUT", &url)
+            .header(header, value)
+            .body("<script>alert(1)</script>")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status, 403, "{header}: {}", r.text());
+        assert!(r.text().contains(value), "{}", r.text());
+        assert_eq!(r.header("x-content-type-options"), Some("nosniff"));
+    }
+    assert!(!running.root.path().join("frames/x.html").exists());
+    // An unsigned request from this machine: S3's refusal, with the same headers.
+    let head = http::get(&format!("http://{}/", running.addr))
+        .await
+        .unwrap();
+    assert_eq!(head.status, 403);
+    assert_eq!(head.header("x-content-type-options"), Some("nosniff"));
+    assert!(head
+        .header("content-security-policy")
+        .is_some_and(|c| c.starts_with("default-src 'none'")));
     running.stop().await;
 }

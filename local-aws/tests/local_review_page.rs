@@ -14,15 +14,19 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use local_aws::credentials::Credentials;
 use local_aws::object_store::{DirStore, PutMode};
 use local_aws::review_page::{self, ReviewPageConfig};
 use local_aws::review_service::service::NewFlowDefinition;
 use local_aws::review_service::store::StartRequest;
 use local_aws::review_service::{HumanLoopStatus, OutputKey, ReviewService, ServiceIdentity};
+use local_aws::sigv4::Verifier;
 use protocol::a2i::{consolidate, HumanLoopOutput, DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use protocol::manifest::{ClassificationMetadata, ManifestRow};
 use serde_json::{json, Value};
 use test_support::{http, InProcessServer};
+
+mod common;
 
 const TOKEN: &str = "test-token-0123456789abcdef";
 const FLOW: &str = "dogs";
@@ -41,6 +45,8 @@ fn model_labels() -> Vec<String> {
 
 struct Running {
     addr: SocketAddr,
+    /// The key pair the A2I API takes.
+    key: Credentials,
     service: ReviewService,
     store: DirStore,
     loops: Vec<String>,
@@ -77,7 +83,23 @@ const FRAMES: [Frame; 4] = [
     },
 ];
 
+/// A task UI template that, if it ever ran as a page on the reviewer page's origin,
+/// would mark the page and read the token-protected queue.
+const XSS_TEMPLATE: &str = "<script>document.title='xss-ran';\
+    fetch('/review/api/queue?reviewer=x').then(r=>r.text()).then(t=>{document.title='xss-ran:'+t})\
+    </script><crowd-form></crowd-form>";
+
 async fn start(task_count: u64, frames: &[Frame]) -> Running {
+    start_with(task_count, frames.iter(), None).await
+}
+
+/// `frames` in queue order; `choices`: the labels offered (default: the frame's top-3
+/// and golden_retriever).
+async fn start_with<'a>(
+    task_count: u64,
+    frames: impl Iterator<Item = &'a Frame>,
+    choices: Option<&[String]>,
+) -> Running {
     let dir = tempfile::tempdir().unwrap();
     let store = DirStore::open(dir.path().join("objects")).unwrap();
     store.create_bucket("frames").unwrap();
@@ -96,6 +118,9 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
     let ui = service
         .create_human_task_ui("dogs-ui", "<crowd-form></crowd-form>".into())
         .unwrap();
+    service
+        .create_human_task_ui("evil-ui", XSS_TEMPLATE.into())
+        .unwrap();
     let flow_arn = service
         .create_flow_definition(NewFlowDefinition {
             name: FLOW.into(),
@@ -112,7 +137,7 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
         .unwrap();
     let labels = model_labels();
     let mut loops = Vec::new();
-    for (i, f) in frames.iter().enumerate() {
+    for (i, f) in frames.enumerate() {
         let event_id = format!("01936f0e-7c4a-7b1e-9f3a-2d4c5b6a7e{i:02x}");
         let ext = f.sample.rsplit_once('.').unwrap().1;
         let key = format!("events/pi-kitchen/{event_id}.{ext}");
@@ -120,8 +145,14 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
         store
             .put("frames", &key, &bytes, PutMode::IfAbsent)
             .unwrap();
-        let mut choices: Vec<String> = f.top.iter().map(|(l, _)| (*l).to_owned()).collect();
-        choices.push("golden_retriever".into());
+        let mut choices: Vec<String> = match choices {
+            Some(c) => c.to_vec(),
+            None => {
+                let mut c: Vec<String> = f.top.iter().map(|(l, _)| (*l).to_owned()).collect();
+                c.push("golden_retriever".into());
+                c
+            }
+        };
         choices.push(NONE_OF_THESE.into());
         let input = json!({
             "taskObject": format!("s3://frames/{key}"),
@@ -131,6 +162,7 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
                 "index": labels.iter().position(|x| x == l).unwrap(), "label": l, "score": s
             })).collect::<Vec<_>>(),
             "device_id": "pi-kitchen", "model_version": "3", "event_id": event_id,
+            "source": f.sample,
         });
         let name = format!("ea2i-{event_id}");
         service
@@ -154,12 +186,15 @@ async fn start(task_count: u64, frames: &[Frame]) -> Running {
         store: store.clone(),
         answers_file: dir.path().join("state/review-page-answers.json"),
     };
+    let key = Credentials::generate();
+    let verifier = Verifier::new(key.clone(), "the test's");
     let server = InProcessServer::spawn({
         let service = service.clone();
-        |shutdown| review_page::serve(listener, service, page, shutdown)
+        |shutdown| review_page::serve(listener, service, verifier, page, shutdown)
     });
     Running {
         addr,
+        key,
         service,
         store,
         loops,
@@ -257,8 +292,148 @@ async fn every_review_route_needs_the_token_which_a_first_visit_swaps_for_a_cook
         html.contains("/review/assets/review.js") && !html.contains("http"),
         "no external assets"
     );
-    // The A2I API next to it is unchanged (the relay's SDK client needs no token).
-    assert_ne!(r.http("GET", "/human-loops/x", &[], None).await.status, 401);
+    // The A2I API next to it takes no token but a SigV4 signature.
+    let api = r.http("GET", "/human-loops/x", &[], None).await;
+    assert_eq!(
+        (api.status, api.header("x-amzn-errortype")),
+        (403, Some("MissingAuthenticationTokenException"))
+    );
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn the_root_leads_to_the_page_with_its_token() {
+    let r = start(1, &FRAMES[..1]).await;
+    let root = r.http("GET", "/", &[], None).await;
+    assert_eq!(
+        (root.status, root.header("location")),
+        (303, Some("/review"))
+    );
+    let root = r.http("GET", &format!("/?token={TOKEN}"), &[], None).await;
+    let to = format!("/review?token={TOKEN}");
+    assert_eq!(
+        (root.status, root.header("location")),
+        (303, Some(to.as_str()))
+    );
+    r.stop().await;
+}
+
+/// Every response of the service, whatever its route and status, forbids sniffing and
+/// carries the strict CSP.
+fn assert_hardened(what: &str, resp: &http::Response) {
+    assert_eq!(
+        resp.header("x-content-type-options"),
+        Some("nosniff"),
+        "{what}"
+    );
+    let csp = resp.header("content-security-policy").unwrap_or_default();
+    assert!(csp.starts_with("default-src 'none'"), "{what}: {csp:?}");
+    assert!(!csp.contains("unsafe-inline"), "{what}: {csp:?}");
+}
+
+#[tokio::test]
+async fn other_sites_and_rebound_names_cannot_drive_the_a2i_api_or_the_page() {
+    let r = start(1, &FRAMES[..1]).await;
+    let flow = "arn:aws:sagemaker:us-east-1:000000000000:flow-definition/dogs";
+    let start_body = json!({"HumanLoopName": "csrf", "FlowDefinitionArn": flow,
+        "HumanLoopInput": {"InputContent": "{\"taskObject\":\"s3://frames/x.jpg\"}"}});
+    // A web page's "simple" cross-site POST (text/plain: no CORS preflight).
+    let csrf = r
+        .http(
+            "POST",
+            "/human-loops",
+            &[
+                ("Origin", "https://evil.example"),
+                ("Content-Type", "text/plain"),
+            ],
+            Some(start_body.clone()),
+        )
+        .await;
+    assert_eq!(csrf.status, 403, "{}", csrf.text());
+    let message = |r: &http::Response| -> String {
+        let v: Value = serde_json::from_slice(&r.body).unwrap();
+        v["message"].as_str().unwrap().to_owned()
+    };
+    assert!(
+        message(&csrf).contains("cross-origin request from Origin \"https://evil.example\""),
+        "{}",
+        csrf.text()
+    );
+    assert_hardened("a refused request", &csrf);
+    // DNS rebinding: the page's own name, resolved to 127.0.0.1.
+    let cookie = format!("ea2i_review_token={TOKEN}");
+    for path in ["/review/api/queue?reviewer=x", "/human-loops/x", "/review"] {
+        let rebound = r
+            .http(
+                "GET",
+                path,
+                &[("Host", "rebind.evil.example"), ("Cookie", &cookie)],
+                None,
+            )
+            .await;
+        assert_eq!(rebound.status, 403, "{path}");
+        assert!(
+            message(&rebound).contains("Host \"rebind.evil.example\""),
+            "{}",
+            rebound.text()
+        );
+    }
+    // Same machine, unsigned: no signature, no loop.
+    let unsigned = r
+        .http(
+            "POST",
+            "/human-loops",
+            &[("Content-Type", "text/plain")],
+            Some(start_body),
+        )
+        .await;
+    assert_eq!(unsigned.status, 403, "{}", unsigned.text());
+    assert_eq!(
+        unsigned.header("x-amzn-errortype"),
+        Some("MissingAuthenticationTokenException")
+    );
+    assert!(
+        r.service.describe_human_loop("csrf").is_err(),
+        "no loop was started"
+    );
+    // Every response is hardened: the page, its API, a frame, its assets.
+    let bearer = format!("Bearer {TOKEN}");
+    let auth = [("Authorization", bearer.as_str())];
+    let image = format!("/review/api/loops/{}/image", r.loops[0]);
+    for path in [
+        "/review",
+        "/review/api/queue?reviewer=x",
+        &image,
+        "/review/assets/review.js",
+        "/nothing",
+    ] {
+        assert_hardened(path, &r.http("GET", path, &auth, None).await);
+    }
+    r.stop().await;
+}
+
+#[tokio::test]
+async fn task_ui_templates_are_served_as_inert_sandboxed_text_to_signed_requests_only() {
+    let r = start(1, &FRAMES[..1]).await;
+    let path = "/human-task-uis/evil-ui/template";
+    let cookie = format!("ea2i_review_token={TOKEN}");
+    let unsigned = r.http("GET", path, &[("Cookie", &cookie)], None).await;
+    assert_eq!(unsigned.status, 403, "{}", unsigned.text());
+    let (parts, body) = common::signed_client(&format!("http://{}", r.addr), "sagemaker", &r.key)
+        .send(::http::Method::GET, path, &[], Vec::new())
+        .await
+        .unwrap();
+    assert_eq!(parts.status, 200);
+    assert_eq!(&body[..], XSS_TEMPLATE.as_bytes());
+    let header = |n: &str| parts.headers.get(n).map(|v| v.to_str().unwrap().to_owned());
+    assert_eq!(
+        header("content-type").as_deref(),
+        Some("text/plain; charset=utf-8")
+    );
+    assert_eq!(header("x-content-type-options").as_deref(), Some("nosniff"));
+    assert!(header("content-security-policy")
+        .unwrap()
+        .contains("sandbox"));
     r.stop().await;
 }
 
@@ -377,24 +552,17 @@ async fn a_reviewer_labels_three_frames_by_click_and_keyboard_and_skips_one_in_c
         None,
         Some(NONE_OF_THESE.to_owned()),
     ];
-    let mut node = tokio::process::Command::new("node");
-    node.arg(web.join("review_page.mjs"))
-        .current_dir(&web)
-        .env("REVIEW_URL", review_page::page_url(r.addr, TOKEN))
-        .env("PLAN", plan.to_string())
-        .env("SCREENSHOT", &screenshot)
-        .kill_on_drop(true);
-    let out = tokio::time::timeout(Duration::from_secs(120), node.output())
-        .await
-        .expect("the browser test finishes within 120 s")
-        .expect("node runs");
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(
-        out.status.success(),
-        "browser test failed:\n{stdout}\n{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let steps: Vec<Value> = serde_json::from_str(stdout.lines().last().unwrap()).unwrap();
+    let steps = run_browser_script(
+        &web,
+        "review_page.mjs",
+        &[
+            ("REVIEW_URL", review_page::page_url(r.addr, TOKEN)),
+            ("PLAN", plan.to_string()),
+            ("SCREENSHOT", screenshot.display().to_string()),
+        ],
+    )
+    .await;
+    let steps = steps.as_array().unwrap();
     let seen: Vec<(String, Option<String>)> = steps
         .iter()
         .map(|s| {
@@ -467,5 +635,58 @@ async fn a_reviewer_labels_three_frames_by_click_and_keyboard_and_skips_one_in_c
         "{} is a PNG",
         screenshot.display()
     );
+    r.stop().await;
+}
+
+/// Runs `script` (in local-aws/tests/web) under node with `env`; returns its JSON line.
+async fn run_browser_script(web: &Path, script: &str, env: &[(&str, String)]) -> Value {
+    let mut node = tokio::process::Command::new("node");
+    node.arg(web.join(script))
+        .current_dir(web)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .kill_on_drop(true);
+    let out = tokio::time::timeout(Duration::from_secs(120), node.output())
+        .await
+        .expect("the browser test finishes within 120 s")
+        .expect("node runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "browser test {script} failed:\n{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_str(stdout.lines().last().unwrap()).unwrap()
+}
+
+#[tokio::test]
+async fn a_long_queue_nineteen_labels_and_a_phone_fit_the_page_in_chromium() {
+    let web = match browser_ready() {
+        Ok(w) => w,
+        Err(why) if std::env::var("EDGE_A2I_REQUIRE_BROWSER").as_deref() != Ok("1") => {
+            eprintln!("skipping the Chromium test: {why}");
+            return;
+        }
+        Err(why) => panic!("the Chromium test cannot run: {why}"),
+    };
+    let labels = model_labels();
+    assert_eq!(labels.len(), 19);
+    let r = start_with(1, FRAMES.iter().cycle().take(30), Some(&labels)).await;
+    let base = format!("http://{}", r.addr);
+    let got = run_browser_script(
+        &web,
+        "review_layout.mjs",
+        &[
+            ("BASE_URL", base.clone()),
+            ("TOKEN", TOKEN.to_owned()),
+            ("FIRST_FILE", FRAMES[0].sample.to_owned()),
+            ("XSS_URL", format!("{base}/human-task-uis/evil-ui/template")),
+        ],
+    )
+    .await;
+    assert_eq!(
+        got["seventeenth"], labels[16],
+        "keys 1 then 7 pick label 17"
+    );
+    assert_eq!(got["filtered"], "Siberian_husky", "/ then husk picks it");
     r.stop().await;
 }

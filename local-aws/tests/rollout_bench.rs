@@ -7,13 +7,17 @@
 
 use std::time::{Duration, Instant};
 
-use common::{repo, run_bin, signed_model, LOCAL_CREDENTIALS};
+use common::{credentials_env, repo, run_bin, signed, signed_model};
 
 use local_aws::broker::{BrokerConfig, EmbeddedBroker};
+use local_aws::credentials::LocalSecrets;
 use local_aws::jobs::{self, ApiIdentity, Jobs};
 use local_aws::object_store::{self, ObjectStoreConfig};
+use local_aws::sigv4::Verifier;
 use serde_json::Value;
-use test_support::{spawn_with_log, wait_until, workspace_bin, ChildGuard, InProcessServer};
+use test_support::{
+    spawn_with_log, wait_until, wait_until_async, workspace_bin, ChildGuard, InProcessServer,
+};
 
 mod common;
 
@@ -41,20 +45,25 @@ async fn a_rollout_to_many_local_devices() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
 
-    // Local mode's parts, in process.
+    // Local mode's parts, in process, with fresh credentials.
+    let secrets = LocalSecrets::load_or_create(&d.join("credentials")).unwrap();
+    let password_file = d.join("mqtt-password");
+    std::fs::write(&password_file, &secrets.mqtt.password).unwrap();
+    let verifier = Verifier::new(secrets.aws.clone(), "the bench's");
     let broker = EmbeddedBroker::start(BrokerConfig {
         listen_v4: "127.0.0.1:0".parse().unwrap(),
         listen_v5: Some("127.0.0.1:0".parse().unwrap()),
+        login: secrets.mqtt.clone(),
         ..BrokerConfig::default()
     })
     .await
     .unwrap();
     let v5 = broker.v5_addr().unwrap();
     let jobs_state = Jobs::open(&d.join("jobs")).unwrap();
-    let (j, v4) = (jobs_state.clone(), broker.v4_addr());
+    let (j, v4, login) = (jobs_state.clone(), broker.v4_addr(), secrets.mqtt.clone());
     let _jobs_mqtt: InProcessServer<std::io::Error> =
         InProcessServer::spawn(move |sd| async move {
-            jobs::run_mqtt(j, v4, sd).await;
+            jobs::run_mqtt(j, v4, login, sd).await;
             Ok(())
         });
     let jobs_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -63,20 +72,19 @@ async fn a_rollout_to_many_local_devices() {
         region: "us-east-1".into(),
         account_id: "000000000000".into(),
     };
-    let _jobs_http =
-        InProcessServer::spawn(|sd| jobs::serve(jobs_listener, jobs_state.clone(), id, sd));
+    let _jobs_http = InProcessServer::spawn(|sd| {
+        jobs::serve(jobs_listener, jobs_state.clone(), id, verifier, sd)
+    });
     let store_config = ObjectStoreConfig {
         root: d.join("objects"),
         listen: "127.0.0.1:0".parse().unwrap(),
-        access_key: object_store::default_access_key(),
-        secret_key: object_store::default_secret_key(),
+        credentials: secrets.aws.clone(),
         buckets: vec!["models".into()],
     };
     let store = store_config.open().unwrap();
     let s3_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let s3_url = format!("http://{}", s3_listener.local_addr().unwrap());
-    let service =
-        object_store::s3_service(store, &store_config.access_key, &store_config.secret_key);
+    let service = object_store::s3_service(store, &store_config.credentials);
     let _s3 = InProcessServer::spawn(|sd| object_store::serve(s3_listener, service, sd));
 
     // The fleet key, a package, and the devices.
@@ -84,7 +92,7 @@ async fn a_rollout_to_many_local_devices() {
     run_bin(
         "edge-agent",
         &["model", "keygen", "--out", fleet.to_str().unwrap()],
-        &[],
+        common::NO_ENV,
     );
     let package = signed_model(d, "1.0.1", &d.join("fleet.key"), &d.join("dist"), None);
     let devices: Vec<String> = (0..n).map(|i| format!("dev-{i:03}")).collect();
@@ -103,6 +111,8 @@ backend = "tflite"
 [mqtt]
 host = "127.0.0.1"
 port = {port}
+username = "{username}"
+password_file = "{password_file}"
 [update]
 trusted_keys = ["{key}"]
 shadow_frames = 0
@@ -114,6 +124,8 @@ path = "{inbox}"
             state = home.join("state").display(),
             manifest = repo().join("models/dogs_mobilenetv2.toml").display(),
             port = v5.port(),
+            username = secrets.mqtt.username,
+            password_file = password_file.display(),
             key = d.join("fleet.pub").display(),
             inbox = home.join("inbox").display(),
         );
@@ -149,8 +161,10 @@ path = "{inbox}"
     std::fs::write(
         &relay_toml,
         format!(
-            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"fleet-admin\"\n\n[s3]\nbucket = \"models\"\nendpoint_url = \"{s3_url}\"\n\n[a2i]\nendpoint_url = \"{jobs_url}\"\n\n[model]\nlabels = []\n",
-            v5.port()
+            "[mqtt]\nhost = \"127.0.0.1\"\nport = {}\nclient_id = \"fleet-admin\"\nusername = \"{}\"\npassword = \"{}\"\n\n[s3]\nbucket = \"models\"\nendpoint_url = \"{s3_url}\"\n\n[a2i]\nendpoint_url = \"{jobs_url}\"\n\n[model]\nlabels = []\n",
+            v5.port(),
+            secrets.mqtt.username,
+            secrets.mqtt.password,
         ),
     )
     .unwrap();
@@ -171,18 +185,25 @@ path = "{inbox}"
             "--job-id",
             "scale",
         ],
-        &LOCAL_CREDENTIALS,
+        &credentials_env(&secrets.aws),
     );
-    let mut first = None;
-    wait_until(
+    let first = std::sync::Mutex::new(None);
+    let (first_ref, jobs_url_ref, key_pair) = (&first, &jobs_url, &secrets.aws);
+    wait_until_async(
         Duration::from_secs(600),
         "every execution SUCCEEDED",
-        || {
-            let r = test_support::http::get_blocking(&format!(
-                "{jobs_url}/jobs/scale/things?maxResults=250"
-            ))
-            .unwrap();
-            let v: Value = serde_json::from_slice(&r.body).unwrap();
+        || async move {
+            let (_, body) = signed(
+                jobs_url_ref,
+                "iot",
+                key_pair,
+                "GET",
+                "/jobs/scale/things?maxResults=250",
+                &[],
+                Vec::new(),
+            )
+            .await;
+            let v: Value = serde_json::from_slice(&body).unwrap();
             let statuses: Vec<&str> = v["executionSummaries"]
                 .as_array()
                 .map(|a| {
@@ -197,12 +218,14 @@ path = "{inbox}"
                 .collect();
             assert!(bad.is_empty(), "executions ended badly: {v}");
             let done = statuses.iter().filter(|s| **s == "SUCCEEDED").count();
+            let mut first = first_ref.lock().unwrap();
             if done > 0 && first.is_none() {
-                first = Some(published.elapsed());
+                *first = Some(published.elapsed());
             }
             done == n
         },
-    );
+    )
+    .await;
     let all = published.elapsed();
     for (_, log) in &agents {
         let text = std::fs::read_to_string(log).unwrap();
@@ -222,7 +245,7 @@ path = "{inbox}"
     );
     println!(
         "| fleet publish -> first SUCCEEDED (s) | {:.1} |",
-        first.unwrap_or(all).as_secs_f64()
+        first.into_inner().unwrap().unwrap_or(all).as_secs_f64()
     );
     println!(
         "| fleet publish -> all {n} SUCCEEDED (s) | {:.1} |",

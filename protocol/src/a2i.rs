@@ -171,6 +171,9 @@ pub struct InputContent {
     pub device_id: DeviceId,
     pub model_version: String,
     pub event_id: EventId,
+    /// Where the frame came from (its file name in folder mode), shown to reviewers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub source: Option<String>,
 }
 
 impl InputContent {
@@ -189,6 +192,7 @@ impl InputContent {
             device_id: meta.device_id.clone(),
             model_version: meta.model.version.clone(),
             event_id: meta.event_id,
+            source: meta.source.clone(),
         }
     }
 

@@ -8,10 +8,22 @@ use aws_sdk_s3::Client;
 /// `test`/`test`, region `us-east-1`, path-style addressing (no bucket subdomains
 /// on 127.0.0.1).
 pub fn s3_client(endpoint_url: &str) -> Client {
+    s3_client_signing(endpoint_url, "test", "test")
+}
+
+/// [`s3_client`] signing with the given key pair (a server that checks signatures,
+/// such as local mode's object store).
+pub fn s3_client_signing(endpoint_url: &str, access_key_id: &str, secret: &str) -> Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new("us-east-1"))
-        .credentials_provider(Credentials::new("test", "test", None, None, "test-support"))
+        .credentials_provider(Credentials::new(
+            access_key_id,
+            secret,
+            None,
+            None,
+            "test-support",
+        ))
         .endpoint_url(endpoint_url)
         .force_path_style(true)
         .build();

@@ -7,6 +7,7 @@ the same calls a Python user of A2I would make.
 Run:  LOCAL_AWS_BIN=/path/to/local-aws python3 -m pytest tests/a2i_boto3 -q
 """
 
+import configparser
 import datetime as dt
 import json
 import os
@@ -82,13 +83,21 @@ class ReviewService:
         self.proc.kill()
         self.proc.wait(timeout=10)
 
-    def client(self, service: str):
+    def credentials(self) -> tuple:
+        """The key pair the service made at its first start: `<state>/credentials`, an
+        AWS shared-credentials file (profile default)."""
+        cp = configparser.ConfigParser()
+        assert cp.read(self.state_dir / "credentials"), "the service made no credentials file"
+        return cp["default"]["aws_access_key_id"], cp["default"]["aws_secret_access_key"]
+
+    def client(self, service: str, credentials: tuple = None):
+        key_id, secret = credentials or self.credentials()
         return boto3.client(
             service,
             endpoint_url=self.url,
             region_name="us-east-1",
-            aws_access_key_id="AKIDLOCALTEST",
-            aws_secret_access_key="local-secret",
+            aws_access_key_id=key_id,
+            aws_secret_access_key=secret,
             config=Config(retries={"max_attempts": 1}),
         )
 
@@ -275,3 +284,26 @@ def test_state_survives_sigkill_and_restart(service):
         start(a2i, flow_arn, "kept-1")
     assert service.client("sagemaker").describe_flow_definition(
         FlowDefinitionName="dog-review")["FlowDefinitionStatus"] == "Active"
+
+
+def test_only_requests_signed_with_the_services_own_keys_are_served(service):
+    path = service.state_dir / "credentials"
+    assert path.stat().st_mode & 0o777 == 0o600
+    key_id, secret = service.credentials()
+    assert key_id.startswith("LOCAL") and len(secret) == 40
+    other = service.client("sagemaker-a2i-runtime", ("AKIAIOSFODNN7EXAMPLE", secret))
+    with pytest.raises(other.exceptions.ClientError) as e:
+        other.list_human_loops(FlowDefinitionArn="arn:aws:sagemaker:us-east-1:000000000000:flow-definition/x")
+    assert error_code(e) == "UnrecognizedClientException"
+    assert e.value.response["ResponseMetadata"]["HTTPStatusCode"] == 403
+    wrong = service.client("sagemaker", (key_id, "not-the-secret"))
+    with pytest.raises(wrong.exceptions.ClientError) as e:
+        wrong.describe_human_task_ui(HumanTaskUiName="x")
+    assert error_code(e) == "InvalidSignatureException"
+    # The same keys are kept across restarts.
+    service.stop()
+    service.start()
+    assert service.credentials() == (key_id, secret)
+    with pytest.raises(service.client("sagemaker").exceptions.ResourceNotFound):
+        service.client("sagemaker").describe_human_task_ui(HumanTaskUiName="x")
+

@@ -48,12 +48,34 @@ pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
+/// Local mode's credentials file for this test process (one test per binary): the
+/// object store makes it at its start (fresh random keys), the review service reads
+/// it, and every command signs with it.
+pub fn credentials_file() -> &'static Path {
+    static DIR: std::sync::OnceLock<tempfile::TempDir> = std::sync::OnceLock::new();
+    DIR.get_or_init(|| tempfile::tempdir().unwrap()).path()
+}
+
+fn credentials_path() -> PathBuf {
+    credentials_file().join("credentials")
+}
+
+/// An S3 client of the local object store, signing with its key pair.
+pub fn local_s3_client(s3_url: &str) -> aws_sdk_s3::Client {
+    let key = local_aws::credentials::LocalSecrets::load(&credentials_path())
+        .unwrap()
+        .aws;
+    test_support::s3_client_signing(s3_url, &key.access_key_id, &key.secret_access_key)
+}
+
 /// `name ARGS` with the AWS variables the relay's SDK clients need pointed at the
-/// local servers' credentials (the object store checks the signatures).
+/// local servers' credentials file, as a user's shell would
+/// (`AWS_SHARED_CREDENTIALS_FILE`; the servers check the signatures).
 pub fn command(name: &str) -> Command {
     let mut c = Command::new(test_support::workspace_bin(name));
-    c.env("AWS_ACCESS_KEY_ID", "test")
-        .env("AWS_SECRET_ACCESS_KEY", "test")
+    c.env("AWS_SHARED_CREDENTIALS_FILE", credentials_path())
+        .env_remove("AWS_ACCESS_KEY_ID")
+        .env_remove("AWS_SECRET_ACCESS_KEY")
         .env("AWS_EC2_METADATA_DISABLED", "true")
         .env_remove("AWS_PROFILE")
         .env_remove("AWS_ENDPOINT_URL")
@@ -90,8 +112,8 @@ pub fn start_object_store(root: &Path, log: &Path) -> (ChildGuard, String) {
             ])
             .arg("--root")
             .arg(root)
-            .env("EDGE_A2I_S3_ACCESS_KEY", "test")
-            .env("EDGE_A2I_S3_SECRET_KEY", "test"),
+            .arg("--credentials")
+            .arg(credentials_path()),
         log,
     )
     .unwrap();
@@ -110,6 +132,8 @@ pub fn start_review_service(state: &Path, objects: &Path, log: &Path) -> (ChildG
             .arg(state)
             .arg("--output-dir")
             .arg(objects)
+            .arg("--credentials")
+            .arg(credentials_path())
             .args(["--review-token", TOKEN]),
         log,
     )

@@ -1,6 +1,6 @@
 //! The relay's test bench, on loopback: Mosquitto configured like IoT Core (TLS with
 //! client certificates, 128 KiB limit), moto's S3 server (a separate process; or
-//! `cloud-relay object-store` with [`Bench::start_with`] and [`S3Server::Local`]), the
+//! `local-aws object-store` with [`Bench::start_with`] and [`S3Server::Local`]), the
 //! project's review service in this process (driven by the relay through the real
 //! `aws-sdk-sagemakera2iruntime` client, optionally answering 429/503 first), relays
 //! as real `cloud-relay run` processes, and a test agent that publishes real envelopes
@@ -35,7 +35,9 @@ use rumqttc::v5::mqttbytes::v5::Packet;
 use rumqttc::v5::mqttbytes::QoS;
 use rumqttc::v5::{AsyncClient, Event, MqttOptions};
 use rumqttc::{TlsConfiguration, Transport};
-use test_support::{create_bucket, s3_client, spawn_with_log, ChildGuard, Mosquitto, MotoS3};
+use test_support::{
+    create_bucket, s3_client_signing, spawn_with_log, ChildGuard, Mosquitto, MotoS3,
+};
 
 pub const BUCKET: &str = "frames";
 pub const FLOW: &str = "dogs";
@@ -46,7 +48,7 @@ pub const LABELS: [&str; 3] = ["beagle", "basset", "pug"];
 pub enum S3Server {
     /// moto's S3 server (Python, one process).
     Moto,
-    /// `cloud-relay object-store` over a directory of the bench (a child process).
+    /// `local-aws object-store` over a directory of the bench (a child process).
     Local,
 }
 
@@ -70,7 +72,7 @@ pub struct Bench {
     pub broker: Mosquitto,
     /// Stopped when the bench runs on [`S3Server::Local`].
     pub moto: MotoS3,
-    /// `cloud-relay object-store` with [`S3Server::Local`].
+    /// `local-aws object-store` with [`S3Server::Local`].
     pub object_store: Option<ChildGuard>,
     /// The S3 endpoint the relays and `s3` use.
     pub s3_url: String,
@@ -79,6 +81,9 @@ pub struct Bench {
     pub review_url: String,
     pub flow_arn: String,
     pub faults: Faults,
+    /// The key pair the review service takes (fresh random, as local mode makes); the
+    /// relays sign with it (moto takes any).
+    pub credentials: local_aws::credentials::Credentials,
     _review_task: tokio::task::JoinHandle<()>,
 }
 
@@ -89,16 +94,26 @@ impl Bench {
 
     pub async fn start_with(broker: Mosquitto, max_in_progress: usize, server: S3Server) -> Bench {
         let dir = tempfile::tempdir().unwrap();
+        // Local mode's credentials file: the object store and the review service take
+        // its key pair only (moto takes any).
+        let credentials_file = dir.path().join("credentials");
+        let credentials = local_aws::credentials::LocalSecrets::load_or_create(&credentials_file)
+            .unwrap()
+            .aws;
         let mut moto = MotoS3::builder().start();
         let (s3_url, object_store) = match server {
             S3Server::Moto => (moto.endpoint_url(), None),
             S3Server::Local => {
                 moto.stop();
-                let (url, guard) = start_object_store(dir.path());
+                let (url, guard) = start_object_store(dir.path(), &credentials_file);
                 (url, Some(guard))
             }
         };
-        let s3 = s3_client(&s3_url);
+        let s3 = s3_client_signing(
+            &s3_url,
+            &credentials.access_key_id,
+            &credentials.secret_access_key,
+        );
         if server == S3Server::Moto {
             create_bucket(&s3, BUCKET).await;
         }
@@ -122,37 +137,41 @@ impl Bench {
             .unwrap();
         let faults = Faults::default();
         let f = faults.clone();
-        let app = review_service::http::router(review.clone()).layer(axum::middleware::from_fn(
-            move |req: axum::extract::Request, next: axum::middleware::Next| {
-                let f = f.clone();
-                async move {
-                    let take = f
-                        .remaining
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
-                        .is_ok();
-                    if take {
-                        f.injected.fetch_add(1, Ordering::SeqCst);
-                        let status = StatusCode::from_u16(f.status.load(Ordering::SeqCst) as u16)
-                            .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
-                        let code = if status == StatusCode::TOO_MANY_REQUESTS {
-                            "ThrottlingException"
-                        } else {
-                            "ServiceUnavailable"
-                        };
-                        return (
-                            status,
-                            [
-                                ("x-amzn-ErrorType", code),
-                                ("content-type", "application/json"),
-                            ],
-                            format!("{{\"__type\":\"{code}\",\"message\":\"injected\"}}"),
-                        )
-                            .into_response();
+        let verifier = local_aws::sigv4::Verifier::new(credentials.clone(), "the bench's");
+        let app = review_service::http::router(review.clone(), verifier).layer(
+            axum::middleware::from_fn(
+                move |req: axum::extract::Request, next: axum::middleware::Next| {
+                    let f = f.clone();
+                    async move {
+                        let take = f
+                            .remaining
+                            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1))
+                            .is_ok();
+                        if take {
+                            f.injected.fetch_add(1, Ordering::SeqCst);
+                            let status =
+                                StatusCode::from_u16(f.status.load(Ordering::SeqCst) as u16)
+                                    .unwrap_or(StatusCode::SERVICE_UNAVAILABLE);
+                            let code = if status == StatusCode::TOO_MANY_REQUESTS {
+                                "ThrottlingException"
+                            } else {
+                                "ServiceUnavailable"
+                            };
+                            return (
+                                status,
+                                [
+                                    ("x-amzn-ErrorType", code),
+                                    ("content-type", "application/json"),
+                                ],
+                                format!("{{\"__type\":\"{code}\",\"message\":\"injected\"}}"),
+                            )
+                                .into_response();
+                        }
+                        next.run(req).await
                     }
-                    next.run(req).await
-                }
-            },
-        ));
+                },
+            ),
+        );
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let review_url = format!("http://{}", listener.local_addr().unwrap());
         let task = tokio::spawn(async move {
@@ -169,6 +188,7 @@ impl Bench {
             review_url,
             flow_arn,
             faults,
+            credentials,
             _review_task: task,
         }
     }
@@ -272,9 +292,7 @@ listen = "127.0.0.1:{metrics_port}"
         command
             .args(["run", "--config"])
             .arg(config)
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
-            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .envs(self.credentials.env())
             .env_remove("RUST_LOG");
         if let Some(filter) = filter {
             command.env("RUST_LOG", filter);
@@ -351,19 +369,20 @@ listen = "127.0.0.1:{metrics_port}"
     }
 }
 
-/// Starts `cloud-relay object-store` on a free port over `dir/objects`, with bucket
-/// [`BUCKET`] and the `test`/`test` credentials the bench's clients sign with.
-fn start_object_store(dir: &Path) -> (String, ChildGuard) {
+/// Starts `local-aws object-store` on a free port over `dir/objects`, with bucket
+/// [`BUCKET`] and the key pair of `credentials` (the one the bench's clients sign with).
+/// (It was `cloud-relay object-store`, which moved to local-aws.)
+fn start_object_store(dir: &Path, credentials: &Path) -> (String, ChildGuard) {
     let port = test_support::free_port();
     let log = dir.join("object-store.log");
     let mut guard = spawn_with_log(
-        Command::new(env!("CARGO_BIN_EXE_cloud-relay"))
+        Command::new(test_support::workspace_bin("local-aws"))
             .args(["object-store", "--bucket", BUCKET, "--root"])
             .arg(dir.join("objects"))
             .arg("--listen")
             .arg(format!("127.0.0.1:{port}"))
-            .env("EDGE_A2I_S3_ACCESS_KEY", "test")
-            .env("EDGE_A2I_S3_SECRET_KEY", "test"),
+            .arg("--credentials")
+            .arg(credentials),
         &log,
     )
     .unwrap();

@@ -80,6 +80,7 @@ pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
     for (i, source) in config.sources.iter().enumerate() {
         check_source_paths(source).map_err(|e| at(format!("[[source]] #{}: {e}", i + 1)))?;
     }
+    crate::daemon::mqtt_login::load(&config.mqtt)?;
     println!("{}: ok", args.config.display());
     Ok(0)
 }

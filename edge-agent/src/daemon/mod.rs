@@ -23,6 +23,7 @@ mod disconnect;
 mod frames;
 mod jobs;
 mod mqtt;
+pub mod mqtt_login;
 mod prepare;
 pub mod serving;
 mod sources;
@@ -265,6 +266,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
     };
     let (stop_tx, stop_rx) = watch::channel(false);
     let device_name = device.as_str().to_string();
+    let login = mqtt_login::load(&config.mqtt)?;
     let driver = mqtt::MqttDriver {
         config: config.mqtt.clone(),
         device,
@@ -275,6 +277,7 @@ pub async fn run(config: AgentConfig, shutdown: impl Future<Output = ()>) -> any
         status: status.clone(),
         status_interval: config.device.status_interval,
         heartbeat: monitor.heartbeat(Task::Mqtt),
+        login,
         jobs: match protocol::jobs::JobsTopics::new(device_name.as_str()) {
             Ok(t) => Some(jobs::JobsClient::new(t, job_tx, report_rx)),
             Err(e) => {

@@ -48,6 +48,7 @@ use rumqttc::{Outgoing, TlsConfiguration, Transport};
 use tokio::sync::{watch, Notify};
 
 use super::jobs::JobsClient;
+use super::mqtt_login::MqttLogin;
 use super::prepare::{prepare, Prepared};
 use super::supervise::Heartbeat;
 use super::tracker::{DeliveryTracker, Sent};
@@ -83,6 +84,8 @@ pub struct MqttDriver {
     pub heartbeat: Heartbeat,
     /// AWS IoT Jobs for model updates (absent: the thing name is not a valid one).
     pub jobs: Option<JobsClient>,
+    /// `[mqtt] username` and the password from `password_file`, read at start.
+    pub login: Option<MqttLogin>,
 }
 
 /// The next report of the update worker; pending forever without Jobs.
@@ -140,6 +143,9 @@ impl MqttDriver {
             .set_last_will(will);
         if let Some(tls) = tls {
             o.set_transport(Transport::Tls(tls.clone()));
+        }
+        if let Some(login) = &self.login {
+            o.set_credentials(login.username.as_str(), login.password.as_str());
         }
         o
     }

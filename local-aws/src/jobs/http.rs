@@ -16,14 +16,15 @@
 //! execution's `statusDetails` (IoT shows them only per execution), so one call shows
 //! why devices FAILED or REJECTED; DescribeJob's `comment` says why an abort fired.
 //!
-//! Nothing is authenticated, so the API only answers requests whose `Host` is a
-//! loopback name and refuses any `Origin` that is not (a web page elsewhere cannot
-//! drive it from a browser, and DNS rebinding gets a 403).
+//! Requests must be signed (SigV4) with local mode's key pair ([`crate::sigv4`]), as
+//! IoT's API requires: `cloud-relay fleet` signs with the SDK's credentials chain, curl
+//! with `--aws-sigv4 aws:amz:us-east-1:iot --user KEY:SECRET`. The
+//! [`crate::http_guard`] in front of it refuses foreign `Host`s and `Origin`s.
 
 use axum::body::Bytes;
-use axum::extract::{Path, Query, Request, State};
-use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
-use axum::middleware::{self, Next};
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderValue, StatusCode};
+use axum::middleware;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, put};
 use axum::Router;
@@ -34,6 +35,7 @@ use super::config::{AbortConfig, RolloutConfig};
 use super::service::{now_ms, Jobs};
 use super::state::{Execution, Job, JobsError, NewJob};
 use crate::review_service::wire::{parse_body, ApiError};
+use crate::sigv4::Verifier;
 
 /// What ARNs are made of.
 #[derive(Debug, Clone)]
@@ -48,7 +50,7 @@ struct Api {
     id: ApiIdentity,
 }
 
-pub fn router(jobs: Jobs, id: ApiIdentity) -> Router {
+pub fn router(jobs: Jobs, id: ApiIdentity, verifier: std::sync::Arc<Verifier>) -> Router {
     Router::new()
         .route("/jobs", get(list_jobs))
         .route("/jobs/{job_id}", put(create_job).get(describe_job))
@@ -62,49 +64,11 @@ pub fn router(jobs: Jobs, id: ApiIdentity) -> Router {
                 "no such operation",
             )
         })
-        .layer(middleware::from_fn(loopback_only))
+        .layer(middleware::from_fn_with_state(
+            verifier,
+            crate::sigv4::require_signature,
+        ))
         .with_state(Api { jobs, id })
-}
-
-/// Whether a `Host` or `Origin` host part names this machine.
-fn is_loopback_host(host: &str) -> bool {
-    let name = if let Some(rest) = host.strip_prefix('[') {
-        rest.split(']').next().unwrap_or("")
-    } else {
-        host.rsplit_once(':').map_or(host, |(h, _)| h)
-    };
-    name.eq_ignore_ascii_case("localhost")
-        || name
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback())
-}
-
-fn loopback_request(headers: &HeaderMap) -> Result<(), String> {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    if !is_loopback_host(host) {
-        return Err(format!("Host {host:?} is not a loopback name"));
-    }
-    if let Some(origin) = headers.get(header::ORIGIN) {
-        let o = origin.to_str().unwrap_or("");
-        let host = o
-            .strip_prefix("http://")
-            .or_else(|| o.strip_prefix("https://"))
-            .unwrap_or("");
-        if !is_loopback_host(host) {
-            return Err(format!("cross-site Origin {o:?} refused"));
-        }
-    }
-    Ok(())
-}
-
-async fn loopback_only(req: Request, next: Next) -> Response {
-    match loopback_request(req.headers()) {
-        Ok(()) => next.run(req).await,
-        Err(m) => ApiError::new(StatusCode::FORBIDDEN, "AccessDeniedException", m).into_response(),
-    }
 }
 
 fn api_error(e: JobsError) -> ApiError {
@@ -449,39 +413,4 @@ async fn describe_execution(
         )))
     })?;
     Ok(ok(json!({ "execution": execution })))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn only_loopback_hosts_and_origins_pass() {
-        for ok in [
-            "localhost:8090",
-            "127.0.0.1:1",
-            "[::1]:80",
-            "LOCALHOST",
-            "127.0.0.1",
-        ] {
-            assert!(is_loopback_host(ok), "{ok}");
-        }
-        for bad in [
-            "evil.example:8090",
-            "10.0.0.1:80",
-            "",
-            "localhost.evil.example",
-        ] {
-            assert!(!is_loopback_host(bad), "{bad}");
-        }
-        let mut h = HeaderMap::new();
-        h.insert(header::HOST, "127.0.0.1:8090".parse().unwrap());
-        assert!(loopback_request(&h).is_ok());
-        h.insert(header::ORIGIN, "http://localhost:3000".parse().unwrap());
-        assert!(loopback_request(&h).is_ok());
-        h.insert(header::ORIGIN, "https://evil.example".parse().unwrap());
-        assert!(loopback_request(&h).unwrap_err().contains("cross-site"));
-        h.insert(header::ORIGIN, "null".parse().unwrap());
-        assert!(loopback_request(&h).is_err());
-    }
 }

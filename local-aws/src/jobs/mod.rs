@@ -11,7 +11,8 @@
 //! - [`state`]: the service as a pure state machine (time passed in), unit-tested;
 //! - [`service`]: the shared handle that persists the state (JSON, write-rename-fsync)
 //!   and the MQTT adapter (a rumqttc client of the broker, a tick every second);
-//! - [`http`]: the axum control API.
+//! - [`http`]: the axum control API, SigV4-signed requests only (what `cloud-relay
+//!   fleet` sends, signing for service `iot`).
 
 pub mod config;
 pub mod http;
@@ -30,19 +31,18 @@ pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 8091))
 }
 
-/// Serves the control API on `listener` until `shutdown` completes.
+/// Serves the control API on `listener`, behind the [`crate::http_guard`] and taking
+/// requests signed for `verifier`, until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     jobs: Jobs,
     id: ApiIdentity,
+    verifier: std::sync::Arc<crate::sigv4::Verifier>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the Jobs control API listens beyond loopback; it does not authenticate requests");
-        }
-    }
-    axum::serve(listener, http::router(jobs, id))
+    let port = listener.local_addr()?.port();
+    let app = crate::http_guard::protect(http::router(jobs, id, verifier), port);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

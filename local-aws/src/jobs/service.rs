@@ -297,10 +297,12 @@ async fn publish_changes(jobs: &Jobs, client: &AsyncClient) {
 pub async fn run_mqtt(
     jobs: Jobs,
     broker: SocketAddr,
+    login: crate::credentials::MqttLogin,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) {
     let mut options = MqttOptions::new(CLIENT_ID, broker.ip().to_string(), broker.port());
     options.set_keep_alive(Duration::from_secs(30));
+    options.set_credentials(login.username, login.password);
     options.set_max_packet_size(
         crate::broker::DEFAULT_MAX_PACKET_SIZE,
         crate::broker::DEFAULT_MAX_PACKET_SIZE,

@@ -3,8 +3,11 @@
 //! it with the same `aws-sdk-s3` code it uses against S3, only with an endpoint URL
 //! (and path-style addressing), and presigned GET URLs work as they do on S3.
 //!
-//! Requests must be signed (SigV4, headers or presigned query) with the configured
-//! access key; `s3s` verifies the signatures. In-process users (the reviewer page
+//! Requests must be signed (SigV4, headers or presigned query) with local mode's key
+//! pair ([`crate::credentials`]); `s3s` verifies the signatures, with AWS's 15-minute
+//! clock-skew window, and answers S3's own errors (`AccessDenied` "Signature is
+//! required", `InvalidAccessKeyId`, `SignatureDoesNotMatch`, `RequestTimeTooSkewed`).
+//! The [`crate::http_guard`] in front refuses foreign `Host`s and `Origin`s. In-process users (the reviewer page
 //! reading frames, [`OutputSink`] writing output.json) use the [`DirStore`] directly:
 //! same files, same atomic writes.
 
@@ -25,6 +28,7 @@ pub use dir::{
 };
 pub use s3::DirS3;
 
+use crate::credentials::Credentials;
 use crate::review_service::output::{OutputKey, OutputSink, OutputSinkError, PutFuture};
 
 /// Everything `local-aws object-store` needs.
@@ -33,24 +37,14 @@ pub struct ObjectStoreConfig {
     pub root: PathBuf,
     /// Loopback by default; port 0 picks a free one.
     pub listen: SocketAddr,
-    pub access_key: String,
-    pub secret_key: String,
+    /// The only key pair requests may be signed with.
+    pub credentials: Credentials,
     /// Buckets created at start if missing.
     pub buckets: Vec<String>,
 }
 
 pub fn default_listen() -> SocketAddr {
     SocketAddr::from(([127, 0, 0, 1], 9000))
-}
-
-/// Local mode's well-known credentials: the store listens on loopback only, and the
-/// relay's local configuration names the same pair.
-pub fn default_access_key() -> String {
-    "edge-a2i-local".to_owned()
-}
-
-pub fn default_secret_key() -> String {
-    "edge-a2i-local-secret".to_owned()
 }
 
 impl ObjectStoreConfig {
@@ -64,11 +58,31 @@ impl ObjectStoreConfig {
     }
 }
 
-/// The S3 service over `store`, accepting requests signed with the given key pair.
-pub fn s3_service(store: DirStore, access_key: &str, secret_key: &str) -> s3s::service::S3Service {
+/// The S3 service over `store`, accepting requests signed with `credentials` only.
+pub fn s3_service(store: DirStore, credentials: &Credentials) -> s3s::service::S3Service {
     let mut b = s3s::service::S3ServiceBuilder::new(DirS3::new(store));
-    b.set_auth(s3s::auth::SimpleAuth::from_single(access_key, secret_key));
+    b.set_auth(OneKey(credentials.clone()));
     b.build()
+}
+
+/// The one key pair `s3s` verifies signatures against. (`s3s::auth::SimpleAuth` answers
+/// an unknown key id with `NotSignedUp`; S3 says `InvalidAccessKeyId`, as here.)
+struct OneKey(Credentials);
+
+#[async_trait::async_trait]
+impl s3s::auth::S3Auth for OneKey {
+    async fn get_secret_key(&self, access_key: &str) -> s3s::S3Result<s3s::auth::SecretKey> {
+        if crate::credentials::constant_time_eq(access_key, &self.0.access_key_id) {
+            Ok(s3s::auth::SecretKey::from(
+                self.0.secret_access_key.as_str(),
+            ))
+        } else {
+            Err(s3s::s3_error!(
+                InvalidAccessKeyId,
+                "The AWS Access Key Id you provided does not exist in our records: {access_key:?} is not local mode's"
+            ))
+        }
+    }
 }
 
 /// An axum router that hands every request to `service`.
@@ -87,18 +101,15 @@ pub fn router(service: s3s::service::S3Service) -> axum::Router {
     })
 }
 
-/// Serves the S3 API on `listener` until `shutdown` completes.
+/// Serves the S3 API on `listener`, behind the [`crate::http_guard`], until `shutdown`
+/// completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: s3s::service::S3Service,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "the local object store listens beyond loopback");
-        }
-    }
-    axum::serve(listener, router(service))
+    let port = listener.local_addr()?.port();
+    axum::serve(listener, crate::http_guard::protect(router(service), port))
         .with_graceful_shutdown(shutdown)
         .await
 }

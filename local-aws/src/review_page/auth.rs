@@ -9,6 +9,8 @@ use axum::http::{header, HeaderMap, StatusCode};
 use axum::middleware::Next;
 use axum::response::{Html, IntoResponse, Response};
 
+use crate::credentials::constant_time_eq as same;
+
 pub const COOKIE: &str = "ea2i_review_token";
 
 /// 128 random bits, hex.
@@ -30,15 +32,6 @@ pub fn validate_token(token: &str) -> Result<(), String> {
         return Err("the reviewer page token may hold only letters, digits, '-' and '_'".into());
     }
     Ok(())
-}
-
-fn same(a: &str, b: &str) -> bool {
-    // Constant time in the length of the expected token.
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
 }
 
 fn query_token(query: Option<&str>) -> Option<&str> {

@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
-use axum::http::{header, StatusCode};
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{header, StatusCode, Uri};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use axum::Json;
 use protocol::a2i::{DEFAULT_ANSWER_FIELD, NONE_OF_THESE};
 use serde::{Deserialize, Serialize};
@@ -19,6 +19,14 @@ use crate::review_service::store::LoopError;
 use crate::review_service::{HumanAnswer, HumanLoop, HumanLoopStatus, OutputKey, ServiceError};
 
 type St = State<Arc<PageState>>;
+
+/// `GET /`: the page lives at `/review`; a `?token=` goes along.
+pub(super) async fn root(uri: Uri) -> Redirect {
+    match uri.query() {
+        Some(q) => Redirect::to(&format!("/review?{q}")),
+        None => Redirect::to("/review"),
+    }
+}
 
 pub(super) async fn page() -> Html<&'static str> {
     Html(include_str!("assets/index.html"))
@@ -101,6 +109,9 @@ pub(super) struct Task {
     device_id: Option<String>,
     model_version: Option<String>,
     event_id: Option<String>,
+    /// The frame's file name: the device's `source` (folder mode), else the last
+    /// segment of its `taskObject` key.
+    file: Option<String>,
     created: String,
     flow: String,
     answers: usize,
@@ -154,6 +165,8 @@ fn task_of(l: &HumanLoop, answers: usize, needed: usize) -> Task {
         device_id: text("device_id"),
         model_version: text("model_version"),
         event_id: text("event_id"),
+        file: text("source")
+            .or_else(|| text("taskObject").and_then(|u| u.rsplit('/').next().map(str::to_owned))),
         created: crate::review_service::http::iso8601(l.creation_time),
         flow: l.flow_definition_name.clone(),
         answers,

@@ -1,14 +1,17 @@
 //! The reviewer web page of local mode, served by the review service's own axum app
 //! (one origin: page, JSON, images). Reviewers see the human loops in progress, oldest
 //! first: the full-size frame, the model's suggestion and top-k scores, the label
-//! choices plus "none of these" (keys 1-9/0 and n, Enter submits, s skips) and how
-//! many are done and left. Submitting calls [`ReviewService::complete_loop`], which
+//! choices plus "none of these" and how many are done and left. Keys: a label's number
+//! (two digits in quick succession for 10 and up), `/` to filter the labels by name,
+//! n for none of these, Enter submits, s skips. The frame's file name is shown with it;
+//! the queue scrolls inside its panel; below 1000 px the page is one scrolling column. Submitting calls [`ReviewService::complete_loop`], which
 //! writes `output.json` in A2I's layout, so the relay collects it as it would from A2I.
 //! When a flow asks for several reviewers (`HumanLoopConfig.TaskCount`), answers from
 //! distinct reviewers are kept in an [`AnswerBook`] until the last one arrives.
 //!
 //! | method + path | what |
 //! |---|---|
+//! | `GET /` | a redirect to `/review` (with its query) |
 //! | `GET /review` | the page (`?token=` once; then a cookie) |
 //! | `GET /review/assets/{review.css,review.js}` | its style and script, embedded in the binary |
 //! | `GET /review/api/queue?reviewer=R` | loops waiting for R, and progress |
@@ -128,46 +131,32 @@ pub fn router(service: ReviewService, config: ReviewPageConfig) -> Result<Router
             config.token,
             auth::require_token,
         ))
-        .layer(axum::middleware::map_response(security_headers));
-    Ok(api)
+        .layer(axum::middleware::map_response(no_store));
+    // Outside the token check: `/?token=` must reach `/review` with its token.
+    Ok(Router::new().route("/", get(handlers::root)).merge(api))
 }
 
-async fn security_headers(mut resp: axum::response::Response) -> axum::response::Response {
-    let h = resp.headers_mut();
-    // Everything comes from this origin; nothing from the internet.
-    h.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static(
-            "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self'; \
-             connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'",
-        ),
-    );
-    h.insert(
-        header::REFERRER_POLICY,
-        HeaderValue::from_static("no-referrer"),
-    );
-    h.insert(
-        header::X_CONTENT_TYPE_OPTIONS,
-        HeaderValue::from_static("nosniff"),
-    );
-    h.entry(header::CACHE_CONTROL)
+/// The queue and the frames change under the page: nothing of it is cached. (The
+/// CSP, `nosniff` and the rest come from [`crate::http_guard`], for every service.)
+async fn no_store(mut resp: axum::response::Response) -> axum::response::Response {
+    resp.headers_mut()
+        .entry(header::CACHE_CONTROL)
         .or_insert(HeaderValue::from_static("no-store"));
     resp
 }
 
-/// The A2I API and the reviewer page on one listener, until `shutdown` completes.
+/// The A2I API (signed for `verifier`) and the reviewer page on one listener, behind
+/// the [`crate::http_guard`], until `shutdown` completes.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: ReviewService,
+    verifier: Arc<crate::sigv4::Verifier>,
     page: ReviewPageConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "review service listens beyond loopback; its A2I API does not authenticate requests");
-        }
-    }
-    let app = a2i_http::router(service.clone()).merge(router(service, page)?);
+    let port = listener.local_addr()?.port();
+    let app = a2i_http::router(service.clone(), verifier).merge(router(service, page)?);
+    let app = crate::http_guard::protect(app, port);
     axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await?;

@@ -16,9 +16,12 @@
 //! plus `message`: the AWS SDKs' error parsers (smithy-rs `parse_error_metadata`,
 //! botocore) read the header first and fall back to the body.
 //!
-//! SigV4: requests are accepted signed or not, and signatures are NOT verified. The
-//! service binds to loopback by default; anything reachable from other hosts must sit
-//! behind something that authenticates.
+//! SigV4: every route takes only requests signed with local mode's key pair
+//! ([`crate::sigv4`]); unsigned or otherwise signed ones get a 403 naming why. Task UI
+//! templates are served as inert `text/plain` with a sandboxing CSP: they are written
+//! by whoever holds the key, and must never run as a page on this origin.
+
+use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::{PathRejection, QueryRejection};
@@ -36,11 +39,13 @@ use super::control_api;
 use super::service::{ReviewService, ServiceError};
 use super::store::{HumanLoop, HumanLoopStatus, ListQuery, LoopError, SortOrder, StartRequest};
 use super::wire::{blocking, parse_body, request_id, required, ApiError};
+use crate::sigv4::Verifier;
 
 /// Request bodies up to this size: `InputContent` may be 3 MiB, escaped in JSON.
-const BODY_LIMIT: usize = 8 * 1024 * 1024;
+const BODY_LIMIT: usize = crate::sigv4::MAX_BODY;
 
-pub fn router(service: ReviewService) -> Router {
+/// The A2I runtime and control-plane routes, taking requests signed for `verifier`.
+pub fn router(service: ReviewService, verifier: Arc<Verifier>) -> Router {
     Router::new()
         .route("/", post(control_api::dispatch))
         .route("/human-loops", post(start_human_loop).get(list_human_loops))
@@ -60,6 +65,10 @@ pub fn router(service: ReviewService) -> Router {
         .route("/human-task-uis/{name}/template", get(task_ui_template))
         .fallback(unknown_operation)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(axum::middleware::from_fn_with_state(
+            verifier,
+            crate::sigv4::require_signature,
+        ))
         .with_state(service)
 }
 
@@ -321,8 +330,20 @@ async fn task_ui_template(
     let ui = service
         .describe_human_task_ui(&name)
         .map_err(|e| ApiError::new(StatusCode::NOT_FOUND, "ResourceNotFound", e.to_string()))?;
+    // Inert text: a browser shows the markup, never runs it (and the CSP sandbox would
+    // give any rendering a unique opaque origin without scripts besides).
     Ok((
-        [(header::CONTENT_TYPE, "text/html; charset=utf-8")],
+        [
+            (header::CONTENT_TYPE, "text/plain; charset=utf-8"),
+            (
+                header::CONTENT_SECURITY_POLICY,
+                "default-src 'none'; sandbox",
+            ),
+            (
+                header::CONTENT_DISPOSITION,
+                "attachment; filename=\"template.html\"",
+            ),
+        ],
         ui.template,
     )
         .into_response())

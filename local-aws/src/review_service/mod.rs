@@ -9,7 +9,11 @@
 //!   [`ReviewService::complete_loop`], the reviewer page's entry point, which writes
 //!   `output.json` through an [`OutputSink`];
 //! - [`http`] / [`control_api`]: axum, mapping HTTP to service calls and back, with
-//!   what both share (the AWS error shape, request ids) in [`wire`].
+//!   what both share (the AWS error shape, request ids) in [`wire`]; every request
+//!   signed with local mode's key pair ([`crate::sigv4`]), behind
+//!   [`crate::http_guard`].
+//!
+//! [`http_guard`]: crate::http_guard
 
 pub mod control_api;
 pub mod control_plane;
@@ -34,7 +38,7 @@ pub use store::{HumanLoop, HumanLoopStatus, HumanLoopStore};
 /// Everything `local-aws review-service` needs.
 #[derive(Debug, Clone)]
 pub struct ReviewServiceConfig {
-    /// Loopback by default: requests are not authenticated (SigV4 is not verified).
+    /// Loopback by default (the `Host` guard admits loopback names only).
     pub listen: SocketAddr,
     pub state_dir: PathBuf,
     /// Root of the local object store: output.json goes to `<output_dir>/<bucket>/<key>`.
@@ -100,19 +104,18 @@ impl ReviewServiceConfig {
     }
 }
 
-/// Serves the A2I + control-plane API on `listener` until `shutdown` completes, then
-/// finishes the requests in flight. Every accepted change is already on disk.
+/// Serves the A2I + control-plane API on `listener`, behind the [`http_guard`] and
+/// taking requests signed for `verifier`, until `shutdown` completes; then finishes the
+/// requests in flight. Every accepted change is already on disk.
 pub async fn serve(
     listener: tokio::net::TcpListener,
     service: ReviewService,
+    verifier: Arc<crate::sigv4::Verifier>,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    if let Ok(addr) = listener.local_addr() {
-        if !addr.ip().is_loopback() {
-            tracing::warn!(%addr, "review service listens beyond loopback; it does not authenticate requests");
-        }
-    }
-    axum::serve(listener, http::router(service))
+    let port = listener.local_addr()?.port();
+    let app = crate::http_guard::protect(http::router(service, verifier), port);
+    axum::serve(listener, app)
         .with_graceful_shutdown(shutdown)
         .await
 }

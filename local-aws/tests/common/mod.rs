@@ -1,28 +1,74 @@
-//! What the local-mode tests that drive the operator commands share: the workspace's
-//! binaries, signed copies of the shipped model, and local mode's S3 credentials.
+//! What the local-mode tests share: the workspace's binaries, signed copies of the
+//! shipped model, and clients that sign (SigV4) with local mode's credentials.
 
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use aws_credential_types::provider::SharedCredentialsProvider;
+use cloud_relay::aws_http::SignedClient;
+use local_aws::credentials::{Credentials, LocalSecrets};
+
 /// The workspace root.
 pub fn repo() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
 
-/// The environment the operator commands need for local mode's object store.
-pub const LOCAL_CREDENTIALS: [(&str, &str); 3] = [
-    ("AWS_ACCESS_KEY_ID", "edge-a2i-local"),
-    ("AWS_SECRET_ACCESS_KEY", "edge-a2i-local-secret"),
-    ("AWS_EC2_METADATA_DISABLED", "true"),
-];
+/// The environment an operator command needs to sign with `credentials` (what
+/// `local-aws run` prints on its `credentials:` line).
+pub fn credentials_env(credentials: &Credentials) -> Vec<(&'static str, String)> {
+    credentials.env().to_vec()
+}
+
+/// The key pair local mode made in `state_dir` (`<state_dir>/credentials`).
+pub fn state_credentials(state_dir: &Path) -> Credentials {
+    LocalSecrets::load(&state_dir.join(local_aws::credentials::FILE_NAME))
+        .unwrap()
+        .aws
+}
+
+/// A client signing (SigV4) for `service` with `credentials`, as the relay does.
+pub fn signed_client(
+    endpoint: &str,
+    service: &'static str,
+    credentials: &Credentials,
+) -> SignedClient {
+    let provider = SharedCredentialsProvider::new(aws_credential_types::Credentials::new(
+        &credentials.access_key_id,
+        &credentials.secret_access_key,
+        None,
+        None,
+        "local-aws test",
+    ));
+    SignedClient::new(endpoint, "us-east-1", service, Some(provider)).unwrap()
+}
+
+/// One signed request: status and body.
+pub async fn signed(
+    endpoint: &str,
+    service: &'static str,
+    credentials: &Credentials,
+    method: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Vec<u8>,
+) -> (u16, Vec<u8>) {
+    let (parts, body) = signed_client(endpoint, service, credentials)
+        .send(method.parse().unwrap(), path, headers, body)
+        .await
+        .unwrap();
+    (parts.status.as_u16(), body.to_vec())
+}
+
+/// No extra environment, for [`run_bin`].
+pub const NO_ENV: &[(&str, &str)] = &[];
 
 /// Runs a workspace binary; panics with its output unless it succeeds.
-pub fn run_bin(name: &str, args: &[&str], env: &[(&str, &str)]) -> String {
+pub fn run_bin<V: AsRef<std::ffi::OsStr>>(name: &str, args: &[&str], env: &[(&str, V)]) -> String {
     let out = Command::new(test_support::workspace_bin(name))
         .args(args)
-        .envs(env.iter().copied())
+        .envs(env.iter().map(|(k, v)| (k, v)))
         .env("RUST_LOG", "warn")
         .output()
         .unwrap();
@@ -72,6 +118,6 @@ pub fn signed_model(
     if let Some(v) = rollback_of {
         args.extend(["--rollback-of", v]);
     }
-    run_bin("edge-agent", &args, &[]);
+    run_bin("edge-agent", &args, NO_ENV);
     out.join(format!("dogs-mobilenetv2-{version}.tar"))
 }

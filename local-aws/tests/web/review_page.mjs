@@ -3,45 +3,17 @@
 // local-aws/tests/local_review_page.rs with:
 //   REVIEW_URL   the page URL with its token (as local-aws prints it)
 //   PLAN         JSON list of steps, one per frame in queue order:
-//                {"click": "<label>"} | {"key": "<1-9|0|n>"} | {"skip": true}
+//                {"click": "<label>"} | {"key": "<digit|n>"} | {"skip": true}
 //   SCREENSHOT   where to save the screenshot of the page mid-review (PNG)
 // Prints one JSON line: [{"loop": "<name>", "label": "<label>"|null}, ...] and exits 0,
 // or prints the failure and exits 1.
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
-import { join } from "node:path";
-import { chromium } from "playwright-core";
+import { fail, withBrowser } from "./browser.mjs";
 
 const url = process.env.REVIEW_URL;
 const plan = JSON.parse(process.env.PLAN || "[]");
 const screenshot = process.env.SCREENSHOT;
-const STEP_TIMEOUT = 15000;
 
-function fail(msg) {
-  throw new Error(msg);
-}
-
-const profile = mkdtempSync(join(tmpdir(), "ea2i-chromium-"));
-let context;
-try {
-  context = await chromium.launchPersistentContext(profile, {
-    executablePath: process.env.CHROMIUM || "/usr/bin/chromium",
-    headless: true,
-    args: ["--no-sandbox", "--disable-background-networking", "--disable-component-update", "--disable-gpu"],
-    viewport: { width: 1440, height: 900 },
-    timeout: 30000,
-  });
-  const page = context.pages()[0] || (await context.newPage());
-  page.setDefaultTimeout(STEP_TIMEOUT);
-  // Nothing may come from anywhere but the page's own origin.
-  const origin = new URL(url).origin;
-  const foreign = [];
-  page.on("request", (r) => {
-    if (!r.url().startsWith(origin) && !r.url().startsWith("data:")) foreign.push(r.url());
-  });
-  const pageErrors = [];
-  page.on("pageerror", (e) => pageErrors.push(String(e)));
-
+await withBrowser(url, { width: 1440, height: 900 }, async (page) => {
   await page.goto(url);
   if (new URL(page.url()).search.includes("token=")) fail("the token stayed in the address bar");
   await page.waitForSelector("#queue-list li");
@@ -97,13 +69,5 @@ try {
   if (screenshot) {
     await page.screenshot({ path: screenshot.replace(/\.png$/, "-done.png") });
   }
-  if (foreign.length) fail(`requests left the page's origin: ${foreign.join(", ")}`);
-  if (pageErrors.length) fail(`script errors on the page: ${pageErrors.join("; ")}`);
-  console.log(JSON.stringify(results));
-} catch (e) {
-  console.error(`reviewer page test failed: ${e.stack || e}`);
-  process.exitCode = 1;
-} finally {
-  if (context) await context.close().catch(() => {});
-  rmSync(profile, { recursive: true, force: true });
-}
+  return results;
+});

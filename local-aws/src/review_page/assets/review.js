@@ -3,7 +3,10 @@
 "use strict";
 
 const $ = (id) => document.getElementById(id);
-const state = { items: [], current: null, selected: null, shownAt: 0, busy: false };
+const state = { items: [], current: null, selected: null, shownAt: 0, busy: false, digits: "", digitsAt: 0 };
+// Labels are numbered from 1; a second digit typed within this many ms extends the
+// first (1 then 7 picks label 17).
+const TWO_DIGIT_MS = 1000;
 
 function reviewer() {
   return $("reviewer").value.trim() || "reviewer";
@@ -63,7 +66,7 @@ function renderQueue() {
     label.textContent = item.suggestion || "(no suggestion)";
     const sub = document.createElement("div");
     sub.className = "q-sub";
-    sub.textContent = [item.device_id, item.created.slice(11, 19)].filter(Boolean).join(" · ");
+    sub.textContent = [item.file || item.device_id, item.created.slice(11, 19)].filter(Boolean).join(" · ");
     text.append(label, sub);
     li.append(img, text);
     li.addEventListener("click", () => show(item));
@@ -82,7 +85,9 @@ function choiceButton(label, key, isNone, suggestion) {
   k.className = "key";
   k.textContent = key || " ";
   const name = document.createElement("span");
+  name.className = "name";
   name.textContent = label;
+  name.title = label;
   b.append(k, name);
   if (label === suggestion) {
     const tag = document.createElement("span");
@@ -101,7 +106,7 @@ function show(item) {
   $("frame").src = item.image_url;
   $("frame").alt = `Frame ${item.event_id || item.name}`;
   $("meta").replaceChildren(
-    ...[["device", item.device_id], ["model", item.model_version && "v" + item.model_version], ["created", item.created.replace("T", " ").replace(/\..*/, " UTC")], ["loop", item.name]]
+    ...[["file", item.file], ["device", item.device_id], ["model", item.model_version && "v" + item.model_version], ["created", item.created.replace("T", " ").replace(/\..*/, " UTC")], ["loop", item.name]]
       .filter(([, v]) => v)
       .flatMap(([k, v], i) => {
         const b = document.createElement("b");
@@ -137,11 +142,12 @@ function show(item) {
       return li;
     })
   );
-  const keys = ["1", "2", "3", "4", "5", "6", "7", "8", "9", "0"];
   $("choices").replaceChildren(
-    ...item.choices.map((c, i) => choiceButton(c, keys[i], false, item.suggestion)),
+    ...item.choices.map((c, i) => choiceButton(c, String(i + 1), false, item.suggestion)),
     choiceButton(item.none_label, "N", true, null)
   );
+  $("filter").value = "";
+  state.digits = "";
   $("needed").textContent = item.needed > 1
     ? `This frame needs ${item.needed} reviewers; ${item.answers} answered so far.`
     : "";
@@ -177,7 +183,7 @@ async function refresh(keepCurrent) {
 async function submit() {
   if (!state.current || state.busy) return;
   if (!state.selected) {
-    setStatus("Pick a label first (1–9, 0 or N).", "error");
+    setStatus("Pick a label first (its number, / to filter, or N).", "error");
     return;
   }
   state.busy = true;
@@ -216,13 +222,39 @@ async function skip() {
   }
 }
 
+// A digit picks the label of that number; a second digit soon after extends it
+// (labels 10 and up), as long as such a label exists.
+function typeDigit(k) {
+  const n = state.current.choices.length;
+  const now = performance.now();
+  const extended = state.digits + k;
+  state.digits = state.digits && now - state.digitsAt < TWO_DIGIT_MS && Number(extended) <= n ? extended : k;
+  state.digitsAt = now;
+  const i = Number(state.digits);
+  if (i >= 1 && i <= n) select(state.current.choices[i - 1]);
+}
+
+// Type-to-filter: only the labels containing the text stay; one left is selected.
+function filterChoices() {
+  const words = $("filter").value.trim().toLowerCase().replace(/[_\s]+/g, " ");
+  const shown = [];
+  for (const b of $("choices").children) {
+    const name = b.dataset.label.toLowerCase().replace(/_/g, " ");
+    b.hidden = !!words && !name.includes(words);
+    if (!b.hidden) shown.push(b.dataset.label);
+  }
+  if (words && shown.length === 1) select(shown[0]);
+  return shown;
+}
+
 document.addEventListener("keydown", (ev) => {
   if (ev.target instanceof HTMLInputElement || ev.ctrlKey || ev.metaKey || ev.altKey) return;
   if (!state.current) return;
   const k = ev.key.toLowerCase();
   if (/^[0-9]$/.test(k)) {
-    const i = k === "0" ? 9 : Number(k) - 1;
-    if (i < state.current.choices.length) select(state.current.choices[i]);
+    typeDigit(k);
+  } else if (k === "/") {
+    $("filter").focus();
   } else if (k === "n") {
     select(state.current.none_label);
   } else if (k === "enter") {
@@ -244,6 +276,20 @@ function init() {
   });
   input.addEventListener("keydown", (ev) => {
     if (ev.key === "Enter") input.blur();
+  });
+  const filter = $("filter");
+  filter.addEventListener("input", filterChoices);
+  filter.addEventListener("keydown", (ev) => {
+    if (ev.key === "Enter") {
+      const shown = filterChoices();
+      if (shown.length) select(shown[0]);
+      filter.blur();
+      ev.preventDefault();
+    } else if (ev.key === "Escape") {
+      filter.value = "";
+      filterChoices();
+      filter.blur();
+    }
   });
   $("submit").addEventListener("click", submit);
   $("skip").addEventListener("click", skip);
