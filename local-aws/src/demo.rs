@@ -372,6 +372,7 @@ pub async fn run(
     let outcomes = progress::LatestOutcomes::default();
     let status_task = tokio::spawn(progress::watch_status(
         broker.v4_addr(),
+        secrets.mqtt.clone(),
         DEVICE_ID,
         outcomes.clone(),
         stopped(&services_rx),

@@ -99,10 +99,11 @@ pub(super) fn pending_in_inbox(inbox: &Path) -> usize {
 pub(super) type LatestOutcomes = Arc<Mutex<FrameOutcomes>>;
 
 /// Follows `device`'s retained status on the broker at `broker` until `shutdown`,
-/// keeping its `outcomes` in `latest`. An `offline` status (the agent's last will)
-/// keeps the last counts.
+/// keeping its `outcomes` in `latest`, logged in as local mode (the broker takes no
+/// one else). An `offline` status (the agent's last will) keeps the last counts.
 pub(super) async fn watch_status(
     broker: SocketAddr,
+    login: crate::credentials::MqttLogin,
     device: &str,
     latest: LatestOutcomes,
     shutdown: impl Future<Output = ()> + Send + 'static,
@@ -116,6 +117,7 @@ pub(super) async fn watch_status(
     };
     let mut options = MqttOptions::new("local-progress", broker.ip().to_string(), broker.port());
     options.set_keep_alive(Duration::from_secs(30));
+    options.set_credentials(login.username, login.password);
     let (client, mut eventloop) = AsyncClient::new(options, 16);
     tokio::pin!(shutdown);
     loop {
