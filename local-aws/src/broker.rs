@@ -65,7 +65,7 @@ impl Default for BrokerConfig {
             max_in_flight: 100,
             max_connections: 1000,
             connect_timeout: Duration::from_secs(10),
-            login: MqttLogin::generate(),
+            login: crate::credentials::generate_login(),
         }
     }
 }

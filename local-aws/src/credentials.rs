@@ -36,20 +36,7 @@ impl std::fmt::Debug for Credentials {
     }
 }
 
-/// The broker login kept beside the key pair.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MqttLogin {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for MqttLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttLogin")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
+pub use protocol::mqtt_login::MqttLogin;
 
 /// Everything the credentials file holds.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -130,13 +117,11 @@ impl Credentials {
     }
 }
 
-impl MqttLogin {
-    /// A fresh login: username `edge-a2i-local`, a 128-bit random password.
-    pub fn generate() -> Self {
-        Self {
-            username: "edge-a2i-local".to_owned(),
-            password: hex::encode(random(16)),
-        }
+/// A fresh broker login: username `edge-a2i-local`, a 128-bit random password.
+pub fn generate_login() -> MqttLogin {
+    MqttLogin {
+        username: "edge-a2i-local".to_owned(),
+        password: hex::encode(random(16)),
     }
 }
 
@@ -179,7 +164,7 @@ impl LocalSecrets {
             other => return other,
         }
         let aws = Credentials::generate();
-        let mqtt = MqttLogin::generate();
+        let mqtt = generate_login();
         let write_err = |source| CredentialsError::Write {
             path: path.to_owned(),
             source,

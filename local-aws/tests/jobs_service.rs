@@ -32,7 +32,12 @@ const DEADLINE: Duration = Duration::from_secs(20);
 /// This run's key pair and broker login (fresh random ones, as local mode makes).
 fn secrets() -> &'static (Credentials, MqttLogin) {
     static SECRETS: OnceLock<(Credentials, MqttLogin)> = OnceLock::new();
-    SECRETS.get_or_init(|| (Credentials::generate(), MqttLogin::generate()))
+    SECRETS.get_or_init(|| {
+        (
+            Credentials::generate(),
+            local_aws::credentials::generate_login(),
+        )
+    })
 }
 
 /// What a device does with a job it starts.

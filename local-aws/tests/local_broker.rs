@@ -13,7 +13,7 @@ use tokio::time::timeout;
 /// This run's broker login (a fresh random one, as local mode makes).
 fn login() -> &'static MqttLogin {
     static LOGIN: OnceLock<MqttLogin> = OnceLock::new();
-    LOGIN.get_or_init(MqttLogin::generate)
+    LOGIN.get_or_init(local_aws::credentials::generate_login)
 }
 
 fn free_ports() -> BrokerConfig {

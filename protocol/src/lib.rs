@@ -28,6 +28,7 @@ pub mod event;
 pub mod jobs;
 pub mod json;
 pub mod manifest;
+pub mod mqtt_login;
 pub mod mqtt_tls;
 pub mod package;
 pub mod reason;

@@ -9,20 +9,7 @@ use std::path::{Path, PathBuf};
 
 use crate::config::MqttSection;
 
-/// A username and its password.
-#[derive(Clone, PartialEq, Eq)]
-pub struct MqttLogin {
-    pub username: String,
-    pub password: String,
-}
-
-impl std::fmt::Debug for MqttLogin {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("MqttLogin")
-            .field("username", &self.username)
-            .finish_non_exhaustive()
-    }
-}
+pub use protocol::mqtt_login::MqttLogin;
 
 #[derive(Debug, thiserror::Error)]
 pub enum LoginError {
