@@ -5,7 +5,10 @@
 //! It keeps nothing across restarts: sessions, retained messages and queued QoS 1
 //! messages live in memory. That is the design, not a shortcut: the agent keeps every
 //! selected frame in its on-disk outbox until the relay's receipt arrives and resends
-//! after a timeout, so a broker restart costs a resend, never a frame.
+//! after a timeout, so a broker restart costs a resend, never a frame. For the same
+//! reason what it keeps is bounded ([`SEGMENT_SIZE`] x [`SEGMENT_COUNT`] per topic
+//! filter, [`BrokerConfig::max_in_flight`] per client): its memory stays flat however
+//! many events pass through.
 //!
 //! Lifecycle: the listeners and every connection run on a runtime owned by one
 //! thread; [`EmbeddedBroker::stop`] ends that runtime, which closes the listeners and
@@ -37,6 +40,18 @@ use crate::credentials::MqttLogin;
 
 /// IoT Core's message size limit (128 KiB), so local mode refuses what AWS would.
 pub const DEFAULT_MAX_PACKET_SIZE: usize = 128 * 1024;
+
+/// rumqttd appends every message it routes to an in-memory log per topic filter and
+/// drops a filter's oldest segment only when it has [`SEGMENT_COUNT`] full ones: the
+/// log is the broker's whole memory of routed messages. 4 segments of 2 MiB keep at
+/// most about 10 MiB per filter (16 of IoT Core's largest packets per segment), about
+/// 300 frames of 32 KiB for a subscriber that falls behind. One that falls further
+/// behind skips ahead (rumqttd logs a cursor jump), which costs a resend from the
+/// agent's outbox, never a frame. (rumqttd's default keeps up to 1 GiB per filter;
+/// local mode used 100 MiB x 10, and grew by every event it routed.)
+pub const SEGMENT_SIZE: usize = 2 * 1024 * 1024;
+/// See [`SEGMENT_SIZE`].
+pub const SEGMENT_COUNT: usize = 4;
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
@@ -164,8 +179,8 @@ impl EmbeddedBroker {
             RouterConfig {
                 max_connections: config.max_connections,
                 max_outgoing_packet_count: 200,
-                max_segment_size: 100 * 1024 * 1024,
-                max_segment_count: 10,
+                max_segment_size: SEGMENT_SIZE,
+                max_segment_count: SEGMENT_COUNT,
                 ..Default::default()
             },
         );

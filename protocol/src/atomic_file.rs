@@ -12,6 +12,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 /// Errors: the directory cannot be created or synced, the temp file written, or the
 /// rename done (a temp file may then be left, named `.NAME.tmp-PID-N`).
 pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    write_atomically_with(path, |w| w.write_all(bytes))
+}
+
+/// [`write_atomically`] for content produced by `write` (a serializer, say) into a
+/// buffered writer, so large content never needs a second copy in memory.
+pub fn write_atomically_with(
+    path: &Path,
+    write: impl FnOnce(&mut io::BufWriter<File>) -> io::Result<()>,
+) -> io::Result<()> {
     let dir = path.parent().ok_or_else(|| {
         io::Error::new(io::ErrorKind::InvalidInput, "path has no parent directory")
     })?;
@@ -25,8 +34,9 @@ pub fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
     static NEXT: AtomicU64 = AtomicU64::new(0);
     let unique = NEXT.fetch_add(1, Ordering::Relaxed);
     let tmp = dir.join(format!(".{file_name}.tmp-{}-{unique}", std::process::id()));
-    let mut f = File::create(&tmp)?;
-    f.write_all(bytes)?;
+    let mut w = io::BufWriter::new(File::create(&tmp)?);
+    write(&mut w)?;
+    let f = w.into_inner().map_err(io::IntoInnerError::into_error)?;
     f.sync_all()?;
     drop(f);
     std::fs::rename(&tmp, path)?;

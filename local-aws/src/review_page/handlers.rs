@@ -73,6 +73,15 @@ fn from_service(e: ServiceError) -> ApiError {
     ApiError(status, e.to_string())
 }
 
+/// Loop `name`'s `InputContent`, read on the blocking pool.
+async fn blocking_input(state: &PageState, name: &str) -> Result<String, ApiError> {
+    let (service, name) = (state.service.clone(), name.to_owned());
+    tokio::task::spawn_blocking(move || service.input_content(&name))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(from_service)
+}
+
 /// Reviewer names are worker ids in output.json: short and printable.
 fn reviewer(name: Option<&str>) -> Result<String, ApiError> {
     let name = name.map(str::trim).unwrap_or("");
@@ -118,8 +127,13 @@ pub(super) struct Task {
     needed: usize,
 }
 
-fn task_of(l: &HumanLoop, answers: usize, needed: usize) -> Task {
-    let input: Value = serde_json::from_str(&l.input_content).unwrap_or(Value::Null);
+/// Most loops one queue request describes (each reads its input from disk); the
+/// progress counts cover them all.
+const QUEUE_ITEMS: usize = 100;
+
+/// `input` is the loop's `InputContent`.
+fn task_of(l: &HumanLoop, input: &str, answers: usize, needed: usize) -> Task {
+    let input: Value = serde_json::from_str(input).unwrap_or(Value::Null);
     let text = |k: &str| input.get(k).and_then(Value::as_str).map(str::to_owned);
     let scores: Vec<Score> = input
         .get("scores")
@@ -197,6 +211,9 @@ pub(super) struct Progress {
     done: usize,
     /// Loops this reviewer can still answer, skipped ones included.
     left: usize,
+    /// Loops this reviewer can answer now (the queue; its first [`QUEUE_ITEMS`] are
+    /// listed).
+    queued: usize,
     skipped: usize,
     /// Loops this reviewer answered that wait for other reviewers.
     waiting_for_others: usize,
@@ -219,23 +236,41 @@ async fn queue_for(state: &PageState, who: &str) -> (Vec<Task>, Progress) {
         .cloned()
         .unwrap_or_default();
     let mut needs: HashMap<String, usize> = HashMap::new();
-    let (mut items, mut n_skipped, mut waiting) = (Vec::new(), 0, 0);
-    for l in &loops {
+    let (mut todo, mut queued, mut n_skipped, mut waiting) = (Vec::new(), 0, 0, 0);
+    for l in loops {
         if book.answered_by(&l.name, who) {
             waiting += 1;
         } else if skipped.contains(&l.name) {
             n_skipped += 1;
         } else {
-            let need = *needs
-                .entry(l.flow_definition_name.clone())
-                .or_insert_with(|| needed(state, &l.flow_definition_name));
-            items.push(task_of(l, book.count(&l.name), need));
+            queued += 1;
+            if todo.len() < QUEUE_ITEMS {
+                let need = *needs
+                    .entry(l.flow_definition_name.clone())
+                    .or_insert_with(|| needed(state, &l.flow_definition_name));
+                let answers = book.count(&l.name);
+                todo.push((l, answers, need));
+            }
         }
     }
+    drop(book);
+    let service = state.service.clone();
+    let items = tokio::task::spawn_blocking(move || {
+        todo.into_iter()
+            .filter_map(|(l, answers, need)| {
+                // A loop deleted meanwhile has no input any more: it left the queue.
+                let input = service.input_content(&l.name).ok()?;
+                Some(task_of(&l, &input, answers, need))
+            })
+            .collect::<Vec<_>>()
+    })
+    .await
+    .unwrap_or_default();
     let progress = Progress {
         reviewer: who.to_owned(),
         done,
-        left: items.len() + n_skipped,
+        left: queued + n_skipped,
+        queued,
         skipped: n_skipped,
         waiting_for_others: waiting,
     };
@@ -273,7 +308,11 @@ pub(super) async fn image(State(state): St, Path(name): Path<String>) -> Respons
         Ok(l) => l,
         Err(e) => return from_service(e).into_response(),
     };
-    let input: Value = serde_json::from_str(&l.input_content).unwrap_or(Value::Null);
+    let input = match blocking_input(&state, &l.name).await {
+        Ok(i) => i,
+        Err(e) => return e.into_response(),
+    };
+    let input: Value = serde_json::from_str(&input).unwrap_or(Value::Null);
     let Some(uri) = input.get("taskObject").and_then(Value::as_str) else {
         return bad(format!(
             "human loop {name:?} has no taskObject in its InputContent"
@@ -333,7 +372,8 @@ pub(super) async fn answer(
         ));
     }
     let need = needed(&state, &l.flow_definition_name);
-    let task = task_of(&l, 0, need);
+    let input = blocking_input(&state, &name).await?;
+    let task = task_of(&l, &input, 0, need);
     if body.label != NONE_OF_THESE && !task.choices.contains(&body.label) {
         return Err(bad(format!(
             "{:?} is not one of this loop's labels",

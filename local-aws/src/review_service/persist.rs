@@ -1,11 +1,18 @@
 //! Keeps the review service's state across restarts: a snapshot plus a journal.
 //!
-//! Why a journal rather than rewriting one state file per change: a human loop carries
-//! its `InputContent` (up to 3 MiB), so rewriting every loop on every StartHumanLoop
-//! costs O(all loops) per request, while appending one JSON line and `fdatasync`ing it
-//! costs O(one change). The journal is folded into `snapshot.json` (written to a temp
-//! file, fsynced, renamed, directory fsynced) when the state directory is opened and
-//! whenever it grows past [`COMPACT_AFTER`] entries.
+//! Why a journal rather than rewriting one state file per change: rewriting every
+//! loop on every StartHumanLoop costs O(all loops) per request, while appending one
+//! JSON line and `fdatasync`ing it costs O(one change). The journal is folded into
+//! `snapshot.json` (streamed to a temp file, fsynced, renamed, directory fsynced) when
+//! the state directory is opened and whenever it grows past [`COMPACT_AFTER`] entries.
+//!
+//! A loop's `InputContent` (up to 3 MiB) is neither journaled nor kept in memory: it
+//! is written to `inputs/<loop name>.json` (atomically) before the loop's Started event
+//! is journaled, read when the reviewer page or output.json needs it, and removed with
+//! the loop. So memory grows with a loop's small record only, not with its input; the
+//! answers live in output.json. Opening the directory moves inputs that an older
+//! version kept inline into their files, and removes input files of loops that were
+//! never journaled (a crash between the two writes).
 //!
 //! Crash safety: an event reaches the journal (fsynced) before the in-memory state
 //! changes and before the client gets its answer. Every event has a sequence number and
@@ -29,6 +36,7 @@ use super::store::{HumanLoopStore, LoopEvent};
 pub const COMPACT_AFTER: u64 = 1_000;
 const SNAPSHOT_FILE: &str = "snapshot.json";
 const JOURNAL_FILE: &str = "journal.jsonl";
+const INPUTS_DIR: &str = "inputs";
 const SNAPSHOT_VERSION: u32 = 1;
 
 /// Everything the review service knows.
@@ -147,8 +155,64 @@ impl StateDir {
             last_seq,
             entries_since_compaction: 0,
         };
+        for (name, input) in state.loops.take_legacy_inputs() {
+            this.write_input(&name, &input)?;
+        }
         this.compact(&state)?;
+        this.remove_orphan_inputs(&state)?;
         Ok((this, state))
+    }
+
+    /// Where loop `name`'s `InputContent` is kept.
+    pub fn input_path(dir: &Path, name: &str) -> PathBuf {
+        // Loop names are `[a-z0-9-]{1,63}` (checked before any loop exists).
+        dir.join(INPUTS_DIR).join(format!("{name}.json"))
+    }
+
+    /// Stores loop `name`'s `InputContent` (atomically, fsynced). Call before
+    /// journaling the loop's Started event.
+    pub fn write_input(&self, name: &str, input: &str) -> Result<(), PersistError> {
+        let path = Self::input_path(&self.dir, name);
+        write_atomically(&path, input.as_bytes()).map_err(io_err(&path))
+    }
+
+    /// Reads loop `name`'s `InputContent` from the state directory `dir`.
+    pub fn read_input(dir: &Path, name: &str) -> Result<String, PersistError> {
+        let path = Self::input_path(dir, name);
+        std::fs::read_to_string(&path).map_err(io_err(&path))
+    }
+
+    /// Removes a deleted loop's input; one left behind is removed at the next open.
+    pub fn remove_input(&self, name: &str) {
+        let path = Self::input_path(&self.dir, name);
+        if let Err(e) = std::fs::remove_file(&path) {
+            if e.kind() != io::ErrorKind::NotFound {
+                tracing::warn!(path = %path.display(), error = %e, "removing a deleted loop's input");
+            }
+        }
+    }
+
+    fn remove_orphan_inputs(&self, state: &ReviewState) -> Result<(), PersistError> {
+        let inputs = self.dir.join(INPUTS_DIR);
+        let entries = match std::fs::read_dir(&inputs) {
+            Ok(e) => e,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+            Err(e) => return Err(io_err(&inputs)(e)),
+        };
+        for entry in entries {
+            let entry = entry.map_err(io_err(&inputs))?;
+            let file = entry.file_name();
+            let known = file
+                .to_str()
+                .and_then(|f| f.strip_suffix(".json"))
+                .is_some_and(|name| state.loops.describe(name).is_ok());
+            if !known {
+                let path = entry.path();
+                tracing::info!(path = %path.display(), "removing the input of a loop that was never started");
+                std::fs::remove_file(&path).map_err(io_err(&path))?;
+            }
+        }
+        Ok(())
     }
 
     pub fn dir(&self) -> &Path {
@@ -193,8 +257,11 @@ impl StateDir {
             last_seq: self.last_seq,
             state,
         };
-        let bytes = serde_json::to_vec(&snap).expect("state always serializes");
-        write_atomically(&snap_path, &bytes).map_err(io_err(&snap_path))?;
+        // Streamed: no second copy of the state in memory while it is written.
+        write_atomically_with(&snap_path, |w| {
+            serde_json::to_writer(w, &snap).map_err(io::Error::other)
+        })
+        .map_err(io_err(&snap_path))?;
         let journal_path = self.dir.join(JOURNAL_FILE);
         write_atomically(&journal_path, b"").map_err(io_err(&journal_path))?;
         self.journal = open_append(&journal_path)?;
@@ -242,7 +309,7 @@ fn read_journal(path: &Path) -> Result<Vec<JournalEntry<ReviewEvent>>, PersistEr
     Ok(entries)
 }
 
-pub use protocol::atomic_file::write_atomically;
+pub use protocol::atomic_file::{write_atomically, write_atomically_with};
 
 #[cfg(test)]
 #[path = "persist_tests.rs"]

@@ -20,7 +20,7 @@ fn start(state: &ReviewState, name: &str) -> ReviewEvent {
     let ev = state
         .loops
         .check_start(
-            req,
+            &req,
             &flow(),
             format!("arn:{name}"),
             datetime!(2024-01-01 0:00 UTC),
@@ -176,4 +176,49 @@ fn compaction_is_wanted_after_many_appends() {
     assert!(!dir.wants_compaction());
     drop(dir);
     assert_eq!(StateDir::open(tmp.path()).unwrap().1, state);
+}
+
+#[test]
+fn inputs_kept_inline_by_an_older_version_move_to_their_files_on_open() {
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut dir, mut state) = StateDir::open(tmp.path()).unwrap();
+    let ev = start(&state, "a");
+    commit(&mut dir, &mut state, ev);
+    drop(dir);
+    // What the older version journaled: the loop with its input inline.
+    let path = tmp.path().join(JOURNAL_FILE);
+    let old = std::fs::read_to_string(&path).unwrap().replace(
+        r#""creation_time""#,
+        r#""input_content":"{\"taskObject\":\"s3://b/k.jpg\"}","creation_time""#,
+    );
+    std::fs::write(&path, old).unwrap();
+    std::fs::remove_file(tmp.path().join(SNAPSHOT_FILE)).unwrap();
+    std::fs::remove_dir_all(tmp.path().join(INPUTS_DIR)).ok();
+
+    let (_dir, reopened) = StateDir::open(tmp.path()).unwrap();
+    assert_eq!(
+        StateDir::read_input(tmp.path(), "a").unwrap(),
+        r#"{"taskObject":"s3://b/k.jpg"}"#
+    );
+    assert!(reopened.loops.iter().all(|l| l.legacy_input.is_none()));
+    let snapshot = std::fs::read_to_string(tmp.path().join(SNAPSHOT_FILE)).unwrap();
+    assert!(!snapshot.contains("taskObject"), "{snapshot}");
+}
+
+#[test]
+fn an_input_whose_loop_was_never_journaled_is_removed_on_open() {
+    // Crash after the input file was written, before the Started event was journaled.
+    let tmp = tempfile::tempdir().unwrap();
+    let (mut dir, mut state) = StateDir::open(tmp.path()).unwrap();
+    dir.write_input("kept", "{}").unwrap();
+    let ev = start(&state, "kept");
+    commit(&mut dir, &mut state, ev);
+    dir.write_input("orphan", "{}").unwrap();
+    drop(dir);
+    let (_dir, _) = StateDir::open(tmp.path()).unwrap();
+    assert!(StateDir::read_input(tmp.path(), "kept").is_ok());
+    assert!(matches!(
+        StateDir::read_input(tmp.path(), "orphan"),
+        Err(PersistError::Io { .. })
+    ));
 }

@@ -14,7 +14,9 @@ use super::control_plane::{name_from_arn, ControlError, FlowDefinition, HumanTas
 
 use super::output::{OutputKey, OutputSink, OutputSinkError};
 use super::persist::{PersistError, ReviewEvent, ReviewState, StateDir};
-use super::store::{FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, StartRequest};
+use super::store::{
+    FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, LoopEvent, StartRequest,
+};
 
 /// Who the local service pretends to be: ARNs are built from these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -68,6 +70,8 @@ pub struct ReviewService {
 
 struct Inner {
     identity: ServiceIdentity,
+    /// The state directory, for reading loop inputs without the lock.
+    state_dir: std::path::PathBuf,
     durable: Mutex<Durable>,
     sink: Arc<dyn OutputSink>,
     /// One completion at a time, so two submissions for one loop cannot interleave
@@ -78,6 +82,24 @@ struct Inner {
 struct Durable {
     state: ReviewState,
     dir: StateDir,
+}
+
+impl Durable {
+    /// Journals `event`, applies it, and compacts when the journal has grown.
+    fn record(&mut self, event: ReviewEvent) -> Result<(), ServiceError> {
+        self.dir.append(&event)?;
+        self.state.apply(&event);
+        if let ReviewEvent::Loop(LoopEvent::Deleted { name }) = &event {
+            self.dir.remove_input(name);
+        }
+        if self.dir.wants_compaction() {
+            if let Err(e) = self.dir.compact(&self.state) {
+                // The journal still holds everything; compaction is retried later.
+                tracing::warn!(error = %e, "compacting the review state failed");
+            }
+        }
+        Ok(())
+    }
 }
 
 impl ReviewService {
@@ -93,6 +115,7 @@ impl ReviewService {
         Ok(Self {
             inner: Arc::new(Inner {
                 identity,
+                state_dir: state_dir.to_owned(),
                 durable: Mutex::new(Durable { state, dir }),
                 sink,
                 completing: tokio::sync::Mutex::new(()),
@@ -122,19 +145,10 @@ impl ReviewService {
         check: impl FnOnce(&ReviewState) -> Result<Option<ReviewEvent>, ServiceError>,
     ) -> Result<(), ServiceError> {
         let mut guard = self.lock();
-        let d = &mut *guard;
-        let Some(event) = check(&d.state)? else {
+        let Some(event) = check(&guard.state)? else {
             return Ok(());
         };
-        d.dir.append(&event)?;
-        d.state.apply(&event);
-        if d.dir.wants_compaction() {
-            if let Err(e) = d.dir.compact(&d.state) {
-                // The journal still holds everything; compaction is retried later.
-                tracing::warn!(error = %e, "compacting the review state failed");
-            }
-        }
-        Ok(())
+        guard.record(event)
     }
 
     fn flow_target(&self, state: &ReviewState, flow_arn: &str) -> Result<FlowTarget, ServiceError> {
@@ -158,14 +172,24 @@ impl ReviewService {
         req: StartRequest,
     ) -> Result<String, ServiceError> {
         let arn = self.inner.identity.arn("human-loop", &req.name);
-        self.commit(|s| {
-            let flow = self.flow_target(s, flow_arn)?;
-            let ev = s
+        let mut guard = self.lock();
+        let flow = self.flow_target(&guard.state, flow_arn)?;
+        let ev =
+            guard
+                .state
                 .loops
-                .check_start(req, &flow, arn.clone(), OffsetDateTime::now_utc())?;
-            Ok(Some(ReviewEvent::Loop(ev)))
-        })?;
+                .check_start(&req, &flow, arn.clone(), OffsetDateTime::now_utc())?;
+        // The input first: a journaled loop always has it (one without a loop is
+        // removed at the next open).
+        guard.dir.write_input(&req.name, &req.input_content)?;
+        guard.record(ReviewEvent::Loop(ev))?;
         Ok(arn)
+    }
+
+    /// Loop `name`'s `HumanLoopInput.InputContent`, as its caller sent it.
+    pub fn input_content(&self, name: &str) -> Result<String, ServiceError> {
+        self.describe_human_loop(name)?;
+        Ok(StateDir::read_input(&self.inner.state_dir, name)?)
     }
 
     pub fn describe_human_loop(&self, name: &str) -> Result<HumanLoop, ServiceError> {
@@ -222,19 +246,22 @@ impl ReviewService {
         answers: Vec<HumanAnswer>,
     ) -> Result<String, ServiceError> {
         let _one_at_a_time = self.inner.completing.lock().await;
-        let (uri, doc) = self.read(|s| -> Result<_, ServiceError> {
+        let l = self.read(|s| -> Result<_, ServiceError> {
             s.loops.check_complete(name, answers.clone())?;
-            let l = s.loops.describe(name)?;
-            let input_content = serde_json::from_str(&l.input_content)
-                .unwrap_or_else(|_| serde_json::Value::String(l.input_content.clone()));
-            let doc = HumanLoopOutput {
-                flow_definition_arn: l.flow_definition_arn.clone(),
-                human_answers: answers.clone(),
-                human_loop_name: l.name.clone(),
-                input_content,
-            };
-            Ok((l.output_s3_uri.clone(), doc))
+            Ok(s.loops.describe(name)?.clone())
         })?;
+        let input = self.input_content(name)?;
+        let input_content =
+            serde_json::from_str(&input).unwrap_or(serde_json::Value::String(input));
+        let (uri, doc) = (
+            l.output_s3_uri,
+            HumanLoopOutput {
+                flow_definition_arn: l.flow_definition_arn,
+                human_answers: answers.clone(),
+                human_loop_name: l.name,
+                input_content,
+            },
+        );
         let key = OutputKey::from_s3_uri(&uri)?;
         let bytes = serde_json::to_vec_pretty(&doc).expect("output.json always serializes");
         self.inner.sink.put_output(&key, bytes).await?;

@@ -65,16 +65,18 @@ pub struct HumanLoop {
     pub status: HumanLoopStatus,
     #[serde(with = "time::serde::rfc3339")]
     pub creation_time: OffsetDateTime,
-    /// `HumanLoopInput.InputContent`: a JSON document, kept as the caller sent it.
-    pub input_content: String,
     pub content_classifiers: Vec<String>,
     /// Where A2I writes (and the reviewer page will write) this loop's `output.json`;
     /// fixed at creation because the path embeds the creation time.
     pub output_s3_uri: String,
     pub failure_reason: Option<String>,
     pub failure_code: Option<String>,
-    /// The reviewers' answers, once the loop is completed.
-    pub answers: Option<Vec<HumanAnswer>>,
+    /// `HumanLoopInput.InputContent` of a loop recorded by an older version, which kept
+    /// it here (and so in memory); the persistence layer moves it to the loop's input
+    /// file when it opens the state. New loops never carry it: their input (up to
+    /// 3 MiB) is a file from the start, and their answers are in output.json.
+    #[serde(default, rename = "input_content", skip_serializing)]
+    pub legacy_input: Option<String>,
 }
 
 /// What `StartHumanLoop` asks for (already parsed from the wire).
@@ -254,16 +256,18 @@ impl HumanLoopStore {
             .ok_or_else(|| LoopError::NotFound(name.to_owned()))
     }
 
+    /// The event carries the loop without its `InputContent`: the caller stores
+    /// `req.input_content` (see [`super::persist::StateDir::write_input`]).
     pub fn check_start(
         &self,
-        req: StartRequest,
+        req: &StartRequest,
         flow: &FlowTarget,
         loop_arn: String,
         now: OffsetDateTime,
     ) -> Result<LoopEvent, LoopError> {
         validate_loop_name(&req.name)?;
         if self.loops.contains_key(&req.name) {
-            return Err(LoopError::AlreadyExists(req.name));
+            return Err(LoopError::AlreadyExists(req.name.clone()));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&req.input_content) {
             return Err(LoopError::Invalid(format!(
@@ -283,17 +287,16 @@ impl HumanLoopStore {
         let creation_time = truncate_to_millis(now);
         Ok(LoopEvent::Started(Box::new(HumanLoop {
             output_s3_uri: output_uri(&flow.output_path, &flow.name, creation_time, &req.name),
-            name: req.name,
+            name: req.name.clone(),
             arn: loop_arn,
             flow_definition_arn: flow.arn.clone(),
             flow_definition_name: flow.name.clone(),
             status: HumanLoopStatus::InProgress,
             creation_time,
-            input_content: req.input_content,
-            content_classifiers: req.content_classifiers,
+            content_classifiers: req.content_classifiers.clone(),
             failure_reason: None,
             failure_code: None,
-            answers: None,
+            legacy_input: None,
         })))
     }
 
@@ -372,10 +375,11 @@ impl HumanLoopStore {
                     l.status = HumanLoopStatus::Stopped;
                 }
             }
-            LoopEvent::Completed { name, answers } => {
+            // The answers are journaled with the event and written to output.json
+            // before it; the store does not keep them.
+            LoopEvent::Completed { name, .. } => {
                 if let Some(l) = self.loops.get_mut(name) {
                     l.status = HumanLoopStatus::Completed;
-                    l.answers = Some(answers.clone());
                 }
             }
             LoopEvent::Deleted { name } => {
@@ -386,15 +390,14 @@ impl HumanLoopStore {
 
     pub fn start(
         &mut self,
-        req: StartRequest,
+        req: &StartRequest,
         flow: &FlowTarget,
         loop_arn: String,
         now: OffsetDateTime,
     ) -> Result<&HumanLoop, LoopError> {
-        let name = req.name.clone();
         let ev = self.check_start(req, flow, loop_arn, now)?;
         self.apply(&ev);
-        self.describe(&name)
+        self.describe(&req.name)
     }
 
     pub fn stop(&mut self, name: &str) -> Result<(), LoopError> {
@@ -415,6 +418,15 @@ impl HumanLoopStore {
         let ev = self.check_complete(name, answers)?;
         self.apply(&ev);
         Ok(self.describe(name)?.output_s3_uri.clone())
+    }
+
+    /// Takes the inputs that loops recorded by an older version still carry
+    /// ([`HumanLoop::legacy_input`]), as (loop name, `InputContent`).
+    pub fn take_legacy_inputs(&mut self) -> Vec<(String, String)> {
+        self.loops
+            .values_mut()
+            .filter_map(|l| Some((l.name.clone(), l.legacy_input.take()?)))
+            .collect()
     }
 
     /// `ListHumanLoops`: filter by flow definition and creation time, sort by creation

@@ -37,7 +37,7 @@ fn answer() -> HumanAnswer {
 fn store_with(loops: &[(&str, &str, OffsetDateTime)]) -> HumanLoopStore {
     let mut s = HumanLoopStore::default();
     for (name, flow_name, at) in loops {
-        s.start(req(name), &flow(flow_name), format!("arn:{name}"), *at)
+        s.start(&req(name), &flow(flow_name), format!("arn:{name}"), *at)
             .unwrap();
     }
     s
@@ -59,7 +59,7 @@ fn a_started_loop_is_in_progress_with_its_output_location_fixed() {
     let mut s = HumanLoopStore::default();
     let at = datetime!(2024-05-01 12:03:04.567891 UTC);
     let l = s
-        .start(req("loop-1"), &flow("flow"), "arn:l".into(), at)
+        .start(&req("loop-1"), &flow("flow"), "arn:l".into(), at)
         .unwrap();
     assert_eq!(l.status, HumanLoopStatus::InProgress);
     assert_eq!(
@@ -72,7 +72,7 @@ fn a_started_loop_is_in_progress_with_its_output_location_fixed() {
         "s3://bucket/a2i/flow/2024/05/01/12/03/04/loop-1/output.json"
     );
     assert_eq!(l.flow_definition_name, "flow");
-    assert!(l.answers.is_none());
+    assert!(l.legacy_input.is_none());
 }
 
 #[test]
@@ -83,7 +83,7 @@ fn starting_an_existing_name_is_a_conflict_and_changes_nothing() {
     again.input_content = "{}".into();
     assert_eq!(
         s.start(
-            again,
+            &again,
             &flow("other"),
             "arn:x".into(),
             T0 + Duration::hours(1)
@@ -117,7 +117,7 @@ fn names_follow_the_a2i_pattern() {
     }
     let mut s = HumanLoopStore::default();
     assert!(matches!(
-        s.start(req("Bad_Name"), &flow("f"), "arn".into(), T0),
+        s.start(&req("Bad_Name"), &flow("f"), "arn".into(), T0),
         Err(LoopError::InvalidName { .. })
     ));
     assert!(matches!(
@@ -133,7 +133,7 @@ fn input_content_must_be_json() {
     let mut r = req("a");
     r.input_content = "not json".into();
     assert!(matches!(
-        s.start(r, &flow("f"), "arn".into(), T0),
+        s.start(&r, &flow("f"), "arn".into(), T0),
         Err(LoopError::Invalid(_))
     ));
     assert!(s.is_empty());
@@ -142,14 +142,15 @@ fn input_content_must_be_json() {
 #[test]
 fn the_in_progress_quota_counts_only_loops_in_progress() {
     let mut s = HumanLoopStore::new(2);
-    s.start(req("a"), &flow("f"), "arn".into(), T0).unwrap();
-    s.start(req("b"), &flow("f"), "arn".into(), T0).unwrap();
+    s.start(&req("a"), &flow("f"), "arn".into(), T0).unwrap();
+    s.start(&req("b"), &flow("f"), "arn".into(), T0).unwrap();
     assert_eq!(
-        s.start(req("c"), &flow("f"), "arn".into(), T0).unwrap_err(),
+        s.start(&req("c"), &flow("f"), "arn".into(), T0)
+            .unwrap_err(),
         LoopError::QuotaExceeded { limit: 2 }
     );
     s.stop("a").unwrap();
-    s.start(req("c"), &flow("f"), "arn".into(), T0).unwrap();
+    s.start(&req("c"), &flow("f"), "arn".into(), T0).unwrap();
 }
 
 #[test]
@@ -212,7 +213,7 @@ fn a_deleted_name_can_be_started_again() {
     s.stop("a").unwrap();
     s.delete("a").unwrap();
     s.start(
-        req("a"),
+        &req("a"),
         &flow("f"),
         "arn".into(),
         T0 + Duration::minutes(1),
@@ -222,13 +223,12 @@ fn a_deleted_name_can_be_started_again() {
 }
 
 #[test]
-fn complete_records_the_answers_and_returns_the_output_location() {
+fn complete_marks_the_loop_completed_and_returns_the_output_location() {
     let mut s = store_with(&[("a", "f", T0)]);
     let uri = s.complete("a", vec![answer()]).unwrap();
     assert_eq!(uri, "s3://bucket/a2i/f/2024/05/01/12/00/00/a/output.json");
     let l = s.describe("a").unwrap();
     assert_eq!(l.status, HumanLoopStatus::Completed);
-    assert_eq!(l.answers.as_deref(), Some(&[answer()][..]));
     // Completed loops can be deleted, but not completed twice.
     assert!(matches!(
         s.complete("a", vec![answer()]),
@@ -263,7 +263,7 @@ fn check_does_not_change_the_store_until_the_event_is_applied() {
     let s = store_with(&[("a", "f", T0)]);
     let before = s.clone();
     let _ = s
-        .check_start(req("b"), &flow("f"), "arn".into(), T0)
+        .check_start(&req("b"), &flow("f"), "arn".into(), T0)
         .unwrap();
     let _ = s.check_stop("a").unwrap();
     let _ = s.check_complete("a", vec![answer()]).unwrap();
@@ -274,7 +274,7 @@ fn check_does_not_change_the_store_until_the_event_is_applied() {
 fn applying_an_event_twice_is_the_same_as_once() {
     let mut s = HumanLoopStore::default();
     let started = s
-        .check_start(req("a"), &flow("f"), "arn".into(), T0)
+        .check_start(&req("a"), &flow("f"), "arn".into(), T0)
         .unwrap();
     s.apply(&started);
     let stopped = s.check_stop("a").unwrap().unwrap();

@@ -51,7 +51,7 @@ function renderProgress(p) {
 function renderQueue() {
   const list = $("queue-list");
   list.replaceChildren();
-  $("queue-count").textContent = state.items.length;
+  $("queue-count").textContent = state.queued ?? state.items.length;
   for (const item of state.items) {
     const li = document.createElement("li");
     li.dataset.name = item.name;
@@ -166,6 +166,7 @@ function select(label) {
 async function refresh(keepCurrent) {
   const data = await api(`/review/api/queue?reviewer=${encodeURIComponent(reviewer())}`);
   state.items = data.items;
+  state.queued = data.progress.queued;
   renderProgress(data.progress);
   const empty = state.items.length === 0;
   document.querySelector(".layout").classList.toggle("is-empty", empty);
