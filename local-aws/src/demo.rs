@@ -414,11 +414,7 @@ pub async fn run(
         progress.outcomes = outcomes.lock().unwrap().clone();
         progress.set_classified(pending_in_inbox(&layout.inbox));
         (progress.loops, progress.reviewed) = service.read(|s| {
-            let done = s
-                .loops
-                .iter()
-                .filter(|l| l.status == review_service::HumanLoopStatus::Completed)
-                .count();
+            let done = s.loops.count(review_service::HumanLoopStatus::Completed);
             (s.loops.len(), done)
         });
         progress.rows = count_rows(&store, &rows_prefix);

@@ -221,12 +221,9 @@ pub(super) struct Progress {
 
 async fn queue_for(state: &PageState, who: &str) -> (Vec<Task>, Progress) {
     let loops = state.service.in_progress_loops();
-    let done = state.service.read(|s| {
-        s.loops
-            .iter()
-            .filter(|l| l.status == HumanLoopStatus::Completed)
-            .count()
-    });
+    let done = state
+        .service
+        .read(|s| s.loops.count(HumanLoopStatus::Completed));
     let book = state.book.lock().await;
     let skipped = state
         .skipped

@@ -18,6 +18,7 @@
 pub mod control_api;
 pub mod control_plane;
 pub mod http;
+mod loop_record;
 pub mod output;
 mod page_token;
 pub mod persist;

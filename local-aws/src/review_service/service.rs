@@ -193,7 +193,7 @@ impl ReviewService {
     }
 
     pub fn describe_human_loop(&self, name: &str) -> Result<HumanLoop, ServiceError> {
-        Ok(self.read(|s| s.loops.describe(name).cloned())?)
+        Ok(self.read(|s| s.loops.describe(name))?)
     }
 
     /// `ListHumanLoops`; `query.flow_definition_name` is filled in from `flow_arn`.
@@ -208,7 +208,7 @@ impl ReviewService {
             s.control.flow_definition(name)?;
             query.flow_definition_name = name.to_owned();
             let page = s.loops.list(&query)?;
-            Ok((page.loops.into_iter().cloned().collect(), page.next_token))
+            Ok((page.loops, page.next_token))
         })
     }
 
@@ -222,16 +222,7 @@ impl ReviewService {
 
     /// Loops waiting for a reviewer, oldest first (for the reviewer page).
     pub fn in_progress_loops(&self) -> Vec<HumanLoop> {
-        self.read(|s| {
-            let mut v: Vec<HumanLoop> = s
-                .loops
-                .iter()
-                .filter(|l| l.status == HumanLoopStatus::InProgress)
-                .cloned()
-                .collect();
-            v.sort_by(|a, b| (a.creation_time, &a.name).cmp(&(b.creation_time, &b.name)));
-            v
-        })
+        self.read(|s| s.loops.with_status(HumanLoopStatus::InProgress))
     }
 
     /// The reviewer page's entry point: writes `output.json` the way A2I does, records
@@ -248,7 +239,7 @@ impl ReviewService {
         let _one_at_a_time = self.inner.completing.lock().await;
         let l = self.read(|s| -> Result<_, ServiceError> {
             s.loops.check_complete(name, answers.clone())?;
-            Ok(s.loops.describe(name)?.clone())
+            Ok(s.loops.describe(name)?)
         })?;
         let input = self.input_content(name)?;
         let input_content =

@@ -17,14 +17,10 @@ use std::collections::BTreeMap;
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 
-use super::page_token::PageCursor;
+use super::loop_record::{self, Kept, Origins};
 pub use super::page_token::SortOrder;
+pub use list::{ListPage, ListQuery, DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE};
 use protocol::a2i::HumanAnswer;
-
-/// Largest page `ListHumanLoops` returns (the API's `MaxResults` maximum).
-pub const MAX_PAGE_SIZE: i32 = 100;
-/// Page size when the caller gives no `MaxResults`.
-pub const DEFAULT_PAGE_SIZE: i32 = 100;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum HumanLoopStatus {
@@ -123,29 +119,16 @@ pub enum LoopError {
     QuotaExceeded { limit: usize },
 }
 
-/// One `ListHumanLoops` request.
-#[derive(Debug, Clone, PartialEq, Default)]
-pub struct ListQuery {
-    pub flow_definition_name: String,
-    /// Only loops created strictly after this instant.
-    pub created_after: Option<OffsetDateTime>,
-    /// Only loops created strictly before this instant.
-    pub created_before: Option<OffsetDateTime>,
-    pub sort_order: SortOrder,
-    pub next_token: Option<String>,
-    pub max_results: Option<i32>,
-}
-
-#[derive(Debug, PartialEq)]
-pub struct ListPage<'a> {
-    pub loops: Vec<&'a HumanLoop>,
-    pub next_token: Option<String>,
-}
-
-/// All human loops, by name.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+/// All human loops, by name, each in its compact form ([`loop_record`]): memory
+/// grows by about 100 bytes a loop. Serialized as `{"loops": {name: HumanLoop},
+/// "max_in_progress": n}`, streamed loop by loop (see [`loop_record`]).
+#[derive(Debug, Clone)]
 pub struct HumanLoopStore {
-    loops: BTreeMap<String, HumanLoop>,
+    loops: BTreeMap<Box<str>, Kept>,
+    origins: Origins,
+    /// Inputs that loops recorded by an older version carried inline, until
+    /// [`HumanLoopStore::take_legacy_inputs`] hands them to the persistence layer.
+    legacy_inputs: Vec<(String, String)>,
     /// Most loops that may be `InProgress` at once (A2I's per-account quota);
     /// beyond it `StartHumanLoop` answers ServiceQuotaExceededException.
     max_in_progress: usize,
@@ -217,12 +200,30 @@ impl HumanLoopStore {
     pub fn new(max_in_progress: usize) -> Self {
         Self {
             loops: BTreeMap::new(),
+            origins: Origins::default(),
+            legacy_inputs: Vec::new(),
             max_in_progress,
         }
     }
 
+    pub(super) fn insert(&mut self, mut l: HumanLoop) {
+        if let Some(input) = l.legacy_input.take() {
+            self.legacy_inputs.push((l.name.clone(), input));
+        }
+        let kept = loop_record::compact(&mut self.origins, &l);
+        self.loops.insert(l.name.into_boxed_str(), kept);
+    }
+
+    fn expand(&self, name: &str, k: &Kept) -> HumanLoop {
+        loop_record::expand(&self.origins, name, k)
+    }
+
     pub fn set_max_in_progress(&mut self, limit: usize) {
         self.max_in_progress = limit;
+    }
+
+    pub fn max_in_progress(&self) -> usize {
+        self.max_in_progress
     }
 
     pub fn len(&self) -> usize {
@@ -233,26 +234,52 @@ impl HumanLoopStore {
         self.loops.is_empty()
     }
 
-    /// All loops, by name.
-    pub fn iter(&self) -> impl Iterator<Item = &HumanLoop> {
-        self.loops.values()
+    /// All loops, by name (each expanded from its compact form).
+    pub fn iter(&self) -> impl Iterator<Item = HumanLoop> + '_ {
+        self.loops.iter().map(|(n, k)| self.expand(n, k))
+    }
+
+    /// How many loops have `status`.
+    pub fn count(&self, status: HumanLoopStatus) -> usize {
+        self.loops.values().filter(|k| k.status == status).count()
+    }
+
+    /// Loops with `status`, oldest first (ties by name).
+    pub fn with_status(&self, status: HumanLoopStatus) -> Vec<HumanLoop> {
+        let mut v: Vec<(&str, &Kept)> = self
+            .loops
+            .iter()
+            .filter(|(_, k)| k.status == status)
+            .map(|(n, k)| (&**n, k))
+            .collect();
+        v.sort_by_key(|(n, k)| (k.creation_time, *n));
+        v.into_iter().map(|(n, k)| self.expand(n, k)).collect()
     }
 
     /// True when some loop of this flow definition still waits for a reviewer.
     pub fn has_active_loops(&self, flow_definition_name: &str) -> bool {
-        self.loops.values().any(|l| {
-            l.flow_definition_name == flow_definition_name
+        self.loops.values().any(|k| {
+            self.origins.get(k.origin).flow_definition_name == flow_definition_name
                 && matches!(
-                    l.status,
+                    k.status,
                     HumanLoopStatus::InProgress | HumanLoopStatus::Stopping
                 )
         })
     }
 
-    pub fn describe(&self, name: &str) -> Result<&HumanLoop, LoopError> {
+    fn status(&self, name: &str) -> Result<HumanLoopStatus, LoopError> {
         validate_loop_name(name)?;
         self.loops
             .get(name)
+            .map(|k| k.status)
+            .ok_or_else(|| LoopError::NotFound(name.to_owned()))
+    }
+
+    pub fn describe(&self, name: &str) -> Result<HumanLoop, LoopError> {
+        validate_loop_name(name)?;
+        self.loops
+            .get_key_value(name)
+            .map(|(n, k)| self.expand(n, k))
             .ok_or_else(|| LoopError::NotFound(name.to_owned()))
     }
 
@@ -266,7 +293,7 @@ impl HumanLoopStore {
         now: OffsetDateTime,
     ) -> Result<LoopEvent, LoopError> {
         validate_loop_name(&req.name)?;
-        if self.loops.contains_key(&req.name) {
+        if self.loops.contains_key(req.name.as_str()) {
             return Err(LoopError::AlreadyExists(req.name.clone()));
         }
         if let Err(e) = serde_json::from_str::<serde_json::Value>(&req.input_content) {
@@ -274,11 +301,7 @@ impl HumanLoopStore {
                 "HumanLoopInput.InputContent is not valid JSON: {e}"
             )));
         }
-        let in_progress = self
-            .loops
-            .values()
-            .filter(|l| l.status == HumanLoopStatus::InProgress)
-            .count();
+        let in_progress = self.count(HumanLoopStatus::InProgress);
         if in_progress >= self.max_in_progress {
             return Err(LoopError::QuotaExceeded {
                 limit: self.max_in_progress,
@@ -302,8 +325,7 @@ impl HumanLoopStore {
 
     /// `Ok(None)`: the loop is already stopped, nothing changes (stop is idempotent).
     pub fn check_stop(&self, name: &str) -> Result<Option<LoopEvent>, LoopError> {
-        let l = self.describe(name)?;
-        match l.status {
+        match self.status(name)? {
             HumanLoopStatus::InProgress | HumanLoopStatus::Stopping => {
                 Ok(Some(LoopEvent::Stopped {
                     name: name.to_owned(),
@@ -321,8 +343,7 @@ impl HumanLoopStore {
     }
 
     pub fn check_delete(&self, name: &str) -> Result<LoopEvent, LoopError> {
-        let l = self.describe(name)?;
-        match l.status {
+        match self.status(name)? {
             status @ (HumanLoopStatus::InProgress | HumanLoopStatus::Stopping) => {
                 Err(LoopError::WrongState {
                     name: name.to_owned(),
@@ -341,13 +362,13 @@ impl HumanLoopStore {
         name: &str,
         answers: Vec<HumanAnswer>,
     ) -> Result<LoopEvent, LoopError> {
-        let l = self.describe(name)?;
+        let status = self.status(name)?;
         if answers.is_empty() {
             return Err(LoopError::Invalid(format!(
                 "completing human loop {name:?} needs at least one answer"
             )));
         }
-        match l.status {
+        match status {
             HumanLoopStatus::InProgress | HumanLoopStatus::Stopping => Ok(LoopEvent::Completed {
                 name: name.to_owned(),
                 answers,
@@ -366,24 +387,24 @@ impl HumanLoopStore {
     pub fn apply(&mut self, event: &LoopEvent) {
         match event {
             LoopEvent::Started(l) => {
-                self.loops
-                    .entry(l.name.clone())
-                    .or_insert_with(|| (**l).clone());
+                if !self.loops.contains_key(l.name.as_str()) {
+                    self.insert((**l).clone());
+                }
             }
             LoopEvent::Stopped { name } => {
-                if let Some(l) = self.loops.get_mut(name) {
+                if let Some(l) = self.loops.get_mut(name.as_str()) {
                     l.status = HumanLoopStatus::Stopped;
                 }
             }
             // The answers are journaled with the event and written to output.json
             // before it; the store does not keep them.
             LoopEvent::Completed { name, .. } => {
-                if let Some(l) = self.loops.get_mut(name) {
+                if let Some(l) = self.loops.get_mut(name.as_str()) {
                     l.status = HumanLoopStatus::Completed;
                 }
             }
             LoopEvent::Deleted { name } => {
-                self.loops.remove(name);
+                self.loops.remove(name.as_str());
             }
         }
     }
@@ -394,7 +415,7 @@ impl HumanLoopStore {
         flow: &FlowTarget,
         loop_arn: String,
         now: OffsetDateTime,
-    ) -> Result<&HumanLoop, LoopError> {
+    ) -> Result<HumanLoop, LoopError> {
         let ev = self.check_start(req, flow, loop_arn, now)?;
         self.apply(&ev);
         self.describe(&req.name)
@@ -417,78 +438,18 @@ impl HumanLoopStore {
     pub fn complete(&mut self, name: &str, answers: Vec<HumanAnswer>) -> Result<String, LoopError> {
         let ev = self.check_complete(name, answers)?;
         self.apply(&ev);
-        Ok(self.describe(name)?.output_s3_uri.clone())
+        Ok(self.describe(name)?.output_s3_uri)
     }
 
     /// Takes the inputs that loops recorded by an older version still carry
     /// ([`HumanLoop::legacy_input`]), as (loop name, `InputContent`).
     pub fn take_legacy_inputs(&mut self) -> Vec<(String, String)> {
-        self.loops
-            .values_mut()
-            .filter_map(|l| Some((l.name.clone(), l.legacy_input.take()?)))
-            .collect()
-    }
-
-    /// `ListHumanLoops`: filter by flow definition and creation time, sort by creation
-    /// time (ties broken by name), and page with an opaque cursor token that names the
-    /// last loop returned, so pages stay consistent while loops come and go.
-    pub fn list(&self, q: &ListQuery) -> Result<ListPage<'_>, LoopError> {
-        let page_size = q.max_results.unwrap_or(DEFAULT_PAGE_SIZE);
-        if !(1..=MAX_PAGE_SIZE).contains(&page_size) {
-            return Err(LoopError::Invalid(format!(
-                "MaxResults must be between 1 and {MAX_PAGE_SIZE}, got {page_size}"
-            )));
-        }
-        let cursor = q
-            .next_token
-            .as_deref()
-            .map(|t| {
-                PageCursor::decode(t, q.sort_order).map_err(|_| {
-                    LoopError::Invalid(format!("NextToken {t:?} is not valid for this request"))
-                })
-            })
-            .transpose()?;
-        let mut matching: Vec<&HumanLoop> = self
-            .loops
-            .values()
-            .filter(|l| l.flow_definition_name == q.flow_definition_name)
-            .filter(|l| !matches!(q.created_after, Some(t) if l.creation_time <= t))
-            .filter(|l| !matches!(q.created_before, Some(t) if l.creation_time >= t))
-            .collect();
-        matching.sort_by(|a, b| sort_key(a).cmp(&sort_key(b)));
-        if q.sort_order == SortOrder::Descending {
-            matching.reverse();
-        }
-        let after_cursor = |l: &&HumanLoop| match &cursor {
-            None => true,
-            Some(c) => {
-                let key = sort_key(l);
-                let ck = (c.creation_nanos, c.name.as_str());
-                match q.sort_order {
-                    SortOrder::Ascending => key > ck,
-                    SortOrder::Descending => key < ck,
-                }
-            }
-        };
-        let mut rest = matching.into_iter().filter(after_cursor);
-        let loops: Vec<&HumanLoop> = rest.by_ref().take(page_size as usize).collect();
-        let next_token = match (rest.next(), loops.last()) {
-            (Some(_), Some(last)) => Some(
-                PageCursor {
-                    creation_nanos: last.creation_time.unix_timestamp_nanos(),
-                    name: last.name.clone(),
-                }
-                .encode(q.sort_order),
-            ),
-            _ => None,
-        };
-        Ok(ListPage { loops, next_token })
+        std::mem::take(&mut self.legacy_inputs)
     }
 }
 
-fn sort_key(l: &HumanLoop) -> (i128, &str) {
-    (l.creation_time.unix_timestamp_nanos(), l.name.as_str())
-}
+#[path = "store_list.rs"]
+mod list;
 
 #[cfg(test)]
 #[path = "store_tests.rs"]

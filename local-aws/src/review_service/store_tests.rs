@@ -43,7 +43,7 @@ fn store_with(loops: &[(&str, &str, OffsetDateTime)]) -> HumanLoopStore {
     s
 }
 
-fn names(page: &ListPage<'_>) -> Vec<String> {
+fn names(page: &ListPage) -> Vec<String> {
     page.loops.iter().map(|l| l.name.clone()).collect()
 }
 
