@@ -11,6 +11,9 @@
 pub mod camera;
 pub mod folder;
 pub mod mjpeg;
+/// File names kept as bytes and shown escaped: the convention is `protocol`'s, shared
+/// with local mode.
+pub use protocol::file_name as names;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -23,7 +26,8 @@ use std::time::Duration;
 /// One frame as a source produced it: encoded image bytes, not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFrame {
-    /// A short name for logs and the event: the file name, or `camera-<ms>.jpg`.
+    /// A short name for logs and the event: the file name as [`names::escaped`] shows
+    /// it (the file itself is `path`), or `camera-<ms>.jpg`.
     pub name: String,
     /// The file the frame came from (folder sources); `None` for a camera frame.
     /// The daemon passes it to [`folder::finish`] once the frame is fully handled.

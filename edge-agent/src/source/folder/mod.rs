@@ -1,292 +1,77 @@
 //! The folder source: image files dropped into a directory become frames.
 //!
-//! A file is taken only once it is complete: inotify reports `IN_CLOSE_WRITE` (a
-//! writer closed it) or `IN_MOVED_TO` (it was renamed in), never a mere create or
-//! modify, so a half-written file is never read. Files already there at start-up are
-//! taken first, oldest first. The watch is added before that scan, so nothing that
-//! arrives meanwhile is missed; a file both found by the scan and then reported by an
-//! event is delivered once ([`DeliveredLog`]). An inotify queue overflow triggers a
-//! rescan. Hidden files (leading `.`) and other extensions are ignored, so a writer
-//! that cannot close-then-rename atomically can write `name.jpg.part` and rename it.
+//! A file is taken only once it is complete, by the rule in `arrivals.rs`: renamed or
+//! linked in (hard link or symlink), it is taken at once; closed after writing, once
+//! nothing still holds it open and it has been unchanged for `settle` (so a writer
+//! that closes, reopens and appends is taken once, whole). A file is never read while
+//! a writer has it open. Files already there at start-up are taken first, oldest
+//! first. The watch is added before that scan, so nothing that arrives meanwhile is
+//! missed; a file both found by the scan and then reported by an event is delivered
+//! once ([`DeliveredLog`]). An inotify queue overflow triggers a rescan. Hidden files
+//! (leading `.`) and other extensions are ignored, so a writer can also write
+//! `name.jpg.part` and rename it. A name is matched and kept as bytes: a file whose name
+//! is not UTF-8 is taken like any other, and shown escaped (`names.rs`).
+//!
+//! A symlink is followed: the frame is the file it points to, and `after` deletes or
+//! moves the link, never its target. A link to something that is not a file, or to
+//! nothing, is skipped with a warning naming both.
 //!
 //! What happens to a file afterwards is the daemon's call: once a frame is fully
 //! handled (classified and, if selected, durably in the outbox) it calls [`finish`]
-//! to leave, move or delete the file. With `move`/`delete` the folder is its own to-do
-//! list (a crash before `finish` leaves the file to be taken again: at least once).
-//! `leave` keeps no record, so each start-up re-takes every file; a "processed" state
-//! file was rejected as a second source of truth to keep in step with the folder
-//! (README.md, "Folder", says more).
+//! to leave, move or delete the file; a frame refused as not an image (truncated,
+//! corrupt...) goes to [`reject`] instead, which moves it aside with its reason. With
+//! `move`/`delete` the folder is its own to-do list (a crash before `finish` leaves the
+//! file to be taken again: at least once). `leave` keeps no record, so each start-up
+//! re-takes every file; a "processed" state file was rejected as a second source of
+//! truth to keep in step with the folder (README.md, "Folder", says more).
 
-use std::collections::{HashMap, HashSet, VecDeque};
+mod after;
+mod arrivals;
+mod config;
+
+use std::collections::{HashSet, VecDeque};
 use std::ffi::{OsStr, OsString};
 use std::fs;
 use std::io;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::mpsc::SyncSender;
+use std::time::Instant;
 
 use inotify::{EventMask, Inotify, WatchMask};
-use serde::{Deserialize, Serialize};
 
+use super::names::escaped_path;
 use super::{send_frame, Sent, SourceError, SourceFrame, SourceHandle, StopSignal, Wake};
+pub use after::{finish, reject, REASON_SUFFIX, REJECTED_DIR};
+use arrivals::DELIVERED_LOG_CAPACITY;
+pub use arrivals::{Arrivals, DeliveredLog, FileStamp, Signal};
+pub use config::{
+    default_after, default_extensions, default_max_file_bytes, default_settle, AfterProcessing,
+    FolderConfigError, FolderSourceConfig,
+};
 
-/// A `[[source]]` table with `kind = "folder"`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FolderSourceConfig {
-    /// The directory watched for new image files (absolute; not watched recursively).
-    pub path: PathBuf,
-    /// What [`finish`] does with a file once its frame is handled.
-    #[serde(default = "default_after")]
-    pub after: AfterProcessing,
-    /// File extensions taken, without the dot, matched case-insensitively.
-    #[serde(default = "default_extensions")]
-    pub extensions: Vec<String>,
-    /// Files larger than this are skipped with a warning (and left in place), so a
-    /// stray video or disk image cannot exhaust memory.
-    #[serde(default = "default_max_file_bytes")]
-    pub max_file_bytes: u64,
+fn is_symlink(path: &Path) -> bool {
+    fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_symlink())
 }
 
-/// `after = "leave"`, `after = "delete"` or `after = { move = { to = "/dir" } }`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase", deny_unknown_fields)]
-pub enum AfterProcessing {
-    /// Leave the file; it is taken again at every start-up (see the module docs).
-    Leave,
-    /// Rename it into `to` (created if missing; must be on the same filesystem).
-    Move { to: PathBuf },
-    /// Delete it.
-    Delete,
+/// A symlink is followed to a file; one that leads elsewhere is said, not ignored.
+fn warn_bad_symlink(path: &Path, problem: io::Result<()>) {
+    let target = fs::read_link(path).unwrap_or_default();
+    let problem = match problem {
+        Ok(()) => "it is not a regular file".to_string(),
+        Err(e) => e.to_string(),
+    };
+    tracing::warn!(file = %escaped_path(path), target = %escaped_path(&target), %problem, "skipping a symlink that does not lead to a file");
 }
 
-pub fn default_after() -> AfterProcessing {
-    AfterProcessing::Leave
+/// The stamp of the file at `path` (through a symlink), if it is a regular file.
+fn stamp_of(path: &Path) -> Option<FileStamp> {
+    fs::metadata(path)
+        .ok()
+        .filter(fs::Metadata::is_file)
+        .map(|m| FileStamp::of(&m))
 }
-
-pub fn default_extensions() -> Vec<String> {
-    vec!["jpg".into(), "jpeg".into(), "png".into()]
-}
-
-pub fn default_max_file_bytes() -> u64 {
-    64 * 1024 * 1024
-}
-
-/// A folder source setting that cannot work; displayed as `field: message`.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[error("{field}: {message}")]
-pub struct FolderConfigError {
-    pub field: &'static str,
-    pub message: String,
-}
-
-fn invalid(field: &'static str, message: impl Into<String>) -> FolderConfigError {
-    FolderConfigError {
-        field,
-        message: message.into(),
-    }
-}
-
-impl FolderSourceConfig {
-    /// A config with every default, watching `path`.
-    pub fn new(path: impl Into<PathBuf>) -> Self {
-        FolderSourceConfig {
-            path: path.into(),
-            after: default_after(),
-            extensions: default_extensions(),
-            max_file_bytes: default_max_file_bytes(),
-        }
-    }
-
-    /// Checks the settings without touching the file system.
-    pub fn validate(&self) -> Result<(), FolderConfigError> {
-        if !self.path.is_absolute() {
-            return Err(invalid(
-                "path",
-                format!("{:?} must be an absolute path", self.path),
-            ));
-        }
-        if let AfterProcessing::Move { to } = &self.after {
-            if !to.is_absolute() {
-                return Err(invalid(
-                    "after.move.to",
-                    format!("{to:?} must be an absolute path"),
-                ));
-            }
-            if normalized(to) == normalized(&self.path) {
-                return Err(invalid(
-                    "after.move.to",
-                    format!("{to:?} is the watched folder itself; name another directory"),
-                ));
-            }
-        }
-        if self.extensions.is_empty() {
-            return Err(invalid("extensions", "must list at least one extension"));
-        }
-        for ext in &self.extensions {
-            if ext.starts_with('.') {
-                return Err(invalid(
-                    "extensions",
-                    format!("{ext:?}: write it without the leading dot"),
-                ));
-            }
-            if ext.is_empty() || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
-                return Err(invalid(
-                    "extensions",
-                    format!("{ext:?} is not an extension (letters and digits only)"),
-                ));
-            }
-        }
-        if self.max_file_bytes == 0 {
-            return Err(invalid("max_file_bytes", "must be greater than 0"));
-        }
-        Ok(())
-    }
-
-    /// True if `name` is a file this source takes: a wanted extension, not hidden.
-    pub fn wants(&self, name: &OsStr) -> bool {
-        if super::is_hidden(name) {
-            return false;
-        }
-        let Some(name) = name.to_str() else {
-            return false;
-        };
-        match name.rsplit_once('.') {
-            Some((stem, ext)) if !stem.is_empty() => {
-                self.extensions.iter().any(|e| e.eq_ignore_ascii_case(ext))
-            }
-            _ => false,
-        }
-    }
-}
-
-fn normalized(p: &Path) -> PathBuf {
-    p.components().collect()
-}
-
-/// Applies `after` to a file whose frame is fully handled: nothing, a rename into the
-/// `move` directory (a name already taken there gets a `-1`, `-2`... suffix), or a
-/// delete. Deleting a file that is already gone succeeds.
-pub fn finish(config: &FolderSourceConfig, path: &Path) -> io::Result<()> {
-    match &config.after {
-        AfterProcessing::Leave => Ok(()),
-        AfterProcessing::Delete => match fs::remove_file(path) {
-            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(()),
-            other => other,
-        },
-        AfterProcessing::Move { to } => {
-            let context = |e: io::Error, what: &str| {
-                io::Error::new(e.kind(), format!("{what} {}: {e}", to.display()))
-            };
-            fs::create_dir_all(to).map_err(|e| context(e, "creating"))?;
-            let name = path.file_name().unwrap_or(path.as_os_str());
-            let target = free_name(to, name)?;
-            fs::rename(path, &target).map_err(|e| {
-                let hint = if e.raw_os_error() == Some(libc::EXDEV) {
-                    " (after.move.to must be on the same filesystem as the watched folder)"
-                } else {
-                    ""
-                };
-                io::Error::new(
-                    e.kind(),
-                    format!(
-                        "moving {} to {}: {e}{hint}",
-                        path.display(),
-                        target.display()
-                    ),
-                )
-            })
-        }
-    }
-}
-
-/// `dir/name`, or `dir/stem-N.ext` with the smallest N that is not taken.
-fn free_name(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
-    let candidate = dir.join(name);
-    if !candidate.exists() {
-        return Ok(candidate);
-    }
-    let name = Path::new(name);
-    let stem = name
-        .file_stem()
-        .unwrap_or(name.as_os_str())
-        .to_string_lossy();
-    let ext = name
-        .extension()
-        .map(|e| format!(".{}", e.to_string_lossy()));
-    let ext = ext.as_deref().unwrap_or("");
-    for n in 1..100_000 {
-        let candidate = dir.join(format!("{stem}-{n}{ext}"));
-        if !candidate.exists() {
-            return Ok(candidate);
-        }
-    }
-    Err(io::Error::new(
-        io::ErrorKind::AlreadyExists,
-        format!("no free name for {} in {}", stem, dir.display()),
-    ))
-}
-
-/// What identifies one version of a file: the same name with another stamp is new
-/// content (rewritten, or replaced by another file) and is delivered again.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct FileStamp {
-    pub dev: u64,
-    pub ino: u64,
-    pub size: u64,
-    pub mtime_ns: i128,
-}
-
-impl FileStamp {
-    pub fn of(meta: &fs::Metadata) -> Self {
-        FileStamp {
-            dev: meta.dev(),
-            ino: meta.ino(),
-            size: meta.size(),
-            mtime_ns: meta.mtime() as i128 * 1_000_000_000 + meta.mtime_nsec() as i128,
-        }
-    }
-}
-
-/// The most recent file versions delivered, so that a file found by the start-up scan
-/// (or an overflow rescan) and also reported by an event goes out once. Bounded: the
-/// oldest names are forgotten first.
-#[derive(Debug)]
-pub struct DeliveredLog {
-    stamps: HashMap<OsString, FileStamp>,
-    order: VecDeque<OsString>,
-    capacity: usize,
-}
-
-impl DeliveredLog {
-    pub fn new(capacity: usize) -> Self {
-        DeliveredLog {
-            stamps: HashMap::new(),
-            order: VecDeque::new(),
-            capacity: capacity.max(1),
-        }
-    }
-
-    /// True if exactly this version of `name` was delivered already.
-    pub fn contains(&self, name: &OsStr, stamp: &FileStamp) -> bool {
-        self.stamps.get(name) == Some(stamp)
-    }
-
-    pub fn record(&mut self, name: &OsStr, stamp: FileStamp) {
-        if self.stamps.insert(name.to_owned(), stamp).is_none() {
-            self.order.push_back(name.to_owned());
-            while self.order.len() > self.capacity {
-                if let Some(old) = self.order.pop_front() {
-                    self.stamps.remove(&old);
-                }
-            }
-        }
-    }
-}
-
-/// How many delivered versions are remembered (see [`DeliveredLog`]).
-const DELIVERED_LOG_CAPACITY: usize = 8192;
 
 /// The wanted files in `dir`, oldest first (modification time, then name).
 pub fn scan(config: &FolderSourceConfig) -> io::Result<Vec<OsString>> {
@@ -298,11 +83,13 @@ pub fn scan(config: &FolderSourceConfig) -> io::Result<Vec<OsString>> {
             continue;
         }
         // Follows symlinks: a link to an image is taken like the image.
-        let Ok(meta) = fs::metadata(entry.path()) else {
-            continue; // vanished meanwhile
-        };
-        if meta.is_file() {
-            found.push((FileStamp::of(&meta).mtime_ns, name));
+        let meta = fs::metadata(entry.path());
+        match meta {
+            Ok(meta) if meta.is_file() => found.push((FileStamp::of(&meta).mtime_ns, name)),
+            other if is_symlink(&entry.path()) => {
+                warn_bad_symlink(&entry.path(), other.map(|_| ()))
+            }
+            _ => {} // a directory, or vanished meanwhile
         }
     }
     found.sort();
@@ -321,7 +108,12 @@ pub fn spawn_folder_source(
         source,
     };
     let inotify = Inotify::init().map_err(watch_err)?;
+    // Opens and read-only closes too: the arrival rule counts who holds a pending
+    // file open (arrivals.rs); creates: hard links and symlinks arrive that way.
     let mask = WatchMask::CLOSE_WRITE
+        | WatchMask::CLOSE_NOWRITE
+        | WatchMask::OPEN
+        | WatchMask::CREATE
         | WatchMask::MOVED_TO
         | WatchMask::DELETE_SELF
         | WatchMask::MOVE_SELF
@@ -336,7 +128,7 @@ pub fn spawn_folder_source(
             if a.dev() != b.dev() {
                 return Err(watch_err(io::Error::other(format!(
                     "after.move.to {} is on another filesystem; files are moved by rename",
-                    to.display()
+                    escaped_path(to)
                 ))));
             }
         }
@@ -346,6 +138,7 @@ pub fn spawn_folder_source(
     // scan. (A file a writer began before the agent started cannot be told from a
     // complete one; such writers should write under a temporary name and rename.)
     let mut watcher = FolderWatcher {
+        arrivals: Arrivals::new(config.settle),
         config,
         inotify,
         queue: VecDeque::new(),
@@ -353,7 +146,7 @@ pub fn spawn_folder_source(
         delivered: DeliveredLog::new(DELIVERED_LOG_CAPACITY),
     };
     watcher.rescan()?;
-    let name = format!("folder-source:{}", watcher.config.path.display());
+    let name = format!("folder-source:{}", escaped_path(&watcher.config.path));
     SourceHandle::spawn(name, move |stop| watcher.run(&tx, &stop))
 }
 
@@ -363,6 +156,8 @@ struct FolderWatcher {
     /// Names waiting to be read, in delivery order, and the same names as a set.
     queue: VecDeque<OsString>,
     queued: HashSet<OsString>,
+    /// Names reported but not complete yet.
+    arrivals: Arrivals,
     delivered: DeliveredLog,
 }
 
@@ -371,6 +166,13 @@ impl FolderWatcher {
         let mut buffer = vec![0u8; 64 * 1024];
         loop {
             self.drain_events(&mut buffer)?;
+            let dir = &self.config.path;
+            for name in self
+                .arrivals
+                .take_due(Instant::now(), |name| stamp_of(&dir.join(name)))
+            {
+                self.enqueue(name);
+            }
             if let Some(name) = self.queue.pop_front() {
                 self.queued.remove(&name);
                 if let Some(frame) = self.read(&name) {
@@ -385,7 +187,9 @@ impl FolderWatcher {
                 }
                 continue;
             }
-            match stop.wait_readable(self.inotify.as_raw_fd(), None) {
+            let next = self.arrivals.next_due();
+            let timeout = next.map(|due| due.saturating_duration_since(Instant::now()));
+            match stop.wait_readable(self.inotify.as_raw_fd(), timeout) {
                 Wake::Stopped => return Ok(()),
                 Wake::Ready | Wake::TimedOut => {}
             }
@@ -405,15 +209,64 @@ impl FolderWatcher {
         }
     }
 
+    /// Takes every wanted file in the folder (at start-up).
     fn rescan(&mut self) -> Result<(), SourceError> {
         let names = scan(&self.config).map_err(|e| self.watch_error(e))?;
         if !names.is_empty() {
-            tracing::info!(folder = %self.config.path.display(), files = names.len(), "taking files already in the folder");
+            tracing::info!(folder = %escaped_path(&self.config.path), files = names.len(), "taking files already in the folder");
         }
         for name in names {
             self.enqueue(name);
         }
         Ok(())
+    }
+
+    /// After lost events (an overflow): every wanted file is looked at as if a writer
+    /// had just closed it, so one still being written is not read half-way.
+    fn rescan_settled(&mut self) -> Result<(), SourceError> {
+        let names = scan(&self.config).map_err(|e| self.watch_error(e))?;
+        self.arrivals.clear();
+        let now = Instant::now();
+        for name in names {
+            let stamp = stamp_of(&self.config.path.join(&name));
+            self.arrivals.note(&name, Signal::ClosedWrite, stamp, now);
+        }
+        Ok(())
+    }
+
+    /// What an event on a wanted name means for the arrival rule.
+    fn signal(&self, name: &OsStr, mask: EventMask) -> Option<Signal> {
+        if mask.contains(EventMask::MOVED_TO) {
+            Some(Signal::MovedIn)
+        } else if mask.contains(EventMask::CLOSE_WRITE) {
+            Some(Signal::ClosedWrite)
+        } else if mask.contains(EventMask::CLOSE_NOWRITE) {
+            Some(Signal::ClosedRead)
+        } else if mask.contains(EventMask::OPEN) {
+            Some(Signal::Opened)
+        } else if mask.contains(EventMask::CREATE) {
+            let path = self.config.path.join(name);
+            match fs::symlink_metadata(&path) {
+                Ok(m) if m.file_type().is_symlink() => {
+                    let target = fs::read_link(&path).unwrap_or_default();
+                    match fs::metadata(&path) {
+                        Ok(t) if t.is_file() => {
+                            tracing::info!(file = %escaped_path(&path), target = %escaped_path(&target), "symlink arrived: taking the file it points to");
+                            Some(Signal::Linked)
+                        }
+                        other => {
+                            warn_bad_symlink(&path, other.map(|_| ()));
+                            None
+                        }
+                    }
+                }
+                Ok(m) if m.is_file() && m.nlink() > 1 => Some(Signal::Linked),
+                Ok(m) if m.is_file() => Some(Signal::Created),
+                _ => None,
+            }
+        } else {
+            None
+        }
     }
 
     /// Moves every pending inotify event into the queue without blocking.
@@ -436,15 +289,23 @@ impl FolderWatcher {
                             gone = true;
                         } else if let Some(name) = event.name {
                             if !event.mask.contains(EventMask::ISDIR) {
-                                names.push(name.to_owned());
+                                names.push((name.to_owned(), event.mask));
                             }
                         }
                     }
                 }
             }
-            for name in names {
-                if self.config.wants(&name) {
-                    self.enqueue(name);
+            let now = Instant::now();
+            for (name, mask) in names {
+                if !self.config.wants(&name) {
+                    continue;
+                }
+                if let Some(signal) = self.signal(&name, mask) {
+                    let stamp = match signal {
+                        Signal::Opened | Signal::ClosedRead => None,
+                        _ => stamp_of(&self.config.path.join(&name)),
+                    };
+                    self.arrivals.note(&name, signal, stamp, now);
                 }
             }
             if gone {
@@ -453,8 +314,8 @@ impl FolderWatcher {
                 )));
             }
             if overflow {
-                tracing::warn!(folder = %self.config.path.display(), "inotify queue overflowed; rescanning the folder");
-                self.rescan()?;
+                tracing::warn!(folder = %escaped_path(&self.config.path), "inotify queue overflowed; rescanning the folder");
+                self.rescan_settled()?;
             }
         }
     }
@@ -464,9 +325,12 @@ impl FolderWatcher {
         let path = self.config.path.join(name);
         let meta = match fs::metadata(&path) {
             Ok(m) if m.is_file() => m,
-            Ok(_) => return None,
-            Err(e) => {
-                tracing::debug!(file = %path.display(), error = %e, "file vanished before it was read");
+            other => {
+                if is_symlink(&path) {
+                    warn_bad_symlink(&path, other.map(|_| ()));
+                } else if let Err(e) = other {
+                    tracing::debug!(file = %escaped_path(&path), error = %e, "file vanished before it was read");
+                }
                 return None;
             }
         };
@@ -475,20 +339,20 @@ impl FolderWatcher {
             return None;
         }
         if meta.len() > self.config.max_file_bytes {
-            tracing::warn!(file = %path.display(), bytes = meta.len(), limit = self.config.max_file_bytes, "skipping a file larger than max_file_bytes");
+            tracing::warn!(file = %escaped_path(&path), bytes = meta.len(), limit = self.config.max_file_bytes, "skipping a file larger than max_file_bytes");
             self.delivered.record(name, stamp); // warn once per version
             return None;
         }
         let bytes = match fs::read(&path) {
             Ok(b) => b,
             Err(e) => {
-                tracing::warn!(file = %path.display(), error = %e, "cannot read file");
+                tracing::warn!(file = %escaped_path(&path), error = %e, "cannot read file");
                 return None;
             }
         };
         let captured_at_ms = u64::try_from(stamp.mtime_ns / 1_000_000).unwrap_or(0);
         let frame = SourceFrame {
-            name: name.to_string_lossy().into_owned(),
+            name: super::names::escaped(name),
             path: Some(path),
             bytes,
             captured_at_ms,
