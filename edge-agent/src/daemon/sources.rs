@@ -6,6 +6,7 @@ use std::sync::mpsc::SyncSender;
 
 use crate::config::SourceConfig;
 use crate::source::camera::spawn_camera_source;
+use crate::source::command::spawn_command_source;
 use crate::source::folder::{self, spawn_folder_source};
 use crate::source::{SourceError, SourceFrame, SourceHandle};
 
@@ -21,6 +22,7 @@ pub fn start(
         let handle = match config {
             SourceConfig::Folder(c) => spawn_folder_source(c.clone(), tx.clone()),
             SourceConfig::Camera(c) => spawn_camera_source(c.clone(), tx.clone()),
+            SourceConfig::Command(c) => spawn_command_source(c.clone(), tx.clone()),
         };
         match handle {
             Ok(h) => handles.push(h),

@@ -221,6 +221,14 @@ pub fn repair(bytes: &[u8]) -> Result<Option<Vec<u8>>, MjpegError> {
     Ok(Some(out))
 }
 
+/// Where the JPEG at the start of `bytes` ends: one past its EOI marker, found by
+/// walking its marker structure (so an EOI inside a segment or a thumbnail does not
+/// count). `Truncated` while more bytes are needed: the MJPEG stream splitter
+/// (`mjpeg_stream.rs`) waits for them.
+pub fn frame_end(bytes: &[u8]) -> Result<usize, MjpegError> {
+    scan_segments(bytes).map(|(_, end)| end)
+}
+
 /// Removes every DHT segment: turns an ordinary JPEG into what a UVC webcam sends.
 /// Used to make recorded test frames from photos; never on the capture path.
 pub fn strip_huffman_tables(bytes: &[u8]) -> Result<Vec<u8>, MjpegError> {
