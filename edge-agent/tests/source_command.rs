@@ -222,6 +222,28 @@ fn stop_kills_the_command_and_what_it_started_and_leaves_no_orphan() {
 }
 
 #[test]
+fn a_command_that_goes_silent_is_killed_and_started_again() {
+    let log = capture_log();
+    let dir = tempfile::tempdir().unwrap();
+    let (path, raw) = webcam_frames(dir.path()).remove(0);
+    // One frame, then silence, as ffmpeg waiting on a camera that stopped sending.
+    let script = format!("cat '{}'; exec sleep 1000", path.display());
+    let (handle, rx) = start(CommandSourceConfig {
+        stall_timeout: Duration::from_millis(500),
+        ..sh(&script)
+    });
+    let want = normalize_frame(&raw).unwrap();
+    assert!(next(&rx).bytes == want);
+    assert!(next(&rx).bytes == want, "started again");
+    handle.stop().unwrap();
+    let text = log_text(&log);
+    assert!(
+        text.contains("the command wrote nothing for 500ms (stall_timeout) after 1 frames"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_program_that_does_not_exist_is_an_error_at_start_naming_it() {
     let (tx, _rx) = sync_channel(1);
     let config = CommandSourceConfig::new(&["no-such-camera-tool", "-o", "-"]);

@@ -10,9 +10,10 @@
 //! `warmup_frames`), made standalone by [`normalize_frame`] (standard Huffman tables
 //! inserted when missing) and sent with back-pressure. Each line it writes to stderr
 //! goes to the agent's log, escaped, under the source's name. When it exits (or closes
-//! its output), it is started again after a back-off (`restart_min` doubling to
-//! `restart_max`, reset once a run has produced a frame: `protocol::backoff`, the one
-//! helper). On stop, the whole process group gets SIGTERM, then SIGKILL after
+//! its output), or writes nothing for `stall_timeout` (killed then), it is started
+//! again after a back-off (`restart_min` doubling to `restart_max`, reset once a run
+//! has produced a frame: `protocol::backoff`, the one helper). On stop, the whole
+//! process group gets SIGTERM, then SIGKILL after
 //! [`KILL_GRACE`], and is reaped; if the agent itself dies, the kernel sends the
 //! program SIGTERM (`PR_SET_PDEATHSIG`), so no orphan keeps a camera open.
 
@@ -58,6 +59,11 @@ pub struct CommandSourceConfig {
     /// A frame larger than this without an end is dropped (bounded memory).
     #[serde(default = "default_max_frame_bytes")]
     pub max_frame_bytes: usize,
+    /// A program that writes nothing for this long is taken for hung (an RTSP camera
+    /// that went silent while ffmpeg waits on its socket) and started again; `"0s"`:
+    /// never. Raise it for a script that writes one frame a minute.
+    #[serde(default = "default_stall_timeout", with = "humantime_serde")]
+    pub stall_timeout: Duration,
 }
 
 pub fn default_fps() -> f64 {
@@ -71,6 +77,9 @@ pub fn default_restart_max() -> Duration {
 }
 pub fn default_max_frame_bytes() -> usize {
     16 * 1024 * 1024
+}
+pub fn default_stall_timeout() -> Duration {
+    Duration::from_secs(60)
 }
 
 /// How long a stopped program has between SIGTERM and SIGKILL.
@@ -95,6 +104,7 @@ impl CommandSourceConfig {
             restart_min: default_restart_min(),
             restart_max: default_restart_max(),
             max_frame_bytes: default_max_frame_bytes(),
+            stall_timeout: default_stall_timeout(),
         }
     }
 
@@ -206,6 +216,10 @@ enum RunEnd {
         status: Option<ExitStatus>,
         frames: u64,
     },
+    /// Silent for `stall_timeout`: killed.
+    Stalled {
+        frames: u64,
+    },
 }
 
 /// Runs the program again and again (with back-off) until stopped or the consumer goes.
@@ -229,6 +243,15 @@ fn run_command_source(
                 }
                 let status = status.map_or("no exit status".into(), |s| s.to_string());
                 format!("the command exited ({status}) after {frames} frames")
+            }
+            Ok(RunEnd::Stalled { frames }) => {
+                if frames > 0 {
+                    retries.reset();
+                }
+                format!(
+                    "the command wrote nothing for {:?} (stall_timeout) after {frames} frames; killed it",
+                    config.stall_timeout
+                )
             }
             Err(e) => format!("cannot run the command: {e}"),
         };
@@ -257,9 +280,15 @@ fn run_once(
     let mut warmup_left = config.warmup_frames;
     let mut frames = 0u64;
     let mut buf = vec![0u8; 64 * 1024];
+    let stall = (!config.stall_timeout.is_zero()).then_some(config.stall_timeout);
     loop {
-        if stop.wait_readable(child.stdout.as_raw_fd(), None) == Wake::Stopped {
-            return Ok(RunEnd::Stopped); // `child` is killed as it drops
+        match stop.wait_readable(child.stdout.as_raw_fd(), stall) {
+            Wake::Stopped => return Ok(RunEnd::Stopped), // `child` is killed as it drops
+            Wake::TimedOut => {
+                child.kill_and_reap();
+                return Ok(RunEnd::Stalled { frames });
+            }
+            Wake::Ready => {}
         }
         let n = match child.stdout.read(&mut buf) {
             Ok(0) => break,
