@@ -321,17 +321,24 @@ fn a_video_made_from_the_samples_plays_and_a_killed_ffmpeg_is_started_again() {
         .status()
         .unwrap();
     assert!(status.success());
-    // Dies one second in, mid-stream, every run.
+    // Dies one second in, mid-stream, every run: at most 3 frames a run.
+    let log = capture_log();
     let script = format!(
         "timeout -s KILL 1 ffmpeg -loglevel error -re -i '{}' -f mjpeg -",
         video.display()
     );
     let (handle, rx) = start(sh(&script));
-    for _ in 0..4 {
+    for _ in 0..7 {
         let d = edge_agent::preprocess::decode(&next(&rx).bytes).unwrap();
         assert_eq!((d.width, d.height), (320, 240));
     }
     handle.stop().unwrap();
+    let text = log_text(&log);
+    assert!(text.matches("command started").count() >= 3, "{text}");
+    assert!(
+        text.contains("the command exited (exit status: 137)"),
+        "{text}"
+    );
 }
 
 /// The `[[source]]` table: defaults, the example config's commented-out command

@@ -296,6 +296,25 @@ fn ffmpeg_image2_frames_are_each_taken_once_whole() {
         ]
     );
     assert_quiet(&rx);
+    // With -atomic_writing (a temporary name, then a rename): each taken at once.
+    let status = Command::new("ffmpeg")
+        .args([
+            "-loglevel",
+            "error",
+            "-f",
+            "lavfi",
+            "-i",
+            "testsrc=size=320x240:rate=5",
+        ])
+        .args(["-frames:v", "3", "-atomic_writing", "1"])
+        .arg(fx.inbox.join("a-%03d.jpg"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let mut names: Vec<String> = (0..3).map(|_| next(&rx)).map(|f| f.name).collect();
+    names.sort();
+    assert_eq!(names, ["a-001.jpg", "a-002.jpg", "a-003.jpg"]);
+    assert_quiet(&rx);
     handle.stop().unwrap();
 }
 
