@@ -244,6 +244,34 @@ fn a_command_that_goes_silent_is_killed_and_started_again() {
 }
 
 #[test]
+fn a_command_that_keeps_failing_is_started_again_less_and_less_often() {
+    let log = capture_log();
+    // Fails at once, every time, and says why on stderr.
+    let t0 = Instant::now();
+    let (handle, _rx) = start(CommandSourceConfig {
+        restart_min: Duration::from_millis(50),
+        restart_max: Duration::from_secs(1),
+        ..sh("echo 'no camera here (keeps failing)' >&2; exit 1")
+    });
+    wait_until(DEADLINE, "four runs", || {
+        log_text(&log).matches("keeps failing").count() >= 4
+    });
+    // Waits of 50, 100, 200 ms (less at most 20% jitter) between the four runs; at a
+    // fixed 50 ms they would take 150 ms.
+    assert!(
+        t0.elapsed() >= Duration::from_millis(280),
+        "{:?}",
+        t0.elapsed()
+    );
+    handle.stop().unwrap();
+    let text = log_text(&log);
+    assert!(
+        text.contains("the command exited (exit status: 1) after 0 frames; starting it again"),
+        "{text}"
+    );
+}
+
+#[test]
 fn a_program_that_does_not_exist_is_an_error_at_start_naming_it() {
     let (tx, _rx) = sync_channel(1);
     let config = CommandSourceConfig::new(&["no-such-camera-tool", "-o", "-"]);
