@@ -23,7 +23,7 @@ pub fn finish(config: &FolderSourceConfig, path: &Path) -> io::Result<()> {
         },
         AfterProcessing::Move { to } => {
             let context = |e: io::Error, what: &str| {
-                io::Error::new(e.kind(), format!("{what} {}: {e}", to.display()))
+                io::Error::new(e.kind(), format!("{what} {}: {e}", names::escaped_path(to)))
             };
             fs::create_dir_all(to).map_err(|e| context(e, "creating"))?;
             let name = path.file_name().unwrap_or(path.as_os_str());
@@ -56,9 +56,9 @@ pub const REASON_SUFFIX: &str = ".reason";
 /// Sets aside a file whose frame was refused (not an image, truncated, corrupt...):
 /// with `after = "delete"` or `move`, it is renamed into `<folder>/rejected/` (a taken
 /// name gets a `-N` suffix) and `<name>.reason` beside it says why and when (as the
-/// model drop folder's `rejected/` does); with
-/// `leave` it stays where it is. Never deleted: a decoder's limit must not destroy a
-/// frame someone may still want. Returns where the file went, if it moved.
+/// model drop folder's `rejected/` does); with `leave` it stays where it is. Never
+/// deleted: a decoder's limit must not destroy a frame someone may still want.
+/// Returns where the file went, if it moved.
 pub fn reject(
     config: &FolderSourceConfig,
     path: &Path,
@@ -69,8 +69,12 @@ pub fn reject(
         return Ok(None);
     }
     let dir = config.path.join(REJECTED_DIR);
-    fs::create_dir_all(&dir)
-        .map_err(|e| io::Error::new(e.kind(), format!("creating {}: {e}", dir.display())))?;
+    fs::create_dir_all(&dir).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!("creating {}: {e}", names::escaped_path(&dir)),
+        )
+    })?;
     let name = path.file_name().unwrap_or(path.as_os_str());
     let target = free_name(&dir, name)?;
     fs::rename(path, &target).map_err(|e| {
@@ -127,7 +131,7 @@ fn free_name(dir: &Path, name: &OsStr) -> io::Result<PathBuf> {
         format!(
             "no free name for {} in {}",
             names::escaped(name),
-            dir.display()
+            names::escaped_path(dir)
         ),
     ))
 }
