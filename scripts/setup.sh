@@ -11,6 +11,7 @@ APT_PACKAGES=(
   systemd                     # systemd-analyze verify for the unit files
   openssl                     # test certificates
   chromium chromium-driver    # headless browser tests of the reviewer page
+  ffmpeg rsync curl           # the folder and command sources' tests with the writers and cameras people use
 )
 PIP_PACKAGES=(
   "boto3>=1.34" "moto[server]>=5" "pytest>=7"

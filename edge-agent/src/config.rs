@@ -245,6 +245,7 @@ impl Default for ImageSection {
 pub enum SourceConfig {
     Folder(FolderSourceConfig),
     Camera(CameraSourceConfig),
+    Command(crate::source::command::CommandSourceConfig),
 }
 
 impl SourceConfig {
@@ -252,6 +253,7 @@ impl SourceConfig {
         match self {
             SourceConfig::Folder(c) => c.validate().map_err(|e| e.to_string()),
             SourceConfig::Camera(c) => c.validate().map_err(|e| e.to_string()),
+            SourceConfig::Command(c) => c.validate().map_err(|e| e.to_string()),
         }
     }
 }

@@ -22,7 +22,8 @@ use crate::preprocess::{DecodeError, Preprocessor};
 pub struct PreparedFrame {
     /// The file it came from (or a camera frame's name).
     pub source: PathBuf,
-    /// The original encoded bytes (what a reviewer will see).
+    /// The encoded bytes a reviewer will see: the file's own, or, for a JPEG that was
+    /// not standalone (data after EOI, no Huffman tables), the repaired JPEG.
     pub bytes: Vec<u8>,
     pub format: ImageFormat,
     /// The upright size of the image in the file.
@@ -57,7 +58,8 @@ pub fn prepare_frame(
     mut tensor: Vec<f32>,
 ) -> Result<PreparedFrame, DecodeError> {
     let t0 = Instant::now();
-    let decoded = pre.decode(&bytes)?;
+    let mut decoded = pre.decode(&bytes)?;
+    let bytes = decoded.repaired.take().unwrap_or(bytes);
     let t1 = Instant::now();
     tensor.resize(pre.input_len(), 0.0);
     pre.prepare(&decoded.image, &mut tensor);

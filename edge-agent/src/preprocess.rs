@@ -59,6 +59,10 @@ pub struct Decoded {
     pub height: u32,
     /// 1 (full size), 4 or 8: the JPEG was decoded at 1/reduction of its size.
     pub reduction: u8,
+    /// The JPEG as it should be kept, when the file's own bytes are not a standalone
+    /// JPEG: data after its EOI cut off, the standard Huffman tables inserted into a
+    /// webcam frame without them (`source::mjpeg::repair`). `None`: keep the file.
+    pub repaired: Option<Vec<u8>>,
 }
 
 /// The smallest DCT reduction the fast path uses (see the module comment).
@@ -77,9 +81,34 @@ pub fn decode_reduced(
     min_width: u32,
     min_height: u32,
 ) -> Result<Decoded, DecodeError> {
-    match decode_jpeg_reduced(bytes, min_width, min_height) {
-        Some(decoded) => Ok(decoded),
-        None => decode(bytes),
+    let repaired = repair_jpeg(bytes)?;
+    let data = repaired.as_deref().unwrap_or(bytes);
+    let mut decoded = match decode_jpeg_reduced(data, min_width, min_height) {
+        Some(decoded) => decoded,
+        None => decode_as_is(data)?,
+    };
+    decoded.repaired = repaired;
+    Ok(decoded)
+}
+
+/// A JPEG's marker structure walked from SOI to EOI (`source::mjpeg`): a file whose
+/// data ends before its EOI is truncated (decoders fill a cut-off scan with grey rather
+/// than fail); one with data after its EOI, or without Huffman tables, comes back
+/// repaired. A structure the walk does not follow (bytes between segments that some
+/// writers leave) is left to the decoder, which tolerates more, and which reports it
+/// if it cannot.
+fn repair_jpeg(bytes: &[u8]) -> Result<Option<Vec<u8>>, DecodeError> {
+    use crate::source::mjpeg::{repair, MjpegError};
+    if !bytes.starts_with(&[0xFF, 0xD8]) {
+        return Ok(None);
+    }
+    match repair(bytes) {
+        Ok(repaired) => Ok(repaired),
+        Err(MjpegError::Truncated(_)) => Err(DecodeError::Truncated("JPEG")),
+        Err(e) => {
+            tracing::debug!(error = %e, "JPEG structure not followed; decoding the file as it is");
+            Ok(None)
+        }
     }
 }
 
@@ -151,11 +180,20 @@ fn decode_jpeg_reduced(bytes: &[u8], min_width: u32, min_height: u32) -> Option<
         width,
         height,
         reduction: reduction as u8,
+        repaired: None,
     })
 }
 
-/// Decodes JPEG or PNG bytes into upright RGB.
+/// Decodes JPEG or PNG bytes into upright RGB. A JPEG with data after its end, or
+/// without Huffman tables, is decoded as repaired (see [`Decoded::repaired`]).
 pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
+    let repaired = repair_jpeg(bytes)?;
+    let mut decoded = decode_as_is(repaired.as_deref().unwrap_or(bytes))?;
+    decoded.repaired = repaired;
+    Ok(decoded)
+}
+
+fn decode_as_is(bytes: &[u8]) -> Result<Decoded, DecodeError> {
     if bytes.is_empty() {
         return Err(DecodeError::Empty);
     }
@@ -211,6 +249,7 @@ pub fn decode(bytes: &[u8]) -> Result<Decoded, DecodeError> {
         width,
         height,
         reduction: 1,
+        repaired: None,
     })
 }
 
@@ -252,7 +291,8 @@ fn has_png_end(bytes: &[u8]) -> bool {
 }
 
 /// A JPEG ends with the EOI marker (FF D9); some writers pad after it, so look at
-/// the last bytes rather than only the final two.
+/// the last bytes rather than only the final two. (Only for a JPEG whose structure
+/// `repair_jpeg` could not follow: every other one has been cut at its EOI.)
 fn has_jpeg_end(bytes: &[u8]) -> bool {
     let tail = &bytes[bytes.len().saturating_sub(64)..];
     tail.windows(2).any(|w| w == [0xFF, 0xD9])

@@ -155,3 +155,22 @@ fn a_folder_source_that_does_not_exist_is_refused() {
         ],
     );
 }
+
+#[test]
+fn a_command_source_whose_program_is_not_found_is_refused() {
+    let s = Setup::new();
+    let client = s.certs.client("pi-check");
+    let config = s.config(&client.cert, &client.key, &s.inbox());
+    let mut text = std::fs::read_to_string(&config).unwrap();
+    text.push_str(
+        "\n[[source]]\nkind = \"command\"\ncommand = [\"no-such-camera-tool\", \"-o\", \"-\"]\n",
+    );
+    std::fs::write(&config, text).unwrap();
+    assert_refused(
+        &check(&config),
+        &[
+            "[[source]] #2",
+            "command no-such-camera-tool: not found in PATH",
+        ],
+    );
+}

@@ -7,6 +7,8 @@ use std::process::{Command, Output};
 use protocol::sha256_hex;
 use serde_json::Value;
 
+mod jpeg_variants;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -315,6 +317,80 @@ fn missing_model_manifest_is_named() {
     let err = refused(Path::new("/nonexistent/model.toml"));
     assert!(
         err.contains("cannot read model manifest /nonexistent/model.toml"),
+        "{err}"
+    );
+}
+
+/// Runs `classify --json` on `paths`; the JSON line of each, by file name as shown.
+fn classify_json(paths: &[&Path]) -> (Output, Vec<Value>) {
+    let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
+        .args(["classify", "--json", "--backend", "tflite"])
+        .args(paths)
+        .output()
+        .unwrap();
+    let lines = String::from_utf8(out.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    (out, lines)
+}
+
+#[test]
+fn jpegs_with_trailing_data_or_without_huffman_tables_are_classified_as_the_photo() {
+    use jpeg_variants::*;
+    let dir = tempfile::tempdir().unwrap();
+    let photo = sample("hubble.jpg");
+    let trailer = dir.path().join("motion-photo.jpg");
+    std::fs::write(&trailer, with_trailer(&photo)).unwrap();
+    let webcam = dir.path().join("webcam.jpg");
+    std::fs::write(&webcam, webcam_frame(&photo)).unwrap();
+    let cut = dir.path().join("cut.jpg");
+    std::fs::write(&cut, cut_and_padded(&photo)).unwrap();
+    let original = samples().join("hubble.jpg");
+    let (out, lines) = classify_json(&[&original, &trailer, &webcam, &cut]);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "the cut file fails: {}",
+        stderr(&out)
+    );
+    let want = &lines[0]["top_k"];
+    for (i, name) in [(1, "motion-photo.jpg"), (2, "webcam.jpg")] {
+        assert!(lines[i]["file"].as_str().unwrap().ends_with(name));
+        assert_eq!(
+            &lines[i]["top_k"], want,
+            "{name}: the same scores as the photo"
+        );
+    }
+    assert_eq!(
+        lines[3]["error"], "truncated JPEG file: the image data ends early",
+        "a scan that really ends early is still refused"
+    );
+}
+
+#[test]
+fn a_file_name_that_is_not_utf8_or_holds_a_newline_is_classified_and_shown_escaped() {
+    use std::os::unix::ffi::OsStrExt;
+    let dir = tempfile::tempdir().unwrap();
+    let latin1 = dir.path().join(std::ffi::OsStr::from_bytes(b"caf\xe9.jpg"));
+    std::fs::copy(samples().join("chelsea.jpg"), &latin1).unwrap();
+    let newline = dir.path().join("two\nlines.jpg");
+    std::fs::write(&newline, b"not a picture").unwrap();
+    let (out, lines) = classify_json(&[&latin1, &newline]);
+    assert_eq!(lines.len(), 2, "{}", stderr(&out));
+    let shown = format!("{}/caf\\xe9.jpg", dir.path().display());
+    assert_eq!(lines[0]["file"], shown.as_str());
+    assert!(lines[0]["top_k"].is_array());
+    assert!(lines[1]["file"]
+        .as_str()
+        .unwrap()
+        .ends_with("two\\nlines.jpg"));
+    // The error line on stderr is one line, naming the file escaped.
+    let err = stderr(&out);
+    assert!(
+        err.lines()
+            .any(|l| l.starts_with("error: ") && l.contains("two\\nlines.jpg: not an image")),
         "{err}"
     );
 }

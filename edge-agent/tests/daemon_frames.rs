@@ -12,6 +12,8 @@ use edge_agent::policy::{PolicyConfig, ReviewPolicy, SkipCause};
 use edge_agent::preprocess::Preprocessor;
 use protocol::{decode, ChunkAssembler, DeviceId, ModelInfo, ReviewReason, Topics};
 
+mod jpeg_variants;
+
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..")
 }
@@ -145,4 +147,46 @@ fn a_corrupt_frame_is_an_error_and_the_next_frame_still_works() {
         p.process("rocket.jpg", sample("rocket.jpg"), 0, 0),
         Ok(Outcome::Selected { .. })
     ));
+}
+
+#[test]
+fn a_jpeg_with_trailing_data_or_no_huffman_tables_is_classified_and_travels_repaired() {
+    use jpeg_variants::{webcam_frame, with_trailer};
+    let mut p = processor(
+        THRESHOLD_035,
+        1 << 20,
+        ImageSection {
+            max_side: 4096,
+            ..ImageSection::default()
+        },
+    );
+    let photo = sample("rocket.jpg");
+    let Outcome::Selected { meta: want, .. } =
+        p.process("rocket.jpg", photo.clone(), 0, 0).unwrap()
+    else {
+        panic!("rocket.jpg is unsure: selected");
+    };
+    for (name, bytes) in [
+        ("motion.jpg", with_trailer(&photo)),
+        ("webcam.jpg", webcam_frame(&photo)),
+    ] {
+        let Outcome::Selected { meta, messages } = p.process(name, bytes, 0, 0).unwrap() else {
+            panic!("{name}: selected like the photo");
+        };
+        assert_eq!(meta.top_k, want.top_k, "{name}: the photo's scores");
+        let mut assembler = ChunkAssembler::new(Default::default());
+        let mut image = None;
+        for m in &messages {
+            if let Some(done) = assembler.offer_message(decode(m).unwrap(), 0).unwrap() {
+                image = Some(done.image);
+            }
+        }
+        let image = image.expect("the event reassembles");
+        // What travels is a standalone JPEG any viewer decodes, ending at its EOI.
+        assert!(image.ends_with(&[0xFF, 0xD9]), "{name}");
+        image::load_from_memory(&image).unwrap_or_else(|e| panic!("{name}: {e}"));
+        if name == "motion.jpg" {
+            assert_eq!(image, photo, "the trailer is cut off, nothing else");
+        }
+    }
 }

@@ -5,6 +5,7 @@
 
 mod support;
 
+use std::os::unix::ffi::OsStrExt;
 use std::process::Command;
 use std::time::Duration;
 
@@ -31,7 +32,12 @@ fn eval_review_sends_the_models_mistakes_through_the_agent() {
         ("Yorkshire_terrier", "hubble.jpg"),
     ] {
         std::fs::create_dir_all(set.join(label)).unwrap();
-        std::fs::copy(samples().join(photo), set.join(label).join(photo)).unwrap();
+        // The cat under a Latin-1 name: it must travel under its name, escaped.
+        let name = match photo {
+            "chelsea.jpg" => std::ffi::OsStr::from_bytes(b"caf\xe9-chelsea.jpg"),
+            other => std::ffi::OsStr::new(other),
+        };
+        std::fs::copy(samples().join(photo), set.join(label).join(name)).unwrap();
     }
     let out = Command::new(env!("CARGO_BIN_EXE_edge-agent"))
         .env_remove("EDGE_AGENT_LITERT_LIB")
@@ -75,6 +81,10 @@ fn eval_review_sends_the_models_mistakes_through_the_agent() {
         photos,
         ["astronaut.jpg", "chelsea.jpg"],
         "the two mistakes: {sources:?}"
+    );
+    assert!(
+        sources.iter().any(|s| s.ends_with("-caf\\xe9-chelsea.jpg")),
+        "{sources:?}"
     );
     let requests = dir.path().join("state/review-requests");
     wait_until(LONG, "the review-requests folder emptied", || {

@@ -346,6 +346,10 @@ mod settings {
         let c = parse("[[source]]\nkind = \"folder\"\npath = \"/in\"\n").unwrap();
         assert_eq!(c, FolderSourceConfig::new("/in"));
         assert_eq!(c.extensions, ["jpg", "jpeg", "png"]);
+        assert_eq!(c.settle, std::time::Duration::from_secs(1));
+        let c =
+            parse("[[source]]\nkind = \"folder\"\npath = \"/in\"\nsettle = \"250ms\"\n").unwrap();
+        assert_eq!(c.settle, std::time::Duration::from_millis(250));
     }
 
     #[test]
@@ -388,6 +392,10 @@ mod settings {
         let mut c = config();
         c.max_file_bytes = 0;
         assert_eq!(field(c), "max_file_bytes");
+        let mut c = config();
+        c.settle = std::time::Duration::from_secs(61);
+        let err = c.validate().unwrap_err().to_string();
+        assert!(err.starts_with("settle: 61s is longer than"), "{err}");
         assert_eq!(config().validate(), Ok(()));
     }
 
@@ -400,6 +408,12 @@ mod settings {
         for no in [".a.jpg", "a.jpg.part", "a.txt", "jpg", ".jpg", "a"] {
             assert!(!c.wants(OsStr::new(no)), "{no}");
         }
+        // Names are matched as bytes: Latin-1 and control characters are names too.
+        use std::os::unix::ffi::OsStrExt;
+        for yes in [&b"caf\xe9.jpg"[..], b"\xff.JPG", b"two\nlines.png"] {
+            assert!(c.wants(OsStr::from_bytes(yes)), "{yes:?}");
+        }
+        assert!(!c.wants(OsStr::from_bytes(b"caf\xe9.jp\xe9")));
     }
 
     #[test]

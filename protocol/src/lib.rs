@@ -17,7 +17,7 @@
 //! | [`jobs`] | AWS IoT Jobs device MQTT API, the model-update job document |
 //! | [`reason`] | why a frame was sent for review |
 //! | [`reencode`] | stored payloads re-encoded for another device id or size limit (agent side) |
-//! | [`timestamp`], [`json`] | shared conventions: timestamps, JSON checks |
+//! | [`timestamp`], [`json`], [`file_name`] | shared conventions: timestamps, JSON checks, file names shown escaped |
 
 pub mod a2i;
 pub mod assembler;
@@ -25,6 +25,7 @@ pub mod atomic_file;
 pub mod backoff;
 pub mod envelope;
 pub mod event;
+pub mod file_name;
 pub mod jobs;
 pub mod json;
 pub mod manifest;

@@ -1,6 +1,7 @@
 //! `edge-agent classify FILE...`: top-k labels per file, as a table or JSON lines.
 //! A file that cannot be read or decoded gets a one-line error naming it and the
-//! others are still classified; the exit status is 1 when any file failed.
+//! others are still classified; the exit status is 1 when any file failed. File names
+//! are shown escaped (`source::names`): one that is not UTF-8 keeps every byte visible.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -13,6 +14,7 @@ use serde_json::json;
 use super::{expand_paths, ModelArgs};
 use crate::inference::select_backend;
 use crate::pipeline::{Classifier, Preparer, PreparerOptions};
+use crate::source::names::escaped_path;
 
 #[derive(Debug, Args)]
 pub struct ClassifyArgs {
@@ -106,7 +108,7 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
                 if show {
                     if args.json {
                         let line = json!({
-                            "file": path.display().to_string(),
+                            "file": escaped_path(&path),
                             "width": frame.width,
                             "height": frame.height,
                             "model": model_name,
@@ -125,7 +127,7 @@ pub fn run(args: ClassifyArgs) -> anyhow::Result<i32> {
                             .iter()
                             .map(|l| format!("{:<28} {:.3}", l.label, l.score))
                             .collect();
-                        writeln!(out, "{:<32} {}", path.display(), labels.join("  "))?;
+                        writeln!(out, "{:<32} {}", escaped_path(&path), labels.join("  "))?;
                     }
                     out.flush()?;
                 }
@@ -160,10 +162,10 @@ fn report_error(
     message: &str,
 ) -> std::io::Result<()> {
     if json {
-        let line = json!({ "file": path.display().to_string(), "error": message });
+        let line = json!({ "file": escaped_path(path), "error": message });
         writeln!(out, "{line}")?;
     }
-    eprintln!("error: {}: {message}", path.display());
+    eprintln!("error: {}: {message}", escaped_path(path));
     Ok(())
 }
 

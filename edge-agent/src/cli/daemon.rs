@@ -87,7 +87,7 @@ pub fn check_config(args: ConfigArgs) -> anyhow::Result<i32> {
 
 /// The paths a source opens at start: a folder source's folder must be a directory
 /// (its `after.move.to` is created if missing, but must not be a file); a camera's
-/// device must exist.
+/// device must exist; a command's program must be found.
 fn check_source_paths(source: &crate::config::SourceConfig) -> Result<(), String> {
     use crate::config::SourceConfig;
     use crate::source::folder::AfterProcessing;
@@ -109,6 +109,9 @@ fn check_source_paths(source: &crate::config::SourceConfig) -> Result<(), String
         SourceConfig::Camera(c) => std::fs::metadata(&c.device)
             .map(|_| ())
             .map_err(|e| format!("device {}: {e}", c.device.display())),
+        SourceConfig::Command(c) => crate::source::command::find_program(&c.command[0])
+            .map(|_| ())
+            .map_err(|e| format!("command {e}")),
     }
 }
 

@@ -131,7 +131,12 @@ pub fn run(args: EvalArgs) -> anyhow::Result<i32> {
     let mut out = stdout.lock();
     if args.json {
         let mut value = serde_json::to_value(&evaluation)?;
-        value["review_requested"] = serde_json::json!(requested);
+        // Shown escaped: a file name need not be UTF-8 (protocol::file_name).
+        let shown: Vec<String> = requested
+            .iter()
+            .map(|p| protocol::file_name::escaped_path(p))
+            .collect();
+        value["review_requested"] = serde_json::json!(shown);
         writeln!(out, "{value}")?;
     } else {
         write!(out, "{}", report::terminal(&evaluation.metrics, &context))?;
@@ -159,33 +164,34 @@ fn request_reviews(
     dir: &std::path::Path,
 ) -> anyhow::Result<Vec<PathBuf>> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let mut ranked: Vec<(bool, f32, &str)> = evaluation
+    let mut ranked: Vec<(bool, f32, &crate::evaluate::FramePrediction)> = evaluation
         .predictions
         .iter()
         .map(|p| {
             let top = crate::inference::argmax(&p.scores);
             let confidence = p.scores.get(top).copied().unwrap_or(0.0);
-            (top == p.truth, confidence, p.file.as_str())
+            (top == p.truth, confidence, p)
         })
         .collect();
-    ranked.sort_by(|a, b| a.0.cmp(&b.0).then(a.1.total_cmp(&b.1)).then(a.2.cmp(b.2)));
+    ranked.sort_by(|a, b| {
+        a.0.cmp(&b.0)
+            .then(a.1.total_cmp(&b.1))
+            .then(a.2.path.cmp(&b.2.path))
+    });
     let mut written = Vec::new();
-    for (_, _, file) in ranked.into_iter().take(n) {
-        let source = std::path::Path::new(file);
-        let bytes = std::fs::read(source).with_context(|| format!("reading {file}"))?;
-        let name = source
-            .file_name()
-            .map(|n| n.to_string_lossy().into_owned())
-            .unwrap_or_default();
-        // The content hash keeps two files of the same name apart.
-        let target = dir.join(format!(
-            "eval-{}-{name}",
-            &protocol::sha256_hex(&bytes)[..12]
-        ));
-        let part = dir.join(format!(
-            ".{}.part",
-            target.file_name().unwrap().to_string_lossy()
-        ));
+    for (_, _, p) in ranked.into_iter().take(n) {
+        let source = p.path.as_path();
+        let bytes = std::fs::read(source).with_context(|| format!("reading {}", p.file))?;
+        // The name's own bytes (any name the file system allows); the content hash
+        // keeps two files of the same name apart.
+        let mut name =
+            std::ffi::OsString::from(format!("eval-{}-", &protocol::sha256_hex(&bytes)[..12]));
+        name.push(source.file_name().unwrap_or_default());
+        let target = dir.join(&name);
+        let mut hidden = std::ffi::OsString::from(".");
+        hidden.push(&name);
+        hidden.push(".part");
+        let part = dir.join(hidden);
         std::fs::write(&part, &bytes).with_context(|| format!("writing {}", part.display()))?;
         std::fs::rename(&part, &target)
             .with_context(|| format!("renaming {} to {}", part.display(), target.display()))?;

@@ -452,8 +452,18 @@ fn frame_loop(
             Err(e) => {
                 Stats::inc(&stats.errors);
                 stats.count_outcome(|o| &mut o.refused, e.key());
-                tracing::warn!(frame = %frame.name, error = %e, "frame skipped");
-                true
+                // Refused, so never deleted (a decoder's limit must not destroy a frame):
+                // its file is moved aside with the reason.
+                match sources::reject(&sources, &frame, &e.to_string(), now) {
+                    Ok(Some(to)) => {
+                        tracing::warn!(frame = %frame.name, error = %e, moved_to = %crate::source::names::escaped_path(&to), "frame refused; its file is set aside")
+                    }
+                    Ok(None) => tracing::warn!(frame = %frame.name, error = %e, "frame refused"),
+                    Err(io) => {
+                        tracing::warn!(frame = %frame.name, error = %e, "frame refused; cannot set its file aside ({io}), so it stays")
+                    }
+                }
+                false
             }
         };
         if handled {

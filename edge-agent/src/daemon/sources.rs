@@ -1,10 +1,12 @@
 //! Starts the configured sources on one bounded channel, stops them, and applies a
-//! folder source's after-processing action once a frame is handled.
+//! folder source's after-processing action once a frame is handled, or sets its file
+//! aside when the frame was refused.
 
 use std::sync::mpsc::SyncSender;
 
 use crate::config::SourceConfig;
 use crate::source::camera::spawn_camera_source;
+use crate::source::command::spawn_command_source;
 use crate::source::folder::{self, spawn_folder_source};
 use crate::source::{SourceError, SourceFrame, SourceHandle};
 
@@ -20,6 +22,7 @@ pub fn start(
         let handle = match config {
             SourceConfig::Folder(c) => spawn_folder_source(c.clone(), tx.clone()),
             SourceConfig::Camera(c) => spawn_camera_source(c.clone(), tx.clone()),
+            SourceConfig::Command(c) => spawn_command_source(c.clone(), tx.clone()),
         };
         match handle {
             Ok(h) => handles.push(h),
@@ -45,15 +48,33 @@ impl Sources {
 
 /// Moves or deletes a folder frame's file as its source says (no-op for cameras).
 pub fn finish(configs: &[SourceConfig], frame: &SourceFrame) -> std::io::Result<()> {
-    let Some(path) = &frame.path else {
-        return Ok(());
-    };
-    for config in configs {
-        if let SourceConfig::Folder(c) = config {
-            if path.parent() == Some(c.path.as_path()) {
-                return folder::finish(c, path);
-            }
-        }
+    match folder_of(configs, frame) {
+        Some((c, path)) => folder::finish(c, path),
+        None => Ok(()),
     }
-    Ok(())
+}
+
+/// Sets a refused folder frame's file aside with `reason` ([`folder::reject`]); returns
+/// where it went (no-op for cameras, and with `after = "leave"`).
+pub fn reject(
+    configs: &[SourceConfig],
+    frame: &SourceFrame,
+    reason: &str,
+    now_ms: u64,
+) -> std::io::Result<Option<std::path::PathBuf>> {
+    match folder_of(configs, frame) {
+        Some((c, path)) => folder::reject(c, path, reason, now_ms),
+        None => Ok(None),
+    }
+}
+
+fn folder_of<'a>(
+    configs: &'a [SourceConfig],
+    frame: &'a SourceFrame,
+) -> Option<(&'a folder::FolderSourceConfig, &'a std::path::Path)> {
+    let path = frame.path.as_deref()?;
+    configs.iter().find_map(|config| match config {
+        SourceConfig::Folder(c) if path.parent() == Some(c.path.as_path()) => Some((c, path)),
+        _ => None,
+    })
 }

@@ -46,7 +46,11 @@ pub struct Evaluation {
 
 #[derive(Debug, Clone, Serialize)]
 pub struct FramePrediction {
+    /// The file as shown (escaped: `protocol::file_name`).
     pub file: String,
+    /// The file itself, whatever bytes its name holds.
+    #[serde(skip)]
+    pub path: std::path::PathBuf,
     /// Index into `metrics.labels`.
     pub truth: usize,
     /// One per model class.
@@ -98,7 +102,7 @@ pub fn evaluate(
                         .expect("every label was added"),
                     scores,
                 });
-                files.push(frame.path.display().to_string());
+                files.push(frame.path.clone());
             }
         }
     }
@@ -127,8 +131,9 @@ pub fn evaluate(
         predictions: predictions
             .into_iter()
             .zip(files)
-            .map(|(p, file)| FramePrediction {
-                file,
+            .map(|(p, path)| FramePrediction {
+                file: protocol::file_name::escaped_path(&path),
+                path,
                 truth: p.truth,
                 scores: p.scores,
             })

@@ -8,7 +8,10 @@
 //! any viewer. So [`normalize_frame`] inserts those tables before the first scan. It also
 //! refuses empty and truncated frames (no EOI: a USB transfer cut short) and trims the
 //! padding some drivers leave after EOI. It is a pure function over bytes, tested with
-//! recorded frames; the capture code in `camera.rs` only hands it buffers.
+//! recorded frames; the capture code in `camera.rs` only hands it buffers. Files get
+//! the same repair through [`repair`] when they are decoded (`preprocess::decode`): a
+//! frame saved from a webcam's stream is the same table-less JPEG, and data after EOI
+//! (phones' motion photos, vendor trailers) is not part of the image.
 
 /// Why a captured frame is not a usable JPEG.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -153,13 +156,17 @@ fn scan_segments(bytes: &[u8]) -> Result<(Vec<Segment>, usize), MjpegError> {
         if marker == SOS {
             // Entropy-coded data runs to the next marker that is neither a stuffed
             // zero (FF 00), a restart marker (FF D0..D7) nor fill (FF FF).
+            // (Jumping from 0xFF to 0xFF: a phone photo's scan is megabytes long.)
             loop {
-                match bytes.get(i..i + 2) {
+                let Some(off) = bytes[i..].iter().position(|&b| b == 0xFF) else {
+                    return Err(MjpegError::Truncated(bytes.len()));
+                };
+                i += off;
+                match bytes.get(i + 1) {
                     None => return Err(MjpegError::Truncated(bytes.len())),
-                    Some([0xFF, 0x00]) | Some([0xFF, 0xD0..=0xD7]) => i += 2,
-                    Some([0xFF, 0xFF]) => i += 1,
-                    Some([0xFF, _]) => break,
-                    Some(_) => i += 1,
+                    Some(0x00) | Some(0xD0..=0xD7) => i += 2,
+                    Some(0xFF) => i += 1,
+                    Some(_) => break,
                 }
             }
         }
@@ -190,19 +197,36 @@ fn needs_standard_tables(segments: &[Segment]) -> bool {
 /// if the frame has none, drops anything after EOI, and rejects empty, non-JPEG and
 /// truncated frames. A frame that needs nothing comes back unchanged.
 pub fn normalize_frame(bytes: &[u8]) -> Result<Vec<u8>, MjpegError> {
+    Ok(repair(bytes)?.unwrap_or_else(|| bytes.to_vec()))
+}
+
+/// As [`normalize_frame`], without copying a JPEG that needs nothing: `None` when
+/// `bytes` is already a standalone JPEG ending at its EOI. Decoding a file uses this
+/// (`preprocess::decode`): a JPEG saved from a webcam's stream lacks the tables as the
+/// frame did, and phones and cameras append data after EOI (a motion photo's video,
+/// vendor trailers, padding) that is not part of the image.
+pub fn repair(bytes: &[u8]) -> Result<Option<Vec<u8>>, MjpegError> {
     let (segments, end) = scan_segments(bytes)?;
     let Some(first_sos) = segments.iter().find(|s| s.marker == SOS) else {
         return Err(MjpegError::Corrupt("no SOS (start of scan) marker".into()));
     };
     if !needs_standard_tables(&segments) {
-        return Ok(bytes[..end].to_vec());
+        return Ok((end < bytes.len()).then(|| bytes[..end].to_vec()));
     }
     let dht = standard_dht_segment();
     let mut out = Vec::with_capacity(end + dht.len());
     out.extend_from_slice(&bytes[..first_sos.start]);
     out.extend_from_slice(&dht);
     out.extend_from_slice(&bytes[first_sos.start..end]);
-    Ok(out)
+    Ok(Some(out))
+}
+
+/// Where the JPEG at the start of `bytes` ends: one past its EOI marker, found by
+/// walking its marker structure (so an EOI inside a segment or a thumbnail does not
+/// count). `Truncated` while more bytes are needed: the MJPEG stream splitter
+/// (`mjpeg_stream.rs`) waits for them.
+pub fn frame_end(bytes: &[u8]) -> Result<usize, MjpegError> {
+    scan_segments(bytes).map(|(_, end)| end)
 }
 
 /// Removes every DHT segment: turns an ordinary JPEG into what a UVC webcam sends.
@@ -265,6 +289,7 @@ mod tests {
     fn a_complete_jpeg_comes_back_unchanged() {
         let jpeg = small_jpeg();
         assert_eq!(normalize_frame(&jpeg).unwrap(), jpeg);
+        assert_eq!(repair(&jpeg).unwrap(), None, "no copy when nothing changes");
     }
 
     #[test]

@@ -1,16 +1,22 @@
 //! Frame sources: where frames come from before the pipeline decodes them.
 //!
-//! Each source (a watched folder, a V4L2 camera) runs on its own thread and sends
-//! [`SourceFrame`]s into a bounded `SyncSender`: when the consumer falls behind, the
-//! source blocks (a camera then drops frames in the driver, a folder simply waits), so
-//! memory never grows. A [`SourceHandle`] owns the thread; [`SourceHandle::stop`] wakes
+//! Each source (a watched folder, a V4L2 camera, a command writing MJPEG to its
+//! standard output) runs on its own thread and sends [`SourceFrame`]s into a bounded
+//! `SyncSender`: when the consumer falls behind, the source blocks (a camera then drops
+//! frames in the driver, a folder simply waits, a command's pipe fills and it waits),
+//! so memory never grows. A [`SourceHandle`] owns the thread; [`SourceHandle::stop`] wakes
 //! it through an eventfd (no polling while idle) and joins it, promptly even when the
 //! source is blocked on a full channel. A source that fails for good ends its thread, so
 //! the consumer sees the channel disconnect and [`SourceHandle::join`] says why.
 
 pub mod camera;
+pub mod command;
 pub mod folder;
 pub mod mjpeg;
+pub mod mjpeg_stream;
+/// File names kept as bytes and shown escaped: the convention is `protocol`'s, shared
+/// with local mode.
+pub use protocol::file_name as names;
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::path::PathBuf;
@@ -23,7 +29,8 @@ use std::time::Duration;
 /// One frame as a source produced it: encoded image bytes, not yet decoded.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SourceFrame {
-    /// A short name for logs and the event: the file name, or `camera-<ms>.jpg`.
+    /// A short name for logs and the event: the file name as [`names::escaped`] shows
+    /// it (the file itself is `path`), or `camera-<ms>.jpg`.
     pub name: String,
     /// The file the frame came from (folder sources); `None` for a camera frame.
     /// The daemon passes it to [`folder::finish`] once the frame is fully handled.
@@ -51,6 +58,8 @@ pub enum SourceError {
     },
     #[error("camera {device}: {message}")]
     CameraFormat { device: PathBuf, message: String },
+    #[error("command source {name}: {message}")]
+    Command { name: String, message: String },
     #[error("cannot create the stop signal: {0}")]
     Signal(#[source] std::io::Error),
     #[error("source thread {0} panicked")]

@@ -186,6 +186,18 @@ after = "delete"
         std::fs::read_to_string(self.dir.join("agent.log")).unwrap_or_default()
     }
 
+    /// As [`Agent::inbox_is_empty`], with the `rejected/` folder of refused frames.
+    pub fn inbox_is_empty_but_rejected(&self) -> bool {
+        std::fs::read_dir(&self.inbox)
+            .map(|d| {
+                d.filter_map(|e| e.ok()).all(|e| {
+                    let name = e.file_name();
+                    name == "rejected" || name.as_encoded_bytes().first() == Some(&b'.')
+                })
+            })
+            .unwrap_or(false)
+    }
+
     pub fn inbox_is_empty(&self) -> bool {
         std::fs::read_dir(&self.inbox)
             .map(|d| {

@@ -13,11 +13,13 @@
 //! `copied.txt.migrated`.
 
 use std::collections::{HashMap, HashSet};
+use std::ffi::{OsStr, OsString};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::SystemTime;
 
 use anyhow::Context;
+use protocol::file_name::{escaped, extension};
 use sha2::{Digest, Sha256};
 
 /// File extensions local mode copies (any case).
@@ -143,12 +145,14 @@ impl Copied {
     /// hidden name, then a rename, so the agent never sees half a file). A frame whose
     /// name the inbox still holds (the agent has not taken the earlier one yet) waits
     /// for the next call. Returns how many were copied.
+    /// Names are kept as bytes: a name that is not UTF-8 (`caf\xe9.jpg`) or holds a
+    /// newline is copied like any other, and recorded and shown escaped.
     pub(super) fn intake(&mut self, frames: &Path, inbox: &Path) -> anyhow::Result<usize> {
-        let mut names: Vec<String> = std::fs::read_dir(frames)
+        let mut names: Vec<OsString> = std::fs::read_dir(frames)
             .with_context(|| format!("reading {}", frames.display()))?
             .filter_map(Result::ok)
             .filter(|e| e.file_type().is_ok_and(|t| t.is_file()))
-            .filter_map(|e| e.file_name().into_string().ok())
+            .map(|e| e.file_name())
             .filter(|n| is_frame_name(n))
             .collect();
         names.sort();
@@ -158,11 +162,15 @@ impl Copied {
             if self.hashes.contains(&sha) || inbox.join(&name).exists() {
                 continue;
             }
-            let tmp = inbox.join(format!(".{name}.part"));
+            let mut tmp = OsString::from(".");
+            tmp.push(&name);
+            tmp.push(".part");
+            let tmp = inbox.join(tmp);
+            let shown = escaped(&name);
             std::fs::copy(frames.join(&name), &tmp)
-                .with_context(|| format!("copying {name} into the inbox"))?;
+                .with_context(|| format!("copying {shown} into the inbox"))?;
             std::fs::rename(&tmp, inbox.join(&name))?;
-            self.remember(sha, &name)?;
+            self.remember(sha, &shown)?;
             n += 1;
         }
         Ok(n)
@@ -170,11 +178,13 @@ impl Copied {
 }
 
 /// A frame file: not hidden, with an image extension.
-fn is_frame_name(name: &str) -> bool {
-    !name.starts_with('.')
-        && name
-            .rsplit_once('.')
-            .is_some_and(|(_, ext)| FRAME_EXTENSIONS.contains(&ext.to_ascii_lowercase().as_str()))
+fn is_frame_name(name: &OsStr) -> bool {
+    name.as_encoded_bytes().first() != Some(&b'.')
+        && extension(name).is_some_and(|ext| {
+            FRAME_EXTENSIONS
+                .iter()
+                .any(|e| e.as_bytes().eq_ignore_ascii_case(ext))
+        })
 }
 
 #[cfg(test)]
@@ -244,6 +254,19 @@ mod tests {
     }
 
     #[test]
+    fn a_name_that_is_not_utf8_is_copied_with_its_own_bytes_and_recorded_escaped() {
+        use std::os::unix::ffi::OsStrExt;
+        let d = dirs();
+        let name = OsStr::from_bytes(b"caf\xe9.jpg");
+        std::fs::write(d.frames.join(name), b"photo").unwrap();
+        let mut copied = Copied::open(&d.root, &d.frames).unwrap();
+        assert_eq!(copied.intake(&d.frames, &d.inbox).unwrap(), 1);
+        assert_eq!(std::fs::read(d.inbox.join(name)).unwrap(), b"photo");
+        let record = std::fs::read_to_string(d.root.join("copied.jsonl")).unwrap();
+        assert!(record.contains(r#""name":"caf\\xe9.jpg""#), "{record}");
+    }
+
+    #[test]
     fn a_frame_waits_while_the_inbox_still_holds_its_name() {
         let d = dirs();
         std::fs::write(d.frames.join("a.jpg"), b"old").unwrap();
@@ -272,7 +295,8 @@ mod tests {
 
     #[test]
     fn hidden_files_and_other_extensions_are_not_frames() {
-        assert!(is_frame_name("a.JPG") && is_frame_name("b.png"));
-        assert!(!is_frame_name("._a.jpg") && !is_frame_name("notes.txt"));
+        let is = |n: &str| is_frame_name(OsStr::new(n));
+        assert!(is("a.JPG") && is("b.png"));
+        assert!(!is("._a.jpg") && !is("notes.txt"));
     }
 }
