@@ -25,3 +25,6 @@ cargo test --workspace --locked --doc
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 LOCAL_AWS_BIN="$target_dir/debug/local-aws" python3 -m pytest -q tests/a2i_boto3
+# The Debian packages installed, run as systemd would, upgraded, removed and purged
+# (only as root under CI, or with EDGE_A2I_PACKAGE_TEST=1: it installs into the system).
+scripts/test-packages.sh
