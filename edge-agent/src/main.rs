@@ -3,7 +3,7 @@
 //! 2 could not run at all).
 
 use clap::Parser;
-use edge_agent::cli::{classify, daemon, eval, model, outbox, retrain, Cli, Command};
+use edge_agent::cli::{classify, daemon, eval, litert_probe, model, outbox, retrain, Cli, Command};
 
 fn main() {
     tune_malloc();
@@ -26,6 +26,7 @@ fn main() {
         Command::Eval(args) => eval::run(args),
         Command::Retrain(args) => retrain::run(args),
         Command::Model(args) => model::run(args),
+        Command::LitertProbe(args) => litert_probe(args),
     };
     match result {
         Ok(code) => std::process::exit(code),

@@ -58,11 +58,22 @@ fn not_a_library(dir: &Path) -> PathBuf {
 /// A real shared object that exports the LiteRT C API but computes wrong scores
 /// (tests/fixtures/fake_litert.c), built with the system C compiler.
 fn library_with_wrong_results(dir: &Path) -> PathBuf {
+    fake_library(dir, "libFakeLiteRt.so", &[])
+}
+
+/// The same stand-in, segfaulting when LiteRT's environment is created.
+fn library_that_crashes(dir: &Path) -> PathBuf {
+    fake_library(dir, "libCrashingLiteRt.so", &["-DCRASH_ON_CREATE"])
+}
+
+fn fake_library(dir: &Path, name: &str, defines: &[&str]) -> PathBuf {
     let source = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/fake_litert.c");
-    let path = dir.join("libFakeLiteRt.so");
+    let path = dir.join(name);
     let cc = std::env::var("CC").unwrap_or_else(|_| "cc".into());
     let status = Command::new(&cc)
-        .args(["-shared", "-fPIC", "-O1", "-o"])
+        .args(["-shared", "-fPIC", "-O1"])
+        .args(defines)
+        .arg("-o")
         .arg(&path)
         .arg(&source)
         .status()
@@ -181,6 +192,17 @@ fn auto_with_a_library_that_fails_the_self_test_falls_back_and_says_why() {
         &out,
         "failed its self-test on the litert backend: score 0 (Chihuahua) is 0.05263",
     );
+}
+
+#[test]
+fn auto_survives_a_library_that_crashes_and_falls_back_to_tflite() {
+    // LiteRT's first load and self-test run in a child process: the crash ends the
+    // child, and the agent goes on with tflite, saying so.
+    let dir = tempfile::tempdir().unwrap();
+    let lib = library_that_crashes(dir.path());
+    let out = classify("auto", Some(&lib));
+    assert_fell_back(&out, "crashed (signal 11, SIGSEGV) while loading");
+    assert!(backend_line(&out).contains(&lib.display().to_string()));
 }
 
 #[test]

@@ -46,6 +46,26 @@ pub enum Command {
     /// Signed model packages (keygen, sign, verify) and this device's installed
     /// models (status, rollback).
     Model(model::ModelArgs),
+    /// Internal: load `--litert-library` and run the model's self-test, exit 0 or 1
+    /// with the reason (`auto` runs this in a child process first, see
+    /// `inference::litert_probe`).
+    #[command(name = "litert-probe", hide = true)]
+    LitertProbe(ModelArgs),
+}
+
+/// `edge-agent litert-probe`: the child side of `inference::litert_probe`.
+pub fn litert_probe(args: ModelArgs) -> anyhow::Result<i32> {
+    let Some(library) = args.litert_library.as_deref() else {
+        anyhow::bail!("litert-probe needs --litert-library");
+    };
+    let package = args.load()?;
+    match crate::inference::probe_litert_here(&package, &args.backend_options(), library) {
+        Ok(()) => Ok(0),
+        Err(why) => {
+            eprintln!("edge-agent: {why}");
+            Ok(1)
+        }
+    }
 }
 
 /// Options shared by every command that loads a model.

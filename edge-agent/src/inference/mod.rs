@@ -8,6 +8,7 @@
 
 mod litert_backend;
 mod litert_ffi;
+pub mod litert_probe;
 mod select;
 mod tflite_backend;
 
@@ -15,8 +16,8 @@ use crate::model::{ModelError, ModelPackage};
 
 pub use litert_backend::LitertBackend;
 pub use select::{
-    litert_library_candidates, load_backend, select_backend, BackendChoice, BackendError,
-    BackendKind, BackendSelection, LoadedBackend, LITERT_LIBRARY_ENV,
+    litert_library_candidates, load_backend, probe_litert_here, select_backend, BackendChoice,
+    BackendError, BackendKind, BackendSelection, LoadedBackend, LITERT_LIBRARY_ENV,
 };
 pub use tflite_backend::TfliteBackend;
 

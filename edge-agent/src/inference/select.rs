@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use super::litert_backend::{LitertBackend, LitertError};
+use super::litert_probe;
 use super::{self_test, BackendOptions, InferenceBackend, TfliteBackend};
 use crate::model::{ModelError, ModelPackage};
 
@@ -213,6 +214,11 @@ fn try_litert(
         )));
     }
     let library = find_litert_library(choice.library.as_deref())?;
+    if choice.kind == BackendKind::Auto {
+        // A library that crashes must not take the agent down: try it in a child first.
+        litert_probe::probe(&library, &package.manifest_path, options.threads)
+            .map_err(NotUsed::Failed)?;
+    }
     let mut backend = match LitertBackend::new(&library, package, options) {
         Ok(b) => b,
         Err(LitertError::Library(why)) => return Err(NotUsed::Failed(why)),
@@ -220,6 +226,23 @@ fn try_litert(
     };
     self_test(package, &mut backend).map_err(|e| NotUsed::Failed(e.to_string()))?;
     Ok((Box::new(backend), library))
+}
+
+/// The child's side of [`litert_probe`]: loads `library` and runs the model's
+/// self-test on it, in this process; why not, in one sentence.
+pub fn probe_litert_here(
+    package: &ModelPackage,
+    options: &BackendOptions,
+    library: &Path,
+) -> Result<(), String> {
+    let choice = BackendChoice {
+        kind: BackendKind::Litert,
+        library: Some(library.to_path_buf()),
+    };
+    match try_litert(package, options, &choice) {
+        Ok(_) => Ok(()),
+        Err(NotUsed::NotInstalled(why) | NotUsed::Failed(why)) => Err(why),
+    }
 }
 
 /// The library to try: the configured one, else `$EDGE_AGENT_LITERT_LIB`, else the
