@@ -18,16 +18,7 @@ use std::time::{Duration, Instant};
 use protocol::EventId;
 
 use relay_common::*;
-use test_support::{free_port, Mosquitto};
-
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap()
-}
+use test_support::{free_port, rss_kib, Mosquitto};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn flood_of_incomplete_chunk_sets_keeps_rss_bounded() {

@@ -19,21 +19,11 @@ use aws_sdk_sagemakera2iruntime::types::HumanLoopInput;
 use rumqttc::{AsyncClient, Event, MqttOptions, Packet, QoS};
 use serde_json::{json, Value};
 use test_support::http::Request;
-use test_support::ChildGuard;
+use test_support::{rss_kib, ChildGuard};
 
 mod common;
 
 const TOKEN: &str = "soak-test-reviewer-token-0123456789";
-
-/// Resident set size of `pid`, in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .expect("VmRSS in /proc/PID/status")
-}
 
 /// Starts `local-aws <args>` and returns it with the address on its first stdout line
 /// (`listening on ...`).

@@ -169,6 +169,18 @@ pub fn log_tail(path: &Path, lines: usize) -> String {
     }
 }
 
+/// Resident set size of process `pid`, in KiB (`VmRSS` in `/proc/<pid>/status`).
+/// Panics when the process is gone or the field is missing.
+pub fn rss_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"));
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
