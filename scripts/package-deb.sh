@@ -90,8 +90,14 @@ echo "$conffile" > "$root/DEBIAN/conffiles"
 needs=$(find "$root/usr/bin" "$root/usr/lib" -type f \( -perm -u+x -o -name '*.so' \) -exec readelf -V --wide {} + 2>/dev/null | sed -n 's/.*Name: \(GLIBC_[0-9.]*\|GLIBCXX_[0-9.]*\).*/\1/p')
 glibc=$(printf '%s\n' "$needs" | sed -n 's/^GLIBC_//p' | sort -V | tail -1)
 depends="libc6 (>= ${glibc:-2.17})"
-if printf '%s\n' "$needs" | grep -q '^GLIBCXX_'; then
-  depends="$depends, libstdc++6"
+# GLIBCXX_3.4.N comes with libstdc++ of GCC: .30 -> 12, .29 -> 11, .28 -> 10, .26 -> 9.
+glibcxx=$(printf '%s\n' "$needs" | sed -n 's/^GLIBCXX_3\.4\.//p' | sort -n | tail -1)
+if [ -n "$glibcxx" ]; then
+  case "$glibcxx" in
+    3[0-9]) gcc=$((glibcxx - 18));;
+    29) gcc=11;; 28) gcc=10;; 26|27) gcc=9;; *) gcc="";;
+  esac
+  depends="$depends, libstdc++6${gcc:+ (>= $gcc)}, libgcc-s1"
 fi
 size=$(du -sk "$root" | cut -f1)
 cat > "$root/DEBIAN/control" <<EOF
