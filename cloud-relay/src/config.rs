@@ -203,16 +203,6 @@ pub struct ResultsConfig {
     pub sweep_interval: Duration,
 }
 
-impl ResultsConfig {
-    /// How long between two listings of the flow's loops.
-    pub fn listing_interval(&self) -> Duration {
-        match self.queue {
-            Some(_) => self.sweep_interval,
-            None => self.poll_interval,
-        }
-    }
-}
-
 /// `[results.queue]`: the SQS queue an EventBridge rule fills with A2I's "SageMaker
 /// A2I HumanLoop Status Change" events (AWS, "Use Amazon CloudWatch Events in Amazon
 /// Augmented AI"). `cloud-relay setup` creates it, its dead-letter queue `{name}-dlq`

@@ -3,7 +3,8 @@
 //! server with the real `aws-sdk-sqs` client; the test plays A2I + EventBridge,
 //! putting into the queue, for each loop the review service completes or stops, the
 //! event body A2I documents (AWS, "Use Amazon CloudWatch Events in Amazon Augmented
-//! AI"). Each test counts rows in S3: every event exactly once.
+//! AI"). Each test counts rows in S3: every event exactly once. What no event
+//! announces, the reconciliation sweep finds, from a checkpoint any relay resumes.
 
 mod relay_common;
 mod relay_queue;
@@ -208,4 +209,53 @@ async fn two_relays_split_the_queue_and_write_each_row_once() {
             .unwrap()
     };
     assert_eq!(written(r1.port).await + written(r2.port).await, 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn loops_no_event_announced_are_swept_up_from_a_checkpoint_any_relay_resumes() {
+    let bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
+    let q = Queues::create(&bench, "completions", 5).await;
+    let agent = Agent::connect(&bench.broker, "agent-sim").await;
+    let mut a = q.start_relay_sweeping(&bench, "relay-a", "30s", "2s").await;
+    let first = events(5, 65);
+    agent
+        .deliver(&first, Duration::from_secs(20), Duration::from_secs(60))
+        .await;
+    answer_all(&bench, "pug").await;
+    // No event is sent: the sweep alone finds them.
+    assert_rows_exactly(&bench, &first, WAIT).await;
+    test_support::wait_until_async(WAIT, "relay A's checkpoint", || async {
+        checkpoint(&bench).await.swept_by == "relay-a"
+    })
+    .await;
+    let by_a = checkpoint(&bench).await;
+    assert!(metric(a.port, "cloud_relay_loop_listings_total").await >= Some(1));
+    a.process.kill();
+
+    // Relay B takes the sweep over from A's checkpoint.
+    let b = q.start_relay_sweeping(&bench, "relay-b", "30s", "2s").await;
+    let second = events(3, 66);
+    agent
+        .deliver(&second, Duration::from_secs(20), Duration::from_secs(60))
+        .await;
+    answer_all(&bench, "pug").await;
+    let all: Vec<TestEvent> = first.iter().chain(&second).cloned().collect();
+    assert_rows_exactly(&bench, &all, WAIT).await;
+    test_support::wait_until_async(WAIT, "relay B's checkpoint", || async {
+        checkpoint(&bench).await.swept_by == "relay-b"
+    })
+    .await;
+    let by_b = checkpoint(&bench).await;
+    assert!(by_b.swept_at_ms > by_a.swept_at_ms);
+    assert!(by_b.watermark_ms >= by_a.watermark_ms, "{by_a:?} {by_b:?}");
+    assert_eq!(
+        metric(b.port, "cloud_relay_completion_events_received_total").await,
+        Some(0)
+    );
+    assert!(bench.keys("manifest/sweep/claims/").await.len() >= 2);
+}
+
+async fn checkpoint(bench: &Bench) -> cloud_relay::relay::sweep::Checkpoint {
+    let bytes = bench.get("manifest/sweep/checkpoint.json").await;
+    serde_json::from_slice(&bytes).unwrap()
 }

@@ -49,22 +49,18 @@ impl Collector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let r = &self.config.results;
         let mut tracker = LoopTracker::new(r.lookback.as_millis() as i64, WATERMARK_MARGIN_MS);
-        tokio::pin!(shutdown);
         if r.queue.is_some() {
-            // Completions come as events; the listing only sweeps up what an event
-            // missed, so a start (or a restart) does not list the lookback at once.
-            tokio::select! {
-                _ = &mut shutdown => return,
-                _ = tokio::time::sleep(r.sweep_interval) => {}
-            }
+            // Completions come as events; listing only sweeps up what an event missed.
+            return self.sweep_when_due(shutdown).await;
         }
+        tokio::pin!(shutdown);
         loop {
             if let Err(e) = self.poll(&mut tracker).await {
                 tracing::warn!(error = %e, "collecting results failed; trying again next poll");
             }
             tokio::select! {
                 _ = &mut shutdown => return,
-                _ = tokio::time::sleep(r.listing_interval()) => {}
+                _ = tokio::time::sleep(r.poll_interval) => {}
             }
         }
     }

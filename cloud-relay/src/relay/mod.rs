@@ -9,6 +9,7 @@
 //! | [`event_store`] | storing an event's objects, first stored wins (id conflicts) |
 //! | [`results`] / [`collector`] | loop tracking and manifest rows (pure / driver), export |
 //! | [`completions`] | completed loops as A2I's events from an SQS queue (pure decision / consumer) |
+//! | [`sweep`] | with events, listing as a slow reconciliation sweep from a checkpoint in S3 |
 //! | [`s3`] / [`a2i`] | the two AWS clients and their error classification |
 //! | [`retry`] | backoff, the quota gate |
 //! | [`keys`] | the S3 key layout |
@@ -32,6 +33,7 @@ pub mod results;
 pub mod retry;
 pub mod s3;
 pub mod startup;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
 

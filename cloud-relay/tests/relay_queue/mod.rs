@@ -87,13 +87,26 @@ impl Queues {
         )
     }
 
-    /// Starts `cloud-relay run` consuming this queue and waits until it is ready.
+    /// Starts `cloud-relay run` consuming this queue and waits until it is ready;
+    /// its reconciliation sweep is not due within a test.
     pub async fn start_relay(&self, bench: &Bench, id: &str, visibility: &str) -> RunningRelay {
+        self.start_relay_sweeping(bench, id, visibility, "1h").await
+    }
+
+    /// [`Queues::start_relay`] with a `sweep_interval`.
+    pub async fn start_relay_sweeping(
+        &self,
+        bench: &Bench,
+        id: &str,
+        visibility: &str,
+        sweep: &str,
+    ) -> RunningRelay {
         let port = test_support::free_port();
         let config = bench.relay_config(id, None, port, &self.config_extra(visibility));
-        let text = std::fs::read_to_string(&config)
-            .unwrap()
-            .replace("[results]\n", "[results]\nsweep_interval = \"1h\"\n");
+        let text = std::fs::read_to_string(&config).unwrap().replace(
+            "[results]\n",
+            &format!("[results]\nsweep_interval = \"{sweep}\"\n"),
+        );
         std::fs::write(&config, text).unwrap();
         let log = bench.dir.path().join(format!("{id}.log"));
         let mut process = bench.spawn_relay(&config, &log);
