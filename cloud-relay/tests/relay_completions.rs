@@ -259,3 +259,53 @@ async fn checkpoint(bench: &Bench) -> cloud_relay::relay::sweep::Checkpoint {
     let bytes = bench.get("manifest/sweep/checkpoint.json").await;
     serde_json::from_slice(&bytes).unwrap()
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn in_local_mode_the_review_service_emits_the_events_the_relay_consumes_with_the_same_code() {
+    let bench = Bench::start(Mosquitto::builder().start(), 10_000).await;
+    let (queue, url) = local_queue(&bench).await;
+    let table = format!(
+        "\n[results.queue]\nname = \"completions\"\nendpoint_url = \"{url}\"\nvisibility_timeout = \"5s\"\nwait_time = \"2s\"\n"
+    );
+    let relay = start_relay_with(&bench, "relay-1", &table, "1h").await;
+    let agent = Agent::connect(&bench.broker, "agent-sim").await;
+    let evs = events(10, 67);
+    agent
+        .deliver(&evs, Duration::from_secs(20), Duration::from_secs(60))
+        .await;
+    let stopped = format!("ea2i-{}", evs[0].meta.event_id);
+    bench.review.stop_human_loop(&stopped).unwrap();
+    assert_eq!(answer_all(&bench, "pug").await.len(), 9);
+
+    assert_rows_exactly(&bench, &evs[1..], WAIT).await;
+    test_support::wait_until_async(WAIT, "the local queue drained", || async {
+        queue.counts() == (0, 0)
+    })
+    .await;
+    assert_eq!(
+        bench.keys("manifest/not-reviewed/").await,
+        [format!("manifest/not-reviewed/{stopped}.json")]
+    );
+    assert_eq!(
+        metric(relay.port, "cloud_relay_completion_events_deleted_total").await,
+        Some(10)
+    );
+    assert_eq!(
+        metric(relay.port, "cloud_relay_loop_listings_total").await,
+        Some(0)
+    );
+    // A poison message ends in local mode's dead-letter queue as it would in SQS.
+    queue.send("not an event".into());
+    test_support::wait_until_async(WAIT, "dead-lettered", || async {
+        queue.dead_letters() == ["not an event"]
+    })
+    .await;
+    assert_eq!(
+        metric(
+            relay.port,
+            "cloud_relay_completion_events_dead_lettered_total"
+        )
+        .await,
+        Some(1)
+    );
+}

@@ -101,24 +101,37 @@ impl Queues {
         visibility: &str,
         sweep: &str,
     ) -> RunningRelay {
-        let port = test_support::free_port();
-        let config = bench.relay_config(id, None, port, &self.config_extra(visibility));
-        let text = std::fs::read_to_string(&config).unwrap().replace(
-            "[results]\n",
-            &format!("[results]\nsweep_interval = \"{sweep}\"\n"),
-        );
-        std::fs::write(&config, text).unwrap();
-        let log = bench.dir.path().join(format!("{id}.log"));
-        let mut process = bench.spawn_relay(&config, &log);
-        wait_relay_ready(port, &mut process, &log).await;
-        RunningRelay {
-            process,
-            port,
-            config,
-            log,
-        }
+        start_relay_with(bench, id, &self.config_extra(visibility), sweep).await
     }
+}
 
+/// Starts `cloud-relay run` with `queue_table` (a `[results.queue]` table) and a
+/// `sweep_interval`, and waits until it is ready.
+pub async fn start_relay_with(
+    bench: &Bench,
+    id: &str,
+    queue_table: &str,
+    sweep: &str,
+) -> RunningRelay {
+    let port = test_support::free_port();
+    let config = bench.relay_config(id, None, port, queue_table);
+    let text = std::fs::read_to_string(&config).unwrap().replace(
+        "[results]\n",
+        &format!("[results]\nsweep_interval = \"{sweep}\"\n"),
+    );
+    std::fs::write(&config, text).unwrap();
+    let log = bench.dir.path().join(format!("{id}.log"));
+    let mut process = bench.spawn_relay(&config, &log);
+    wait_relay_ready(port, &mut process, &log).await;
+    RunningRelay {
+        process,
+        port,
+        config,
+        log,
+    }
+}
+
+impl Queues {
     pub async fn send_body(&self, body: &str) {
         self.sqs
             .send_message()
@@ -229,4 +242,24 @@ pub async fn answer_all(bench: &Bench, label: &str) -> Vec<String> {
         names.push(l.name);
     }
     names
+}
+
+/// Local mode's completions queue, served in this process with the bench's key pair,
+/// and fed by the bench's review service (no test code sends an event).
+pub async fn local_queue(bench: &Bench) -> (local_aws::queue::LocalQueue, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let queue = local_aws::queue::LocalQueue::new("completions", &url, 3);
+    assert!(local_aws::queue::emit_loop_ends(
+        &bench.review,
+        queue.clone()
+    ));
+    let verifier = local_aws::sigv4::Verifier::new(bench.credentials.clone(), "the bench's");
+    let q = queue.clone();
+    tokio::spawn(async move {
+        local_aws::queue::serve(listener, q, verifier, std::future::pending())
+            .await
+            .unwrap();
+    });
+    (queue, url)
 }

@@ -14,7 +14,9 @@ use super::control_plane::{name_from_arn, ControlError, FlowDefinition, HumanTas
 
 use super::output::{OutputKey, OutputSink, OutputSinkError};
 use super::persist::{PersistError, ReviewEvent, ReviewState, StateDir};
-use super::store::{FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, StartRequest};
+use super::store::{
+    FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, LoopEvent, StartRequest,
+};
 
 /// Who the local service pretends to be: ARNs are built from these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -73,7 +75,12 @@ struct Inner {
     /// One completion at a time, so two submissions for one loop cannot interleave
     /// their output.json writes.
     completing: tokio::sync::Mutex<()>,
+    /// Told of each loop that ends (see [`ReviewService::on_loop_end`]).
+    on_loop_end: std::sync::OnceLock<LoopEndHook>,
 }
+
+/// Called with a loop that became Completed or Stopped, once its state is recorded.
+pub type LoopEndHook = Box<dyn Fn(&HumanLoop) + Send + Sync>;
 
 struct Durable {
     state: ReviewState,
@@ -96,8 +103,16 @@ impl ReviewService {
                 durable: Mutex::new(Durable { state, dir }),
                 sink,
                 completing: tokio::sync::Mutex::new(()),
+                on_loop_end: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Calls `hook` for every loop that completes or stops from now on (A2I's
+    /// status-change event; local mode puts it into its completions queue). One hook;
+    /// a second call is refused.
+    pub fn on_loop_end(&self, hook: LoopEndHook) -> Result<(), LoopEndHook> {
+        self.inner.on_loop_end.set(hook)
     }
 
     pub fn identity(&self) -> &ServiceIdentity {
@@ -128,6 +143,15 @@ impl ReviewService {
         };
         d.dir.append(&event)?;
         d.state.apply(&event);
+        if let (
+            ReviewEvent::Loop(LoopEvent::Completed { name, .. } | LoopEvent::Stopped { name }),
+            Some(hook),
+        ) = (&event, self.inner.on_loop_end.get())
+        {
+            if let Ok(l) = d.state.loops.describe(name) {
+                hook(l);
+            }
+        }
         if d.dir.wants_compaction() {
             if let Err(e) = d.dir.compact(&d.state) {
                 // The journal still holds everything; compaction is retried later.
