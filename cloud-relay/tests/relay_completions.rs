@@ -60,6 +60,11 @@ async fn completions_arrive_as_events_and_each_becomes_one_row_even_when_deliver
         Some(0),
         "no listing: the sweep is not due"
     );
+    let log = std::fs::read_to_string(&relay.log).unwrap();
+    assert!(
+        log.contains("results: completion events from the queue"),
+        "{log}"
+    );
     // A row was written once: the duplicate found it there.
     assert_eq!(
         metric(relay.port, "cloud_relay_manifest_rows_written_total").await,

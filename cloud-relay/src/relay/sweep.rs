@@ -115,13 +115,17 @@ impl Collector {
         let key = self.layout.sweep_checkpoint_key();
         let relay = &self.config.mqtt.client_id;
         let lookback_ms = r.lookback.as_millis() as i64;
-        let checkpoint = match self.store.get(&key).await? {
-            None => None,
-            Some(bytes) => Some(serde_json::from_slice::<Checkpoint>(&bytes).unwrap_or_else(|e| {
+        let checkpoint = self.store.get(&key).await?.map(|bytes| {
+            serde_json::from_slice::<Checkpoint>(&bytes).unwrap_or_else(|e| {
                 tracing::error!(%key, error = %e, "sweep checkpoint unreadable; sweeping the lookback and writing a new one");
-                Checkpoint { v: 1, watermark_ms: 0, swept_at_ms: 0, swept_by: String::new() }
-            })),
-        };
+                Checkpoint {
+                    v: 1,
+                    watermark_ms: 0,
+                    swept_at_ms: 0,
+                    swept_by: String::new(),
+                }
+            })
+        });
         let interval_ms = r.sweep_interval.as_millis() as i64;
         match next_step(
             now_ms(),
