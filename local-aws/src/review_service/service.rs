@@ -14,9 +14,7 @@ use super::control_plane::{name_from_arn, ControlError, FlowDefinition, HumanTas
 
 use super::output::{OutputKey, OutputSink, OutputSinkError};
 use super::persist::{PersistError, ReviewEvent, ReviewState, StateDir};
-use super::store::{
-    FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, LoopEvent, StartRequest,
-};
+use super::store::{FlowTarget, HumanLoop, HumanLoopStatus, ListQuery, LoopError, StartRequest};
 
 /// Who the local service pretends to be: ARNs are built from these.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -79,7 +77,7 @@ struct Inner {
     on_loop_end: std::sync::OnceLock<LoopEndHook>,
 }
 
-/// Called with a loop that became Completed or Stopped, once its state is recorded.
+/// Called with a loop that became Completed or Stopped, once that is recorded.
 pub type LoopEndHook = Box<dyn Fn(&HumanLoop) + Send + Sync>;
 
 struct Durable {
@@ -115,6 +113,15 @@ impl ReviewService {
         self.inner.on_loop_end.set(hook)
     }
 
+    /// Tells the hook (if any) that loop `name` completed or stopped.
+    fn loop_ended(&self, name: &str) {
+        if let Some(hook) = self.inner.on_loop_end.get() {
+            if let Ok(l) = self.describe_human_loop(name) {
+                hook(&l);
+            }
+        }
+    }
+
     pub fn identity(&self) -> &ServiceIdentity {
         &self.inner.identity
     }
@@ -143,15 +150,6 @@ impl ReviewService {
         };
         d.dir.append(&event)?;
         d.state.apply(&event);
-        if let (
-            ReviewEvent::Loop(LoopEvent::Completed { name, .. } | LoopEvent::Stopped { name }),
-            Some(hook),
-        ) = (&event, self.inner.on_loop_end.get())
-        {
-            if let Ok(l) = d.state.loops.describe(name) {
-                hook(l);
-            }
-        }
         if d.dir.wants_compaction() {
             if let Err(e) = d.dir.compact(&d.state) {
                 // The journal still holds everything; compaction is retried later.
@@ -213,7 +211,9 @@ impl ReviewService {
     }
 
     pub fn stop_human_loop(&self, name: &str) -> Result<(), ServiceError> {
-        self.commit(|s| Ok(s.loops.check_stop(name)?.map(ReviewEvent::Loop)))
+        self.commit(|s| Ok(s.loops.check_stop(name)?.map(ReviewEvent::Loop)))?;
+        self.loop_ended(name);
+        Ok(())
     }
 
     pub fn delete_human_loop(&self, name: &str) -> Result<(), ServiceError> {
@@ -269,7 +269,9 @@ impl ReviewService {
                 Ok(Some(ReviewEvent::Loop(
                     s.loops.check_complete(&name, answers)?,
                 )))
-            })
+            })?;
+            this.loop_ended(&name);
+            Ok::<_, ServiceError>(())
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))??;
