@@ -193,6 +193,52 @@ pub struct ResultsConfig {
     /// Publish the reviewed label to `{prefix}/{device}/reviews`.
     #[serde(default)]
     pub publish_reviews: bool,
+    /// Completion events from SQS (A2I -> EventBridge -> SQS). Without it the relay
+    /// lists loops every `poll_interval`, as before, and says so at start-up.
+    #[serde(default)]
+    pub queue: Option<QueueConfig>,
+    /// With a queue: how often the listing runs as a reconciliation sweep that
+    /// catches what an event missed.
+    #[serde(default = "default_sweep_interval", with = "humantime_serde")]
+    pub sweep_interval: Duration,
+}
+
+/// `[results.queue]`: the SQS queue an EventBridge rule fills with A2I's "SageMaker
+/// A2I HumanLoop Status Change" events (AWS, "Use Amazon CloudWatch Events in Amazon
+/// Augmented AI"). `cloud-relay setup` creates it, its dead-letter queue `{name}-dlq`
+/// and the rule `{name}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct QueueConfig {
+    /// The queue's name (its URL is looked up at start-up with GetQueueUrl).
+    pub name: String,
+    /// An SQS-compatible server instead of AWS (local mode, tests).
+    #[serde(default)]
+    pub endpoint_url: Option<String>,
+    /// An EventBridge-compatible server instead of AWS, for `setup`.
+    #[serde(default)]
+    pub events_endpoint_url: Option<String>,
+    /// How long a received message stays hidden from other relays; one not deleted by
+    /// then (its relay died or failed) is delivered again.
+    #[serde(default = "default_visibility_timeout", with = "humantime_serde")]
+    pub visibility_timeout: Duration,
+    /// Long-polling wait of one receive (at most 20 s).
+    #[serde(default = "default_wait_time", with = "humantime_serde")]
+    pub wait_time: Duration,
+    /// Receives after which SQS moves a message to the dead-letter queue (`setup`
+    /// writes it into the queue's redrive policy).
+    #[serde(default = "default_max_receive_count")]
+    pub max_receive_count: u32,
+}
+
+impl QueueConfig {
+    pub fn dead_letter_queue_name(&self) -> String {
+        format!("{}-dlq", self.name)
+    }
+
+    pub fn rule_name(&self) -> &str {
+        &self.name
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -263,6 +309,18 @@ pub fn default_poll_interval() -> Duration {
 pub fn default_lookback() -> Duration {
     Duration::from_secs(14 * 24 * 3600)
 }
+pub fn default_sweep_interval() -> Duration {
+    Duration::from_secs(3600)
+}
+pub fn default_visibility_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+pub fn default_wait_time() -> Duration {
+    Duration::from_secs(20)
+}
+pub fn default_max_receive_count() -> u32 {
+    5
+}
 pub fn default_label_attribute() -> String {
     protocol::manifest::DEFAULT_ATTRIBUTE.to_owned()
 }
@@ -300,6 +358,8 @@ impl Default for ResultsConfig {
             label_attribute: default_label_attribute(),
             job_name: default_job_name(),
             publish_reviews: false,
+            queue: None,
+            sweep_interval: default_sweep_interval(),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 pub mod aws_http;
 pub mod config;
+pub mod eventbridge;
 pub mod fleet;
 pub mod process;
 pub mod relay;

@@ -45,13 +45,20 @@ enum Command {
         online: bool,
     },
     /// Create the human task UI (from the model's labels) and the flow definition of
-    /// `[a2i.setup]` if missing, wait until the flow is Active, print both ARNs.
+    /// `[a2i.setup]` if missing, wait until the flow is Active, print both ARNs; with
+    /// `[results.queue]`, also the completions queue, its dead-letter queue and the
+    /// EventBridge rule that fills it.
     Setup {
         #[command(flatten)]
         config: ConfigPath,
         /// How long to wait for the flow definition to become Active.
         #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
         wait: std::time::Duration,
+        /// Create nothing: print the completion-event resources of `[results.queue]`
+        /// (queues, policies, EventBridge rule and target) for provisioning by other
+        /// tools.
+        #[arg(long)]
+        print_events: bool,
     },
     /// Print the annotated default configuration.
     PrintDefaultConfig,
@@ -149,7 +156,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("{}: ok", path.display());
             Ok(())
         }
-        Command::Setup { config, wait } => cloud_relay::setup::cli(&config.path, wait).await,
+        Command::Setup {
+            config,
+            wait,
+            print_events: false,
+        } => cloud_relay::setup::cli(&config.path, wait).await,
+        Command::Setup {
+            config,
+            print_events: true,
+            ..
+        } => cloud_relay::setup::print_events(&config.path),
         Command::PrintDefaultConfig => {
             print!("{}", cloud_relay::config::DEFAULT_CONFIG);
             Ok(())

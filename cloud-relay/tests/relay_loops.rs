@@ -89,6 +89,11 @@ async fn a_stopped_loop_is_reported_once_exported_and_restarted_into_one_manifes
     })
     .await;
     assert_eq!(warnings(&relay.log, &name), 1);
+    let log = std::fs::read_to_string(&relay.log).unwrap();
+    assert!(
+        log.contains("results: no [results.queue]; listing"),
+        "without a queue the relay says it lists: {log}"
+    );
     let records = not_reviewed(&bench, &relay.config);
     assert_eq!(records.len(), 1, "{records:?}");
     let r = &records[0];

@@ -1,7 +1,7 @@
 //! `local-aws run`: local mode in one command. In this process: the embedded MQTT
 //! broker, the object store (S3 API over `<state>/objects`), the review service with
-//! its reviewer page, the Jobs service (state in `<state>/jobs`, control API on
-//! loopback HTTP) and the relay; as a child process: `edge-agent run` with a
+//! its reviewer page, the completions queue it feeds ([`crate::queue`]), the Jobs
+//! service (state in `<state>/jobs`, control API on loopback HTTP) and the relay; as a child process: `edge-agent run` with a
 //! generated config whose folder source is `<state>/agent/inbox`. Frames are copied
 //! from the frames folder into that inbox (each content once, recorded in
 //! `<state>/copied.jsonl`, so a second run sends nothing again: [`intake`]), and the
@@ -273,6 +273,9 @@ pub async fn run(
         store: store.clone(),
         answers_file: layout.root.join("review-page-answers.json"),
     };
+    // Completed loops reach the relay as A2I's events through a queue, as in AWS.
+    let (queue_config, queue_task) =
+        crate::queue::start_local(&service, verifier.clone(), stopped(&services_rx)).await?;
     let review_task = tokio::spawn(review_page::serve(
         review_listener,
         service.clone(),
@@ -285,6 +288,9 @@ pub async fn run(
     // service's control-plane API; then the relay.
     let mut config = generated::relay_config(v5, s3_addr, review_addr, labels, &secrets.mqtt)?;
     config.a2i.flow_definition_arn = generated::ensure_flow(&config).await?;
+    // The queue is in memory: events pending at a stop are found by the sweep.
+    config.results.queue = Some(queue_config);
+    config.results.sweep_interval = Duration::from_secs(30);
     config.validate()?;
     let mut relay_task = tokio::spawn(relay::run(config.clone(), stopped(&relay_rx)));
 
@@ -475,8 +481,9 @@ pub async fn run(
         let _ = jobs_mqtt.await;
         Ok(jobs_task.await??)
     });
-    let tasks: [(&str, tokio::task::JoinHandle<anyhow::Result<()>>); 3] = [
+    let tasks: [(&str, tokio::task::JoinHandle<anyhow::Result<()>>); 4] = [
         ("reviewer page", review_task),
+        ("completions queue", queue_task),
         ("object store", s3_task),
         ("jobs service", jobs_task),
     ];

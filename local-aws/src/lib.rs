@@ -22,6 +22,7 @@ pub mod demo;
 pub mod http_guard;
 pub mod jobs;
 pub mod object_store;
+pub mod queue;
 pub mod review_page;
 pub mod review_service;
 pub mod s3_sink;

@@ -187,6 +187,37 @@ impl Config {
         if r.poll_interval < Duration::from_millis(100) {
             return Err(invalid("results.poll_interval", "must be at least 100ms"));
         }
+        if r.sweep_interval < Duration::from_millis(100) {
+            return Err(invalid("results.sweep_interval", "must be at least 100ms"));
+        }
+        if let Some(q) = &r.queue {
+            // SQS: up to 80 characters, alphanumerics, hyphens and underscores; the
+            // dead-letter queue's name adds "-dlq" (AWS, CreateQueue API reference).
+            let ok = |c: char| c.is_ascii_alphanumeric() || c == '-' || c == '_';
+            if q.name.is_empty() || q.name.len() > 76 || !q.name.chars().all(ok) {
+                return Err(invalid(
+                    "results.queue.name",
+                    "must be 1-76 letters, digits, hyphens or underscores",
+                ));
+            }
+            if q.wait_time > Duration::from_secs(20) {
+                return Err(invalid("results.queue.wait_time", "must be at most 20s"));
+            }
+            if q.visibility_timeout < Duration::from_secs(1)
+                || q.visibility_timeout > Duration::from_secs(12 * 3600)
+            {
+                return Err(invalid(
+                    "results.queue.visibility_timeout",
+                    "must be between 1s and 12h",
+                ));
+            }
+            if !(1..=1000).contains(&q.max_receive_count) {
+                return Err(invalid(
+                    "results.queue.max_receive_count",
+                    "must be between 1 and 1000",
+                ));
+            }
+        }
         if self.retry.initial_backoff.is_zero()
             || self.retry.max_backoff < self.retry.initial_backoff
         {

@@ -31,6 +31,7 @@ use protocol::json::parse_s3_uri;
 /// one created just before became visible just after.
 const WATERMARK_MARGIN_MS: i64 = 5 * 60 * 1000;
 
+#[derive(Clone)]
 pub struct Collector {
     pub config: Config,
     pub store: S3Store,
@@ -48,6 +49,10 @@ impl Collector {
     pub async fn run(self, shutdown: impl Future<Output = ()>) {
         let r = &self.config.results;
         let mut tracker = LoopTracker::new(r.lookback.as_millis() as i64, WATERMARK_MARGIN_MS);
+        if r.queue.is_some() {
+            // Completions come as events; listing only sweeps up what an event missed.
+            return self.sweep_when_due(shutdown).await;
+        }
         tokio::pin!(shutdown);
         loop {
             if let Err(e) = self.poll(&mut tracker).await {
@@ -66,6 +71,7 @@ impl Collector {
         let mut token = None;
         loop {
             let (loops, next) = self.a2i.list_page(from, token).await?;
+            inc(&self.metrics.c.loop_listings_total);
             for s in &loops {
                 match tracker.observe(s) {
                     Todo::Nothing => {}
@@ -77,7 +83,7 @@ impl Collector {
                             }
                         }
                     }
-                    Todo::Collect => match self.collect(&s.name, s.creation_ms).await {
+                    Todo::Collect => match self.collect(&s.name, s.creation_ms, None).await {
                         Ok(()) => tracker.mark_done(&s.name, s.creation_ms),
                         Err(e) => {
                             tracing::warn!(loop_name = %s.name, error = %e, "collecting a completed loop failed; will retry");
@@ -96,7 +102,14 @@ impl Collector {
 
     /// Writes the row of one completed loop unless it exists. `Ok` means "done with
     /// this loop" (including a loop that is not ours or whose output cannot be used).
-    async fn collect(&self, name: &str, creation_ms: i64) -> Result<(), Failure> {
+    /// `output_uri` is where its output.json is, when known (a completion event says
+    /// so); otherwise DescribeHumanLoop tells.
+    pub(crate) async fn collect(
+        &self,
+        name: &str,
+        creation_ms: i64,
+        output_uri: Option<&str>,
+    ) -> Result<(), Failure> {
         let Some((event_id, _attempt)) = parse_loop_name(name) else {
             tracing::debug!(loop_name = %name, "not a relay loop name; skipped");
             return Ok(());
@@ -106,8 +119,15 @@ impl Collector {
             inc(&self.metrics.c.manifest_rows_existing_total);
             return Ok(());
         }
-        let (_, uri) = self.a2i.describe(name).await?;
-        let uri = uri.ok_or_else(|| Failure::Transient(format!("{name}: no output URI yet")))?;
+        let uri = match output_uri {
+            Some(uri) => uri.to_owned(),
+            None => self
+                .a2i
+                .describe(name)
+                .await?
+                .1
+                .ok_or_else(|| Failure::Transient(format!("{name}: no output URI yet")))?,
+        };
         let (bucket, key) = parse_s3_uri(&uri).ok_or_else(|| {
             Failure::Permanent(format!("{name}: output {uri:?} is not an s3:// URI"))
         })?;
@@ -170,7 +190,7 @@ impl Collector {
     /// Records a loop that ended without answers, once: a warning, the
     /// `loops_not_reviewed_total` counter and a not-reviewed record. `Ok` means "done
     /// with this loop" (including one that is not ours, or whose event has a row).
-    async fn record_not_reviewed(
+    pub(crate) async fn record_not_reviewed(
         &self,
         s: &LoopSummary,
         status: String,

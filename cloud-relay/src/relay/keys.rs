@@ -8,6 +8,8 @@
 //! | event index | `{manifest}/events/{event_id}.json` (the meta of the first event stored under the id) |
 //! | not-reviewed record | `{manifest}/not-reviewed/{human_loop_name}.json` (one JSON line) |
 //! | staged chunk | `{staging}/{event_id}/{index:06}` |
+//! | sweep checkpoint | `{manifest}/sweep/checkpoint.json` (where the reconciliation sweep resumes) |
+//! | sweep claim | `{manifest}/sweep/claims/{checkpoint time}-{attempt}.json` (which relay sweeps from that checkpoint) |
 //!
 //! The date is the capture date (UTC) from the event's `captured_at`, so every relay
 //! derives the same key from the same event: redelivery overwrites nothing new.
@@ -71,6 +73,17 @@ impl KeyLayout {
 
     pub fn row_key(&self, event_id: &EventId) -> String {
         format!("{}{event_id}.json", self.rows_prefix())
+    }
+
+    /// Where the reconciliation sweep resumes (see [`super::sweep`]).
+    pub fn sweep_checkpoint_key(&self) -> String {
+        format!("{}/sweep/checkpoint.json", self.manifest)
+    }
+
+    /// A claim on one sweep (put only if absent: one winner), named by the
+    /// checkpoint it starts from (see [`super::sweep::Step`]).
+    pub fn sweep_claim_key(&self, claim: &str) -> String {
+        format!("{}/sweep/claims/{claim}.json", self.manifest)
     }
 
     /// The event index entry: the meta of the event that owns `event_id`.

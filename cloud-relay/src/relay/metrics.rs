@@ -45,6 +45,13 @@ counters! {
     manifest_rows_invalid_total: "completed loops whose output could not become a row",
     reviews_published_total: "review results published to devices",
     loops_not_reviewed_total: "human loops that ended Stopped or Failed without answers (recorded once each; see manifest export --not-reviewed)",
+    completion_events_received_total: "messages received from the completions queue (redeliveries included)",
+    completion_events_deleted_total: "completion events dealt with and deleted from the queue",
+    completion_events_skipped_total: "completion events of another flow, a foreign loop name or an unfinished status (deleted)",
+    completion_events_failed_total: "completion events left in the queue after a failure, for redelivery",
+    completion_events_poison_total: "receives of messages that are not A2I status-change events (left for the dead-letter queue)",
+    completion_events_dead_lettered_total: "poison messages on their last receive: the queue's redrive policy moves each to the dead-letter queue (counted once each)",
+    loop_listings_total: "ListHumanLoops pages read (the polling collector, or the reconciliation sweep)",
 }
 
 #[derive(Debug, Default)]

@@ -8,6 +8,8 @@
 //! | [`event_handler`] | per event: S3 put, StartHumanLoop, receipt; chunk staging |
 //! | [`event_store`] | storing an event's objects, first stored wins (id conflicts) |
 //! | [`results`] / [`collector`] | loop tracking and manifest rows (pure / driver), export |
+//! | [`completions`] | completed loops as A2I's events from an SQS queue (pure decision / consumer) |
+//! | [`sweep`] | with events, listing as a slow reconciliation sweep from a checkpoint in S3 |
 //! | [`s3`] / [`a2i`] | the two AWS clients and their error classification |
 //! | [`retry`] | backoff, the quota gate |
 //! | [`keys`] | the S3 key layout |
@@ -18,6 +20,7 @@
 pub mod a2i;
 mod ack_order;
 pub mod collector;
+pub mod completions;
 pub mod event_handler;
 pub mod event_store;
 pub mod intake;
@@ -30,6 +33,7 @@ pub mod results;
 pub mod retry;
 pub mod s3;
 pub mod startup;
+pub mod sweep;
 #[cfg(test)]
 pub(crate) mod testing;
 
@@ -58,6 +62,8 @@ pub enum RelayError {
     FlowDefinitionNotActive(#[from] crate::sagemaker_control::FlowNotActive),
     #[error("flow definition {arn} is not usable: {message}")]
     FlowDefinition { arn: String, message: String },
+    #[error("completions queue {name:?} is not usable (create it with `cloud-relay setup`, or correct results.queue): {message}")]
+    Queue { name: String, message: String },
     #[error("metrics endpoint {addr}: {source}")]
     Metrics {
         addr: std::net::SocketAddr,
@@ -71,6 +77,47 @@ pub enum RelayError {
 pub const DRAIN: Duration = Duration::from_secs(15);
 
 pub use startup::check;
+
+/// The completions consumer when `[results.queue]` is set (the queue must exist);
+/// otherwise says at start-up that results come from listing.
+async fn completions_consumer(
+    config: &Config,
+    collector: &collector::Collector,
+) -> Result<Option<completions::Consumer>, RelayError> {
+    let r = &config.results;
+    let Some(q) = &r.queue else {
+        tracing::info!(
+            poll_interval = ?r.poll_interval,
+            "results: no [results.queue]; listing the flow's human loops every poll_interval \
+             (its cost grows with the loops open; see `cloud-relay setup` for completion events)"
+        );
+        return Ok(None);
+    };
+    let queue = completions::queue::CompletionQueue::connect(q, &config.a2i.region)
+        .await
+        .map_err(|e| RelayError::Queue {
+            name: q.name.clone(),
+            message: e.to_string(),
+        })?;
+    let max_receive_count = queue
+        .max_receive_count()
+        .await
+        .map_err(|e| RelayError::Queue {
+            name: q.name.clone(),
+            message: e.to_string(),
+        })?;
+    tracing::info!(
+        queue = %queue.url(),
+        ?max_receive_count,
+        sweep_interval = ?r.sweep_interval,
+        "results: completion events from the queue; listing only as a sweep every sweep_interval"
+    );
+    Ok(Some(completions::Consumer {
+        queue,
+        collector: Arc::new(collector.clone()),
+        max_receive_count,
+    }))
+}
 
 /// Checks the bucket, the flow definition ([`startup::check`]) and the broker, then
 /// runs until `shutdown` completes.
@@ -112,6 +159,9 @@ pub async fn run(
             metrics: metrics.clone(),
             mqtt: Some(client.clone()),
         };
+        if let Some(consumer) = completions_consumer(&config, &collector).await? {
+            tasks.push(tokio::spawn(consumer.run(stopped())));
+        }
         tasks.push(tokio::spawn(collector.run(stopped())));
     }
     let handler = event_handler::EventHandler {

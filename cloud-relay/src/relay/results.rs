@@ -37,6 +37,8 @@ pub struct LoopTracker {
     open: HashMap<String, i64>,
     done: HashMap<String, i64>,
     newest_seen: Option<i64>,
+    /// Where listing starts before any loop was seen (a resumed sweep's checkpoint).
+    start: Option<i64>,
 }
 
 impl LoopTracker {
@@ -47,6 +49,16 @@ impl LoopTracker {
             open: HashMap::new(),
             done: HashMap::new(),
             newest_seen: None,
+            start: None,
+        }
+    }
+
+    /// A tracker that resumes listing at `start_ms` (a sweep checkpoint's watermark)
+    /// rather than at the lookback, until it has seen a loop.
+    pub fn resuming_at(lookback_ms: i64, margin_ms: i64, start_ms: i64) -> Self {
+        LoopTracker {
+            start: Some(start_ms),
+            ..LoopTracker::new(lookback_ms, margin_ms)
         }
     }
 
@@ -54,7 +66,7 @@ impl LoopTracker {
     pub fn list_from(&self, now_ms: i64) -> i64 {
         let floor = now_ms - self.lookback_ms;
         let Some(newest) = self.newest_seen else {
-            return floor;
+            return self.start.map_or(floor, |s| s.max(floor));
         };
         let oldest_open = self.open.values().copied().min().unwrap_or(newest);
         (oldest_open.min(newest) - self.margin_ms).max(floor)
@@ -223,6 +235,15 @@ mod tests {
         assert_eq!(t.list_from(70_000), 60_000, "never beyond the lookback");
         t.prune(50_000);
         assert_eq!(t.open_loops(), 0);
+    }
+
+    #[test]
+    fn a_resumed_tracker_lists_from_its_checkpoint_until_it_sees_a_loop() {
+        let mut t = LoopTracker::resuming_at(10_000, 100, 45_000);
+        assert_eq!(t.list_from(50_000), 45_000, "nothing seen: the checkpoint");
+        assert_eq!(t.list_from(60_000), 50_000, "but never beyond the lookback");
+        t.observe(&summary("a", LoopState::InProgress, 47_000));
+        assert_eq!(t.list_from(50_000), 46_900, "then the oldest open loop");
     }
 
     fn ended(status: &str, reason: Option<&str>) -> LoopState {

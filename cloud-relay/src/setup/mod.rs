@@ -9,6 +9,7 @@
 //! [`ensure`] is the procedure (reporting progress through a callback, so local mode
 //! can log it while the CLI prints it); [`cli`] is the command, in [`report`].
 
+pub mod events;
 mod report;
 pub mod template;
 
@@ -20,7 +21,7 @@ use crate::sagemaker_control::{
     OutputConfig, SageMakerControl, SageMakerError, TaskUiDescription,
 };
 
-pub use report::cli;
+pub use report::{cli, print_events};
 
 /// Everything `setup` creates, resolved from the config.
 #[derive(Debug, Clone, PartialEq, Eq)]

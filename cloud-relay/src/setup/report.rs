@@ -7,8 +7,10 @@ use std::time::Duration;
 
 use anyhow::Context;
 
+use super::events::{self, EventsOutcome, EventsPlan};
 use super::{ensure, Found, Outcome, Plan, Wait};
 use crate::config::{Config, Purpose};
+use crate::eventbridge::EventBridge;
 use crate::sagemaker_control::SageMakerControl;
 
 /// How often the flow definition's status is asked while it initializes.
@@ -42,12 +44,65 @@ pub async fn cli(config_path: &Path, wait: Duration) -> anyhow::Result<()> {
     for line in summary(&config, &outcome) {
         println!("{line}");
     }
+    let events = match &config.results.queue {
+        Some(queue) => {
+            let plan = EventsPlan::new(queue, &outcome.flow_definition_arn);
+            let sqs = crate::relay::completions::queue::sqs_client(queue, &config.a2i.region).await;
+            let bridge = EventBridge::connect(queue, &config.a2i.region)
+                .await
+                .context("EventBridge")?;
+            println!();
+            println!(
+                "setup: completion events: queue {:?} (dead-letter queue {:?}) and rule {:?} at {}",
+                plan.queue_name,
+                plan.dead_letter_queue_name,
+                plan.rule_name,
+                bridge.endpoint()
+            );
+            let out =
+                events::ensure(&sqs, &bridge, &plan, &mut |line: &str| println!("{line}")).await?;
+            println!("completions queue: {}", out.queue_url);
+            Some(out)
+        }
+        None => {
+            println!();
+            println!(
+                "no [results.queue]: the relay lists loops every results.poll_interval; add the \
+                 table and run setup again for completion events"
+            );
+            None
+        }
+    };
     if differs(&outcome) {
         eprintln!(
             "cloud-relay: warning: an existing task UI or flow definition differs from the \
              config (see above) and was not changed; to apply the config, give \
              [a2i.setup] new names (task_ui_name, flow_definition_name) and run setup again"
         );
+    }
+    if events.as_ref().is_some_and(events_differ) {
+        eprintln!(
+            "cloud-relay: warning: an existing completions queue or rule differs from the \
+             config (see above) and was not changed; correct it with your own tools, or give \
+             [results.queue] a new name and run setup again"
+        );
+    }
+    Ok(())
+}
+
+fn events_differ(o: &EventsOutcome) -> bool {
+    [&o.queue, &o.dead_letter_queue, &o.rule, &o.target]
+        .iter()
+        .any(|f| matches!(f, Found::ExistedDiffering(_)))
+}
+
+/// `setup --print-events`: the completion-event resources, printed, nothing created.
+/// Loaded as `fleet` commands load it: no `[a2i.setup]` needed.
+pub fn print_events(config_path: &Path) -> anyhow::Result<()> {
+    let config = Config::load_for(config_path, Purpose::Fleet)?;
+    let lines = events::print(&config).context("[results.queue] is missing")?;
+    for line in lines {
+        println!("{line}");
     }
     Ok(())
 }

@@ -77,7 +77,12 @@ struct Inner {
     /// One completion at a time, so two submissions for one loop cannot interleave
     /// their output.json writes.
     completing: tokio::sync::Mutex<()>,
+    /// Told of each loop that ends (see [`ReviewService::on_loop_end`]).
+    on_loop_end: std::sync::OnceLock<LoopEndHook>,
 }
+
+/// Called with a loop that became Completed or Stopped, once that is recorded.
+pub type LoopEndHook = Box<dyn Fn(&HumanLoop) + Send + Sync>;
 
 struct Durable {
     state: ReviewState,
@@ -119,8 +124,25 @@ impl ReviewService {
                 durable: Mutex::new(Durable { state, dir }),
                 sink,
                 completing: tokio::sync::Mutex::new(()),
+                on_loop_end: std::sync::OnceLock::new(),
             }),
         })
+    }
+
+    /// Calls `hook` for every loop that completes or stops from now on (A2I's
+    /// status-change event; local mode puts it into its completions queue). One hook;
+    /// a second call is refused.
+    pub fn on_loop_end(&self, hook: LoopEndHook) -> Result<(), LoopEndHook> {
+        self.inner.on_loop_end.set(hook)
+    }
+
+    /// Tells the hook (if any) that loop `name` completed or stopped.
+    fn loop_ended(&self, name: &str) {
+        if let Some(hook) = self.inner.on_loop_end.get() {
+            if let Ok(l) = self.describe_human_loop(name) {
+                hook(&l);
+            }
+        }
     }
 
     pub fn identity(&self) -> &ServiceIdentity {
@@ -213,7 +235,9 @@ impl ReviewService {
     }
 
     pub fn stop_human_loop(&self, name: &str) -> Result<(), ServiceError> {
-        self.commit(|s| Ok(s.loops.check_stop(name)?.map(ReviewEvent::Loop)))
+        self.commit(|s| Ok(s.loops.check_stop(name)?.map(ReviewEvent::Loop)))?;
+        self.loop_ended(name);
+        Ok(())
     }
 
     pub fn delete_human_loop(&self, name: &str) -> Result<(), ServiceError> {
@@ -263,7 +287,9 @@ impl ReviewService {
                 Ok(Some(ReviewEvent::Loop(
                     s.loops.check_complete(&name, answers)?,
                 )))
-            })
+            })?;
+            this.loop_ended(&name);
+            Ok::<_, ServiceError>(())
         })
         .await
         .map_err(|e| ServiceError::Internal(e.to_string()))??;
