@@ -141,12 +141,13 @@ fn called_actions() -> BTreeSet<String> {
             .collect::<Vec<_>>()
             .join("");
         let path = f.to_string_lossy().into_owned();
-        // SDK fluent calls on a client, `.client.op()` or `.client().op()`, in the
+        // SDK fluent calls on a client, `.client.op()`, `.client().op()` or `sqs.op()`, in the
         // files that use an AWS SDK (elsewhere `client` is the MQTT client).
         let sdk_ops: Vec<String> = if text.contains("aws_sdk_") {
             after(&text, ".client.", '(')
                 .into_iter()
                 .chain(after(&text, ".client().", '('))
+                .chain(after(&text, "sqs.", '('))
                 .collect()
         } else {
             Vec::new()
@@ -161,6 +162,9 @@ fn called_actions() -> BTreeSet<String> {
                 // The A2I runtime's operations are authorized as `sagemaker:<Operation>`.
                 "start_human_loop" | "describe_human_loop" | "list_human_loops"
                 | "stop_human_loop" | "delete_human_loop" => format!("sagemaker:{}", pascal(&op)),
+                // SQS's actions are named after its operations.
+                "get_queue_url" | "get_queue_attributes" | "receive_message" | "delete_message"
+                | "change_message_visibility" | "create_queue" => format!("sqs:{}", pascal(&op)),
                 other => panic!("{path} calls {other}: map it to its IAM action here and allow it in deploy/aws"),
             };
             actions.insert(action);
@@ -174,6 +178,8 @@ fn called_actions() -> BTreeSet<String> {
                 "sagemaker"
             } else if path.contains("fleet") {
                 "iot"
+            } else if path.ends_with("eventbridge.rs") {
+                "events"
             } else {
                 panic!("{path} makes a signed call {op}: say which service it goes to here")
             };
@@ -219,6 +225,13 @@ fn resources_of(action: &str) -> Vec<&'static str> {
         ],
         "iot:DescribeJob" | "iot:ListJobExecutionsForJob" => {
             vec!["arn:aws:iot:REGION:ACCOUNT_ID:job/dogs-1-1-0"]
+        }
+        a if a.starts_with("sqs:") => vec![
+            "arn:aws:sqs:REGION:ACCOUNT_ID:edge-a2i-completions",
+            "arn:aws:sqs:REGION:ACCOUNT_ID:edge-a2i-completions-dlq",
+        ],
+        a if a.starts_with("events:") => {
+            vec!["arn:aws:events:REGION:ACCOUNT_ID:rule/edge-a2i-completions"]
         }
         other => panic!("the code calls {other}: say here which resources it touches"),
     }
