@@ -20,7 +20,7 @@ npm ci --prefix local-aws/tests/web --no-audit --no-fund
 # Every test of the workspace in one run (a narrower one, `-p local-aws`, resolves other
 # features and rebuilds dependencies), test binaries side by side: cargo-nextest, set
 # up in .config/nextest.toml. It runs no doctests: cargo test --doc does, after it.
-EDGE_A2I_REQUIRE_BROWSER=1 cargo nextest run --workspace --locked --no-fail-fast
+EDGE_A2I_REQUIRE_BROWSER=1 EDGE_A2I_REQUIRE_TOOLS=1 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --locked --doc
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"

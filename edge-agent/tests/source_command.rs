@@ -289,17 +289,9 @@ fn a_program_that_does_not_exist_is_an_error_at_start_naming_it() {
     }
 }
 
-fn have_ffmpeg() -> bool {
-    Command::new("ffmpeg")
-        .arg("-version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 #[test]
 fn ffmpegs_test_source_gives_frames() {
-    if !have_ffmpeg() {
-        eprintln!("ffmpeg is not installed: skipped");
+    if !test_support::tool_available("ffmpeg") {
         return;
     }
     let (handle, rx) = start(CommandSourceConfig {
@@ -327,8 +319,7 @@ fn ffmpegs_test_source_gives_frames() {
 
 #[test]
 fn a_video_made_from_the_samples_plays_and_a_killed_ffmpeg_is_started_again() {
-    if !have_ffmpeg() {
-        eprintln!("ffmpeg is not installed: skipped");
+    if !test_support::tool_available("ffmpeg") {
         return;
     }
     let dir = tempfile::tempdir().unwrap();

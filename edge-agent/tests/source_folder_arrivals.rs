@@ -66,14 +66,6 @@ fn assert_quiet(rx: &Receiver<SourceFrame>) {
     }
 }
 
-fn have(tool: &str) -> bool {
-    Command::new("sh")
-        .arg("-c")
-        .arg(format!("command -v {tool}"))
-        .output()
-        .is_ok_and(|o| o.status.success())
-}
-
 fn payload(n: usize) -> Vec<u8> {
     (0..n).map(|i| (i * 31 % 251) as u8).collect()
 }
@@ -218,8 +210,7 @@ fn cp_is_taken_once_whole() {
 
 #[test]
 fn curl_output_is_taken_once_whole() {
-    if !have("curl") {
-        eprintln!("curl is not installed: skipped");
+    if !test_support::tool_available("curl") {
         return;
     }
     let fx = fixture();
@@ -240,8 +231,7 @@ fn curl_output_is_taken_once_whole() {
 
 #[test]
 fn rsync_is_taken_once_whole_and_its_temporary_name_never() {
-    if !have("rsync") {
-        eprintln!("rsync is not installed: skipped");
+    if !test_support::tool_available("rsync") {
         return;
     }
     let fx = fixture();
@@ -263,8 +253,7 @@ fn rsync_is_taken_once_whole_and_its_temporary_name_never() {
 
 #[test]
 fn ffmpeg_image2_frames_are_each_taken_once_whole() {
-    if !have("ffmpeg") {
-        eprintln!("ffmpeg is not installed: skipped");
+    if !test_support::tool_available("ffmpeg") {
         return;
     }
     let fx = fixture();

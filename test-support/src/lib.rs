@@ -38,7 +38,7 @@ pub use mosquitto::{Mosquitto, MosquittoBuilder, IOT_CORE_MAX_PAYLOAD};
 #[cfg(feature = "http")]
 pub use moto::{MotoS3, MotoS3Builder};
 pub use port::free_port;
-pub use process::{log_tail, rss_kib, spawn_with_log, workspace_bin, ChildGuard};
+pub use process::{log_tail, rss_kib, spawn_with_log, tool_available, workspace_bin, ChildGuard};
 #[cfg(feature = "s3")]
 pub use s3::{create_bucket, s3_client, s3_client_signing};
 pub use wait::{poll_for, poll_until, wait_for, wait_for_async, wait_until, wait_until_async};

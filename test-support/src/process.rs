@@ -181,6 +181,30 @@ pub fn rss_kib(pid: u32) -> u64 {
         .unwrap_or_else(|| panic!("no VmRSS in /proc/{pid}/status"))
 }
 
+/// Whether the program `tool` is on `PATH`, for tests of what real tools write or
+/// stream (ffmpeg, rsync, curl). Missing, the test says so and is skipped, except with
+/// `EDGE_A2I_REQUIRE_TOOLS=1` (set by scripts/test.sh, whose set-up installs them),
+/// where a missing tool fails the test instead of skipping it unseen.
+pub fn tool_available(tool: &str) -> bool {
+    let found = std::env::var_os("PATH").is_some_and(|path| {
+        std::env::split_paths(&path).any(|dir| {
+            let p = dir.join(tool);
+            p.is_file()
+                && std::os::unix::fs::PermissionsExt::mode(&p.metadata().unwrap().permissions())
+                    & 0o111
+                    != 0
+        })
+    });
+    if !found {
+        assert!(
+            std::env::var("EDGE_A2I_REQUIRE_TOOLS").as_deref() != Ok("1"),
+            "{tool} is not installed (scripts/setup.sh installs it)"
+        );
+        eprintln!("{tool} is not installed: skipped");
+    }
+    found
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

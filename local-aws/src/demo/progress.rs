@@ -88,9 +88,11 @@ pub(super) fn count_rows(store: &DirStore, prefix: &str) -> usize {
 
 /// Frames in the inbox the agent has not taken yet (hidden files are partial copies).
 pub(super) fn pending_in_inbox(inbox: &Path) -> usize {
+    // Files only: the agent sets refused frames aside in the `rejected/` folder.
     std::fs::read_dir(inbox).map_or(0, |d| {
         d.filter_map(Result::ok)
             .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+            .filter(|e| e.file_type().is_ok_and(|t| !t.is_dir()))
             .count()
     })
 }
