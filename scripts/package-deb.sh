@@ -11,7 +11,10 @@
 # architecture).
 #
 #   scripts/package-deb.sh edge-agent [--target aarch64-unknown-linux-gnu]
-#       [--profile release|dev] [--bin PATH] [--version V] [--out DIR] [--no-litert]
+#       [--profile release|dev] [--bin PATH] [--version V] [--out DIR] [--no-litert] [--fast]
+#
+# --fast compresses with gzip -1 instead of xz (for tests: xz takes most of a minute on
+# an unstripped debug binary).
 #
 # --bin packages an already built binary (a cross build, or CI's debug build);
 # otherwise cargo builds it (--target needs scripts/cross-build.sh's set-up for ARM).
@@ -23,7 +26,7 @@ die() { echo "package-deb: $*" >&2; exit 2; }
 [ $# -ge 1 ] || die "usage: $0 edge-agent|cloud-relay [--target T] [--profile P] [--bin PATH] [--version V] [--out DIR]"
 name=$1; shift
 case "$name" in edge-agent|cloud-relay) ;; *) die "unknown package $name (edge-agent or cloud-relay)";; esac
-target="" profile=release bin="" out=dist litert=yes
+target="" profile=release bin="" out=dist litert=yes compress=(-Zxz)
 version=$(sed -n 's/^version = "\(.*\)"/\1/p' "$name/Cargo.toml" | head -1)
 [ -n "$version" ] || version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version = "\(.*\)"/\1/p' Cargo.toml | head -1)
 while [ $# -gt 0 ]; do
@@ -34,6 +37,7 @@ while [ $# -gt 0 ]; do
     --version) version=$2; shift 2;;
     --out) out=$2; shift 2;;
     --no-litert) litert=no; shift;;
+    --fast) compress=(-Zgzip -z1); shift;;
     *) die "unknown option $1";;
   esac
 done
@@ -173,5 +177,5 @@ chmod 0755 "$root/DEBIAN/postinst" "$root/DEBIAN/prerm" "$root/DEBIAN/postrm"
 
 mkdir -p "$out"
 deb="$out/${name}_${version}_${arch}.deb"
-dpkg-deb --root-owner-group -Zxz --build "$root" "$deb" >&2
+dpkg-deb --root-owner-group "${compress[@]}" --build "$root" "$deb" >&2
 echo "$deb"

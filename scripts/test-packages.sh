@@ -26,9 +26,9 @@ cleanup() {
 trap cleanup EXIT
 dpkg --purge edge-agent cloud-relay >/dev/null 2>&1 || true
 
-v1=$(scripts/package-deb.sh edge-agent --bin "$bin_dir/edge-agent" --version 0.9.0 --out "$out")
-v2=$(scripts/package-deb.sh edge-agent --bin "$bin_dir/edge-agent" --version 0.9.1 --out "$out")
-relay=$(scripts/package-deb.sh cloud-relay --bin "$bin_dir/cloud-relay" --version 0.9.0 --out "$out")
+v1=$(scripts/package-deb.sh edge-agent --bin "$bin_dir/edge-agent" --version 0.9.0 --out "$out" --fast)
+v2=$(scripts/package-deb.sh edge-agent --bin "$bin_dir/edge-agent" --version 0.9.1 --out "$out" --fast)
+relay=$(scripts/package-deb.sh cloud-relay --bin "$bin_dir/cloud-relay" --version 0.9.0 --out "$out" --fast)
 
 step "install $v1"
 dpkg -i "$v1" >/dev/null
