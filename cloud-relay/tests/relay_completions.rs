@@ -188,7 +188,9 @@ async fn two_relays_split_the_queue_and_write_each_row_once() {
     let q = Queues::create(&bench, "completions", 5).await;
     let agent = Agent::connect(&bench.broker, "agent-sim").await;
     let r1 = q.start_relay(&bench, "relay-1", "30s").await;
-    let evs = events(200, 64);
+    // 80 events: enough for both relays to take some while moto (one Python process,
+    // about 8 events a second here) keeps up beside the rest of the suite.
+    let evs = events(80, 64);
     agent
         .deliver(&evs, Duration::from_secs(30), Duration::from_secs(120))
         .await;
@@ -196,8 +198,8 @@ async fn two_relays_split_the_queue_and_write_each_row_once() {
     let r2 = q.start_relay(&bench, "relay-2", "30s").await;
     q.send_events(&bench, &answered).await;
 
-    assert_rows_exactly(&bench, &evs, WAIT).await;
-    q.wait_drained(WAIT).await;
+    assert_rows_exactly(&bench, &evs, 2 * WAIT).await;
+    q.wait_drained(2 * WAIT).await;
     let deleted = |port| async move {
         metric(port, "cloud_relay_completion_events_deleted_total")
             .await
@@ -206,14 +208,14 @@ async fn two_relays_split_the_queue_and_write_each_row_once() {
     let (d1, d2) = (deleted(r1.port).await, deleted(r2.port).await);
     // Standard queues deliver at least once, so a message may be handled twice
     // (moto does it under concurrent receives too); the row is still written once.
-    assert!(d1 + d2 >= 200, "every event deleted: {d1} + {d2}");
+    assert!(d1 + d2 >= 80, "every event deleted: {d1} + {d2}");
     assert!(d1 > 0 && d2 > 0, "the work is split: {d1} + {d2}");
     let written = |port| async move {
         metric(port, "cloud_relay_manifest_rows_written_total")
             .await
             .unwrap()
     };
-    assert_eq!(written(r1.port).await + written(r2.port).await, 200);
+    assert_eq!(written(r1.port).await + written(r2.port).await, 80);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
