@@ -22,7 +22,6 @@ use crate::config::QueueConfig;
 pub use crate::sagemaker_control::SageMakerError as EventBridgeError;
 
 const SERVICE: &str = "events";
-const CONTENT_TYPE: &str = "application/x-amz-json-1.1";
 
 #[derive(Clone, Debug)]
 pub struct EventBridge {
@@ -145,33 +144,6 @@ impl EventBridge {
         operation: &str,
         body: &serde_json::Value,
     ) -> Result<T, EventBridgeError> {
-        let body = serde_json::to_vec(body).expect("request bodies serialize");
-        let target = format!("AWSEvents.{operation}");
-        let (parts, bytes) = self
-            .http
-            .send(
-                http::Method::POST,
-                "/",
-                &[
-                    (http::header::CONTENT_TYPE.as_str(), CONTENT_TYPE),
-                    ("x-amz-target", &target),
-                ],
-                body,
-            )
-            .await?;
-        if !parts.status.is_success() {
-            let header = parts
-                .headers
-                .get("x-amzn-errortype")
-                .and_then(|v| v.to_str().ok());
-            return Err(EventBridgeError::from_response(
-                parts.status,
-                header,
-                &bytes,
-            ));
-        }
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map_err(|e| EventBridgeError::BadResponse(format!("{operation}: {e}")))
+        crate::sagemaker_control::json_1_1_call(&self.http, "AWSEvents", operation, body).await
     }
 }

@@ -118,31 +118,42 @@ impl SageMakerControl {
         operation: &str,
         body: &impl serde::Serialize,
     ) -> Result<T, SageMakerError> {
-        let body = serde_json::to_vec(body).expect("request bodies serialize");
-        let target = format!("SageMaker.{operation}");
-        let (parts, bytes) = self
-            .http
-            .send(
-                http::Method::POST,
-                "/",
-                &[
-                    (http::header::CONTENT_TYPE.as_str(), CONTENT_TYPE),
-                    ("x-amz-target", &target),
-                ],
-                body,
-            )
-            .await?;
-        if !parts.status.is_success() {
-            let header = parts
-                .headers
-                .get("x-amzn-errortype")
-                .and_then(|v| v.to_str().ok());
-            return Err(SageMakerError::from_response(parts.status, header, &bytes));
-        }
-        let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
-        serde_json::from_slice(bytes)
-            .map_err(|e| SageMakerError::BadResponse(format!("{operation}: {e}")))
+        json_1_1_call(&self.http, "SageMaker", operation, body).await
     }
+}
+
+/// One signed AWS JSON 1.1 call (`X-Amz-Target: <target_prefix>.<operation>`), as the
+/// SageMaker control plane and EventBridge take them: the response body parsed as `T`
+/// (an empty body as `{}`), or the service's error from its `x-amzn-errortype` and body.
+pub(crate) async fn json_1_1_call<T: DeserializeOwned>(
+    http: &SignedClient,
+    target_prefix: &str,
+    operation: &str,
+    body: &impl serde::Serialize,
+) -> Result<T, SageMakerError> {
+    let body = serde_json::to_vec(body).expect("request bodies serialize");
+    let target = format!("{target_prefix}.{operation}");
+    let (parts, bytes) = http
+        .send(
+            http::Method::POST,
+            "/",
+            &[
+                (http::header::CONTENT_TYPE.as_str(), CONTENT_TYPE),
+                ("x-amz-target", &target),
+            ],
+            body,
+        )
+        .await?;
+    if !parts.status.is_success() {
+        let header = parts
+            .headers
+            .get("x-amzn-errortype")
+            .and_then(|v| v.to_str().ok());
+        return Err(SageMakerError::from_response(parts.status, header, &bytes));
+    }
+    let bytes: &[u8] = if bytes.is_empty() { b"{}" } else { &bytes };
+    serde_json::from_slice(bytes)
+        .map_err(|e| SageMakerError::BadResponse(format!("{operation}: {e}")))
 }
 
 #[cfg(test)]
