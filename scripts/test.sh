@@ -25,6 +25,9 @@ cargo test --workspace --locked --doc
 # The local A2I-compatible API, driven by boto3 against the real binary.
 target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 LOCAL_AWS_BIN="$target_dir/debug/local-aws" python3 -m pytest -q tests/a2i_boto3
+# edge-agent cross-built for aarch64 and armv7 and run under qemu-user: classify gives
+# the x86_64 build's labels and scores, the unit tests pass on aarch64.
+scripts/test-devices.sh
 # The Debian packages installed, run as systemd would, upgraded, removed and purged
 # (only as root under CI, or with EDGE_A2I_PACKAGE_TEST=1: it installs into the system).
 scripts/test-packages.sh
