@@ -193,10 +193,17 @@ fn called_actions() -> BTreeSet<String> {
 /// `BUCKET`, default prefixes, flow definition `FLOW_DEFINITION_NAME`).
 fn resources_of(action: &str) -> Vec<&'static str> {
     match action {
-        "s3:PutObject" | "s3:DeleteObject" => vec![
+        "s3:PutObject" => vec![
             "arn:aws:s3:::BUCKET/events/dev-1/2024/05/01/e1.jpg",
             "arn:aws:s3:::BUCKET/manifest/rows/e1.json",
             "arn:aws:s3:::BUCKET/staging/e1/0",
+            "arn:aws:s3:::BUCKET/models/dogs-1.1.0.tar",
+        ],
+        // The relay deletes a set's staged chunks and corrects an event index entry
+        // (relay/event_handler.rs clean_staging, event_store.rs undo_claim): nothing else.
+        "s3:DeleteObject" => vec![
+            "arn:aws:s3:::BUCKET/staging/e1/000000",
+            "arn:aws:s3:::BUCKET/manifest/events/e1.json",
         ],
         "s3:GetObject" => vec![
             "arn:aws:s3:::BUCKET/events/dev-1/2024/05/01/e1.json",
@@ -271,6 +278,14 @@ fn the_relays_iam_policy_allows_every_call_the_code_makes_and_nothing_else() {
             }
         }
     }
+    // Stored frames, manifest rows and model packages are never deleted.
+    for kept in [
+        "arn:aws:s3:::BUCKET/events/dev-1/2024/05/01/e1.jpg",
+        "arn:aws:s3:::BUCKET/manifest/rows/e1.json",
+        "arn:aws:s3:::BUCKET/models/dogs-1.1.0.tar",
+    ] {
+        assert!(!allows(&st, "s3:DeleteObject", kept), "may delete {kept}");
+    }
     // Nothing outside the relay's prefixes.
     assert!(!allows(
         &st,
@@ -317,6 +332,11 @@ fn the_a2i_role_reads_the_frames_and_writes_only_the_answers() {
         trust["Statement"][0]["Principal"]["Service"],
         "sagemaker.amazonaws.com"
     );
+    // The confused-deputy guard: only SageMaker acting for this account.
+    assert_eq!(
+        trust["Statement"][0]["Condition"]["StringEquals"]["aws:SourceAccount"],
+        "ACCOUNT_ID"
+    );
     // The worker portal reads the frames from the browser: GET only.
     let cors = policy("s3-cors.json");
     assert_eq!(
@@ -355,10 +375,12 @@ fn a_device_may_use_only_its_own_topics_and_connect_only_as_its_own_thing() {
         check("iot:Connect", "client", thing.to_owned());
         check("iot:Publish", "topic", topics.events(&device));
         check("iot:Publish", "topic", topics.status(&device));
+        // The status (and its Last Will) is published retained (daemon/mqtt.rs): IoT
+        // Core refuses a retained message without iot:RetainPublish as well.
+        check("iot:RetainPublish", "topic", topics.status(&device));
         check("iot:Publish", "topic", jobs(thing).start_next());
         check("iot:Publish", "topic", jobs(thing).update("job-1"));
         check("iot:Subscribe", "topicfilter", topics.receipts(&device));
-        check("iot:Subscribe", "topicfilter", topics.reviews(&device));
         for filter in [
             jobs(thing).notify_next(),
             jobs(thing).start_next_accepted(),
@@ -377,6 +399,17 @@ fn a_device_may_use_only_its_own_topics_and_connect_only_as_its_own_thing() {
         );
     }
     let me = DeviceId::new("dev-1").unwrap();
+    // Only the status is retained; the agent does not subscribe to `reviews`.
+    assert!(!allows(
+        &st,
+        "iot:RetainPublish",
+        &arn("topic", &topics.events(&me))
+    ));
+    assert!(!allows(
+        &st,
+        "iot:Subscribe",
+        &arn("topicfilter", &topics.reviews(&me))
+    ));
     // Not the relay's side of its own topics, and no wildcard subscriptions.
     assert!(!allows(
         &st,
