@@ -14,9 +14,10 @@ esac
 
 cross_as_root() { if [ "$(id -u)" = 0 ]; then "$@"; else sudo "$@"; fi; }
 
-# gcc/g++ for the target (with its glibc and libstdc++), make for TF Lite's Makefile,
-# libclang for bindgen in the tflite crate.
-cross_packages=(make "gcc-$gnu" "g++-$gnu" libclang-dev)
+# gcc/g++ for the target (with its glibc and libstdc++), the host's gcc and libc6-dev
+# (build scripts are linked for this machine), make for TF Lite's Makefile, libclang
+# for bindgen in the tflite crate, python3 and binutils (readelf) for the scripts.
+cross_packages=(make gcc libc6-dev binutils python3 "gcc-$gnu" "g++-$gnu" libclang-dev)
 [ "${QEMU:-}" = 1 ] && cross_packages+=(qemu-user)
 cross_missing=()
 for p in "${cross_packages[@]}"; do
@@ -27,7 +28,8 @@ if [ ${#cross_missing[@]} -gt 0 ]; then
   cross_as_root apt-get update -qq
   cross_as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${cross_missing[@]}" >/dev/null
 fi
-if ! rustup target list --installed | grep -qx "$cross_target"; then
+# (grep without -q: an early exit would fail rustup's write under pipefail)
+if ! rustup target list --installed | grep -x "$cross_target" >/dev/null; then
   echo "cross-env: rustup target add $cross_target" >&2
   rustup target add "$cross_target"
 fi

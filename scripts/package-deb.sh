@@ -91,14 +91,17 @@ install -d "$root/DEBIAN"
 echo "$conffile" > "$root/DEBIAN/conffiles"
 
 # Depends: the highest GLIBC_x.y and whether libstdc++ is needed (GLIBCXX_x.y.z).
-needs=$(find "$root/usr/bin" "$root/usr/lib" -type f \( -perm -u+x -o -name '*.so' \) -exec readelf -V --wide {} + 2>/dev/null | sed -n 's/.*Name: \(GLIBC_[0-9.]*\|GLIBCXX_[0-9.]*\).*/\1/p')
+command -v readelf >/dev/null || die "readelf is needed to compute Depends: (apt-get install binutils)"
+needs=$(find "$root/usr/bin" "$root/usr/lib" -type f \( -perm -u+x -o -name '*.so' \) -exec readelf -V --wide {} + | sed -n 's/.*Name: \(GLIBC_[0-9.]*\|GLIBCXX_[0-9.]*\).*/\1/p')
 glibc=$(printf '%s\n' "$needs" | sed -n 's/^GLIBC_//p' | sort -V | tail -1)
 depends="libc6 (>= ${glibc:-2.17})"
-# GLIBCXX_3.4.N comes with libstdc++ of GCC: .30 -> 12, .29 -> 11, .28 -> 10, .26 -> 9.
+# GLIBCXX_3.4.N comes with libstdc++ of GCC (the ABI history in GCC's manual): .33 -> 14,
+# .31/.32 -> 13 (13.1/13.2), .30 -> 12, .29 -> 11, .28 -> 10, .26/.27 -> 9. A newer one
+# than this table knows asks for no version rather than a wrong one.
 glibcxx=$(printf '%s\n' "$needs" | sed -n 's/^GLIBCXX_3\.4\.//p' | sort -n | tail -1)
 if [ -n "$glibcxx" ]; then
   case "$glibcxx" in
-    3[0-9]) gcc=$((glibcxx - 18));;
+    33) gcc=14;; 31|32) gcc=13;; 30) gcc=12;;
     29) gcc=11;; 28) gcc=10;; 26|27) gcc=9;; *) gcc="";;
   esac
   depends="$depends, libstdc++6${gcc:+ (>= $gcc)}, libgcc-s1"
