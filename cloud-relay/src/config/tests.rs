@@ -95,6 +95,8 @@ fn invalid_values_name_their_key() {
             "client_id = \"a b\"",
             "mqtt.client_id",
         ),
+        // The flow definition in another region than the A2I calls go to.
+        ("sagemaker:us-east-1:", "sagemaker:eu-west-1:", "a2i.region"),
     ];
     for (from, to, key) in cases {
         let c = Config::parse(&minimal().replace(from, to)).unwrap();

@@ -128,6 +128,23 @@ impl Config {
                 format!("{arn:?} is not a flow definition ARN (arn:aws:sagemaker:REGION:ACCOUNT:flow-definition/NAME)"),
             ));
         }
+        // A flow definition lives in one region, and every A2I and SageMaker call goes
+        // to `a2i.region`: a flow elsewhere would be "not found" at the first loop.
+        if let Some(arn_region) = arn
+            .split(':')
+            .nth(3)
+            .filter(|_| self.a2i.flow_definition_name().is_some())
+        {
+            if arn_region != self.a2i.region {
+                return Err(invalid(
+                    "a2i.region",
+                    format!(
+                        "is {:?}, but the flow definition {arn:?} is in {arn_region:?} (A2I and SageMaker calls go to a2i.region)",
+                        self.a2i.region
+                    ),
+                ));
+            }
+        }
         match &self.a2i.setup {
             Some(setup) => setup.validate(self)?,
             None if purpose == Purpose::Setup => {
