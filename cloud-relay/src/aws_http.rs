@@ -1,8 +1,10 @@
-//! Signed HTTP to AWS control planes, for the clients written by hand over crates the
-//! SDK already compiles (see `sagemaker_control` for why): hyper with rustls
-//! (aws-lc-rs provider, system roots; plain HTTP for a local endpoint), SigV4 by
-//! `aws-sigv4` with credentials from the default chain, and a per-call timeout.
-//! Protocol details (JSON 1.1 or REST-JSON, error shapes) stay with each client.
+//! AWS configuration and signed HTTP. [`sdk_config`] is the one place the relay's
+//! SDK clients get their region, credentials and HTTPS client. [`SignedClient`] is for
+//! the clients written by hand over crates the SDK already compiles (see
+//! `sagemaker_control` for why): hyper with rustls (ring provider, system roots; plain
+//! HTTP for a local endpoint), SigV4 by `aws-sigv4` with credentials from the default
+//! chain, and a per-call timeout. Protocol details (JSON 1.1 or REST-JSON, error
+//! shapes) stay with each client.
 
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -17,6 +19,17 @@ use hyper_util::client::legacy::Client;
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 type HttpsClient = Client<hyper_rustls::HttpsConnector<HttpConnector>, Full<Bytes>>;
+
+/// The shared AWS configuration for `region`: the SDK's default credential chain
+/// (environment, profile, web identity, container and instance metadata) and the
+/// workspace's HTTPS client ([`daemon_support::sdk_http`]: rustls with ring).
+pub async fn sdk_config(region: &str) -> aws_config::SdkConfig {
+    aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(region.to_owned()))
+        .http_client(daemon_support::sdk_http::client())
+        .load()
+        .await
+}
 
 /// The regional endpoint of an AWS service: `https://{host_prefix}.{region}.amazonaws.com`
 /// (China's regions live under `amazonaws.com.cn`).
@@ -148,7 +161,7 @@ impl SignedClient {
 }
 
 fn connector(endpoint: &str) -> Result<hyper_rustls::HttpsConnector<HttpConnector>, HttpError> {
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
     let builder = match hyper_rustls::HttpsConnectorBuilder::new()
         .with_provider_and_native_roots(provider.clone())
     {

@@ -72,10 +72,7 @@ struct PutTargetsOut {
 impl EventBridge {
     /// Credentials from the AWS default chain; endpoint as in the module doc.
     pub async fn connect(queue: &QueueConfig, region: &str) -> Result<Self, EventBridgeError> {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_owned()))
-            .load()
-            .await;
+        let shared = crate::aws_http::sdk_config(region).await;
         let endpoint = queue
             .events_endpoint_url
             .clone()

@@ -22,6 +22,7 @@ fn a2i(bench: &Bench) -> aws_sdk_sagemakera2iruntime::Client {
     let c = &bench.credentials;
     let conf = aws_sdk_sagemakera2iruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             &c.access_key_id,

@@ -33,6 +33,7 @@ fn sqs(endpoint: &str) -> aws_sdk_sqs::Client {
     aws_sdk_sqs::Client::from_conf(
         aws_sdk_sqs::Config::builder()
             .behavior_version(BehaviorVersion::latest())
+            .http_client(daemon_support::sdk_http::client())
             .region(Region::new("us-east-1"))
             .credentials_provider(credentials())
             .endpoint_url(endpoint)

@@ -11,10 +11,13 @@
 //! - [`child`]: a child process that cannot outlive its parent, even a parent killed
 //!   with SIGKILL (`PR_SET_PDEATHSIG`).
 //! - [`report`]: an error and its causes as one line per cause, each said once.
+//! - `sdk_http` (feature `sdk-http`): the HTTPS client every AWS SDK client uses.
 
 pub mod child;
 pub mod lock;
 pub mod report;
+#[cfg(feature = "sdk-http")]
+pub mod sdk_http;
 pub mod signal;
 
 pub use child::stop_with_parent;

@@ -89,6 +89,7 @@ fn a2i_signing_with(
 ) -> aws_sdk_sagemakera2iruntime::Client {
     let conf = aws_sdk_sagemakera2iruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             &credentials.access_key_id,

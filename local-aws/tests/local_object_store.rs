@@ -48,6 +48,7 @@ impl Running {
 fn client_with(addr: SocketAddr, key_id: &str, secret: &str) -> aws_sdk_s3::Client {
     let conf = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(key_id, secret, None, None, "test"))
         .endpoint_url(format!("http://{addr}"))

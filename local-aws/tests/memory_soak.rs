@@ -61,6 +61,7 @@ fn start(args: &[&str], log: &Path) -> (ChildGuard, String) {
 fn a2i(addr: &str, c: &local_aws::credentials::Credentials) -> aws_sdk_sagemakera2iruntime::Client {
     let conf = aws_sdk_sagemakera2iruntime::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             &c.access_key_id,

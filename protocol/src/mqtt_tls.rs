@@ -121,7 +121,7 @@ fn check_key(chain: Vec<CertificateDer<'static>>, pem: &[u8]) -> Result<(), Stri
             .to_owned(),
         e => format!("not a PEM private key ({e})"),
     })?;
-    let signer = rustls::crypto::aws_lc_rs::sign::any_supported_type(&key)
+    let signer = rustls::crypto::ring::sign::any_supported_type(&key)
         .map_err(|e| format!("a private key TLS cannot use ({e})"))?;
     match CertifiedKey::new(chain, signer).keys_match() {
         Ok(()) => Ok(()),

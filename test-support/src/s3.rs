@@ -16,6 +16,7 @@ pub fn s3_client(endpoint_url: &str) -> Client {
 pub fn s3_client_signing(endpoint_url: &str, access_key_id: &str, secret: &str) -> Client {
     let config = aws_sdk_s3::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new(
             access_key_id,

@@ -45,10 +45,7 @@ pub fn default_endpoint(region: &str) -> String {
 impl JobsApi {
     /// Credentials from the AWS default chain (unsigned for a local endpoint).
     pub async fn connect(endpoint: Option<String>, region: &str) -> Result<Self, JobsApiError> {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(region.to_owned()))
-            .load()
-            .await;
+        let shared = crate::aws_http::sdk_config(region).await;
         let endpoint = endpoint
             .or_else(|| std::env::var("AWS_ENDPOINT_URL_IOT").ok())
             .unwrap_or_else(|| default_endpoint(region));

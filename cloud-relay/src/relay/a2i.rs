@@ -4,7 +4,7 @@
 //! exists already (the name is derived from the event id), which the relay takes as
 //! success: that is what makes a redelivered event start no second loop.
 
-use aws_sdk_sagemakera2iruntime::config::{BehaviorVersion, Region};
+use aws_sdk_sagemakera2iruntime::config::BehaviorVersion;
 use aws_sdk_sagemakera2iruntime::error::ProvideErrorMetadata;
 use aws_sdk_sagemakera2iruntime::primitives::DateTime;
 use aws_sdk_sagemakera2iruntime::types::{HumanLoopInput, HumanLoopStatus, SortOrder};
@@ -66,10 +66,7 @@ fn millis(t: Option<&DateTime>) -> i64 {
 
 impl A2iClient {
     pub async fn connect(config: &A2iConfig) -> Self {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .load()
-            .await;
+        let shared = crate::aws_http::sdk_config(&config.region).await;
         let mut builder = aws_sdk_sagemakera2iruntime::config::Builder::from(&shared)
             .behavior_version(BehaviorVersion::latest())
             // Retries are the relay's own (see super::retry).

@@ -4,7 +4,7 @@
 //! (a 412 means another relay, or an earlier run, wrote it first).
 
 use aws_sdk_s3::config::http::HttpResponse;
-use aws_sdk_s3::config::{BehaviorVersion, Region};
+use aws_sdk_s3::config::BehaviorVersion;
 use aws_sdk_s3::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError};
 use aws_sdk_s3::primitives::ByteStream;
 
@@ -77,10 +77,7 @@ pub enum BucketError {
 
 impl S3Store {
     pub async fn connect(config: &S3Config) -> Self {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(Region::new(config.region.clone()))
-            .load()
-            .await;
+        let shared = crate::aws_http::sdk_config(&config.region).await;
         let mut builder = aws_sdk_s3::config::Builder::from(&shared)
             .behavior_version(BehaviorVersion::latest())
             // Retries are the relay's own (super::retry): unlimited for transient

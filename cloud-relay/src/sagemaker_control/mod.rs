@@ -46,10 +46,7 @@ pub fn default_endpoint(region: &str) -> String {
 impl SageMakerControl {
     /// Credentials from the AWS default chain; region and endpoint from `config`.
     pub async fn connect(config: &A2iConfig) -> Result<Self, SageMakerError> {
-        let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-            .region(aws_config::Region::new(config.region.clone()))
-            .load()
-            .await;
+        let shared = crate::aws_http::sdk_config(&config.region).await;
         let endpoint = config
             .sagemaker_endpoint_url
             .clone()

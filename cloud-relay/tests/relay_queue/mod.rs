@@ -18,6 +18,7 @@ use crate::relay_common::{wait_relay_ready, Bench, RunningRelay};
 pub fn sqs_client(endpoint: &str) -> aws_sdk_sqs::Client {
     let conf = aws_sdk_sqs::Config::builder()
         .behavior_version(BehaviorVersion::latest())
+        .http_client(daemon_support::sdk_http::client())
         .region(Region::new("us-east-1"))
         .credentials_provider(Credentials::new("test", "test", None, None, "test"))
         .endpoint_url(endpoint)

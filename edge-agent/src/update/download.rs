@@ -171,3 +171,41 @@ fn fetch_rest(agent: &ureq::Agent, url: &str, part: &Path, size: u64) -> Result<
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A presigned package URL is `https://`. Its TLS must not depend on something else
+    /// (the MQTT connection) having installed a rustls crypto provider first: in this
+    /// test process nothing has, and a server that does not speak TLS is an error
+    /// naming the failure, not a panic of the update worker.
+    #[test]
+    fn an_https_url_gives_an_error_not_a_panic_when_no_tls_provider_was_installed() {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = std::thread::spawn(move || {
+            // Plain HTTP where the client expects a TLS ServerHello.
+            if let Ok((mut stream, _)) = listener.accept() {
+                let _ = stream.write_all(b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n");
+            }
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let once = Retry {
+            attempts: 1,
+            backoff: Backoff::new(Duration::from_millis(1), Duration::from_millis(1)),
+        };
+        let result = download(
+            &format!("https://{addr}/package.tar"),
+            &dir.path().join("package.part"),
+            10,
+            once,
+            &|| false,
+        );
+        server.join().unwrap();
+        match result {
+            Err(DownloadError::GaveUp { attempts: 1, last }) => assert!(!last.is_empty()),
+            other => panic!("expected the attempt to fail with a reason, got {other:?}"),
+        }
+    }
+}

@@ -10,7 +10,7 @@
 
 use std::time::Duration;
 
-use aws_sdk_sqs::config::{BehaviorVersion, Region};
+use aws_sdk_sqs::config::BehaviorVersion;
 use aws_sdk_sqs::types::{MessageSystemAttributeName, QueueAttributeName};
 
 use crate::config::QueueConfig;
@@ -40,10 +40,7 @@ pub struct CompletionQueue {
 
 /// The SQS client for `config` in `region` (credentials from the default chain).
 pub async fn sqs_client(config: &QueueConfig, region: &str) -> aws_sdk_sqs::Client {
-    let shared = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(Region::new(region.to_owned()))
-        .load()
-        .await;
+    let shared = crate::aws_http::sdk_config(region).await;
     let mut builder = aws_sdk_sqs::config::Builder::from(&shared)
         .behavior_version(BehaviorVersion::latest())
         // Retries are the consumer's own: a failed receive is tried on the next turn.
