@@ -16,7 +16,7 @@
 # Installs what is missing (saying so, scripts/cross-env.sh): the cross compilers,
 # qemu-user, the rustup targets. Builds use cargo's dev profile, like the tests, in
 # $CARGO_TARGET_DIR/<triple>/debug: the first run compiles TF Lite and the agent's
-# dependencies for each target (about 9 minutes per target on 2 cores), later runs
+# dependencies for each target (19 minutes for both on 2 cores), later runs
 # only the agent. Results land in $CARGO_TARGET_DIR/devices/.
 #
 # LiteRT under qemu: qemu-user 7.2 shows the host's x86 /proc/cpuinfo, and LiteRT's CPU
