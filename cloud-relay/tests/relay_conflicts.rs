@@ -60,34 +60,24 @@ fn answers(r: &Receipt, sha256: &str) -> bool {
     }
 }
 
-/// Publishes `e` and waits for a `rejected` receipt about its id, publishing it again
-/// every few seconds the way the agent resends an event without a receipt. With two
-/// relays on a shared subscription a set can be completed by both, so a late second
-/// `stored` receipt of the event stored earlier under this id may arrive in between,
-/// and a conflicting set staged while the first one's staged chunks are being cleaned
-/// up fails as inconsistent (no receipt) until it is resent. A relay that wrongly
-/// stores `e` makes this time out.
+/// Publishes `e` once and waits for a `rejected` receipt about its id. With two relays
+/// on a shared subscription a set can be completed by both, so a late second `stored`
+/// receipt of the event stored earlier under this id may arrive in between: it is not
+/// the answer. A relay that wrongly stores `e`, or a set that never completes (as
+/// when two sets of one id shared staged keys: mixed chunks, or one set's cleanup
+/// deleting the other's), makes this time out.
 async fn send_expecting_rejection(agent: &Agent, e: &TestEvent) -> Receipt {
     let id = e.meta.event_id;
     let seen = agent.all_receipts.lock().unwrap().len();
-    let rejection = || {
-        agent.all_receipts.lock().unwrap()[seen..]
+    agent.publish(e).await;
+    test_support::wait_for_async(WAIT, "a rejected receipt for the event", || {
+        let r = agent.all_receipts.lock().unwrap()[seen..]
             .iter()
             .find(|r| r.event_id == id && !r.is_stored())
-            .cloned()
-    };
-    let end = tokio::time::Instant::now() + WAIT;
-    while tokio::time::Instant::now() < end {
-        agent.publish(e).await;
-        let resend_at = tokio::time::Instant::now() + std::time::Duration::from_secs(3);
-        while tokio::time::Instant::now() < resend_at {
-            if let Some(r) = rejection() {
-                return r;
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(50)).await;
-        }
-    }
-    panic!("no rejected receipt for {id} within {WAIT:?}, resending every 3 s");
+            .cloned();
+        async move { r }
+    })
+    .await
 }
 
 fn assert_stored(r: &Receipt, what: &str) {

@@ -18,6 +18,12 @@
 //! anything rejected. An incomplete set thus holds nothing, however long its last
 //! chunk takes. (The driver's [`super::ack_order::AckOrder`] bounds how long one held
 //! message may delay the acks of later ones.)
+//!
+//! Events in flight are known by [`EventKey`], the id *and* the image's sha256: a copy
+//! of an event in flight is acknowledged and answered by that event's receipt, but
+//! other content under the same id is another event, processed in its own right (the
+//! event handler then answers it `conflict` from S3). Dropping it as a "resend" left
+//! it without a receipt until its agent's next resend.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -29,6 +35,24 @@ use protocol::{
 
 /// Receipts of recently finished events kept to answer resends without redoing work.
 pub const RECENT_RECEIPTS: usize = 4096;
+
+/// One event's content under its id: two messages with the same key are copies of one
+/// event (a resend, or chunks of one set); other content under an id is another event.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct EventKey {
+    pub event_id: EventId,
+    /// The whole image's SHA-256, 64 hex digits (validated when the message decoded).
+    pub image_sha256: String,
+}
+
+impl EventKey {
+    pub fn of(meta: &EventMeta) -> Self {
+        EventKey {
+            event_id: meta.event_id,
+            image_sha256: meta.image.sha256.clone(),
+        }
+    }
+}
 
 // Actions live for one step of the driver, never in bulk: boxing buys nothing.
 #[allow(clippy::large_enum_variant)]
@@ -74,7 +98,7 @@ pub struct Intake<A> {
     assembler: ChunkAssembler,
     /// Events being stored, each with the one message it holds unacknowledged and
     /// its meta.
-    in_flight: HashMap<EventId, (A, EventMeta)>,
+    in_flight: HashMap<EventKey, (A, EventMeta)>,
     /// Finished events: device, meta, receipt. Answers only true resends (the same
     /// meta, so the same image sha256 and key); any other event under the id goes to
     /// the event handler, which decides from S3 (first stored wins, the rest `conflict`).
@@ -217,7 +241,7 @@ impl<A> Intake<A> {
             out.push(Action::Ack(ack));
             return out;
         }
-        if self.in_flight.contains_key(&event_id) {
+        if self.in_flight.contains_key(&EventKey::of(incoming)) {
             // A resend, or a chunk of it: the copy in flight sends the receipt (or
             // fails, and the agent resends). Holding this one would only block others.
             out.push(Action::Ack(ack));
@@ -248,7 +272,9 @@ impl<A> Intake<A> {
             // Accepted into the set: the assembler has it; nothing to wait for here.
             Ok(None) => out.push(Action::Ack(ack)),
             Ok(Some(event)) => {
-                self.in_flight.insert(event_id, (ack, event.meta.clone()));
+                // (Never a second copy of `key`: copies are acknowledged on arrival.)
+                self.in_flight
+                    .insert(EventKey::of(&event.meta), (ack, event.meta.clone()));
                 out.push(Action::Process { device, event });
             }
             Err(e) => {
@@ -270,16 +296,17 @@ impl<A> Intake<A> {
         }
     }
 
-    /// Shared mode: the driver staged a chunk.
+    /// Shared mode: the driver staged a chunk of the set `key`.
     pub fn on_staged(
         &mut self,
         device: DeviceId,
-        event_id: EventId,
+        key: EventKey,
         ack: A,
         staged: Staged,
     ) -> Vec<Action<A>> {
         let mut out = Vec::new();
-        if self.in_flight.contains_key(&event_id) {
+        let event_id = key.event_id;
+        if self.in_flight.contains_key(&key) {
             // Completed by another chunk meanwhile. (A set completing again after its
             // event was stored goes to the event handler, which answers a true resend with
             // `stored` and other content under the id with `conflict`.)
@@ -302,10 +329,11 @@ impl<A> Intake<A> {
     pub fn on_done(
         &mut self,
         device: DeviceId,
-        event_id: EventId,
+        key: EventKey,
         receipt: Option<Receipt>,
     ) -> Vec<Action<A>> {
-        let (out, meta) = match self.in_flight.remove(&event_id) {
+        let event_id = key.event_id;
+        let (out, meta) = match self.in_flight.remove(&key) {
             Some((ack, meta)) => (vec![Action::Ack(ack)], Some(meta)),
             None => (Vec::new(), None),
         };

@@ -18,6 +18,11 @@ fn messages(n: u64, size: usize) -> Vec<Vec<u8>> {
     encode_event(&meta_for(n, &img), &img, topic(n).len(), &Limits::default()).unwrap()
 }
 
+/// The key of event `n` with an image of `size` bytes.
+fn key(n: u64, size: usize) -> EventKey {
+    EventKey::of(&meta(n, size))
+}
+
 fn acks(actions: &[Action<u32>]) -> Vec<u32> {
     actions
         .iter()
@@ -58,7 +63,7 @@ fn a_whole_event_is_processed_and_acknowledged_only_when_done() {
     assert!(acks(&out).is_empty(), "no ack before the receipt");
     let id = meta(1, 1000).event_id;
     let receipt = Receipt::stored(id, "s3://b/k.jpg");
-    let out = i.on_done(DeviceId::new("pi-1").unwrap(), id, Some(receipt));
+    let out = i.on_done(DeviceId::new("pi-1").unwrap(), key(1, 1000), Some(receipt));
     assert_eq!(acks(&out), [7]);
     assert_eq!(i.held(), 0);
 }
@@ -85,8 +90,7 @@ fn a_chunk_is_acknowledged_once_accepted_and_only_the_completing_one_waits_for_t
     assert_eq!(processed(&all).len(), 1);
     assert_eq!(i.held(), 1, "the event in flight holds one message");
     assert!(!acks(&all).contains(&0), "the completing chunk waits");
-    let id = meta(2, 300_000).event_id;
-    let out = i.on_done(DeviceId::new("pi-2").unwrap(), id, None);
+    let out = i.on_done(DeviceId::new("pi-2").unwrap(), key(2, 300_000), None);
     assert_eq!(acks(&out), [0]);
     assert_eq!(i.held(), 0);
     assert!(last > 0);
@@ -107,7 +111,7 @@ fn an_incomplete_set_holds_no_message_so_it_cannot_block_other_devices() {
         assert_eq!(processed(&out), [meta(n, 1000).event_id]);
         let receipt = Receipt::stored(meta(n, 1000).event_id, "s3://b/k.jpg");
         let device = DeviceId::new(format!("pi-{n}")).unwrap();
-        let out = i.on_done(device, meta(n, 1000).event_id, Some(receipt));
+        let out = i.on_done(device, key(n, 1000), Some(receipt));
         assert_eq!(acks(&out), [n as u32]);
     }
     assert_eq!(i.held(), 0);
@@ -129,7 +133,11 @@ fn a_resent_event_while_in_flight_is_acknowledged_at_once_and_after_done_gets_it
     assert_eq!(acks(&out), [2], "the copy in flight answers for it");
     assert_eq!(i.held(), 1);
     let receipt = Receipt::stored(id, "s3://b/k.jpg");
-    let out = i.on_done(DeviceId::new("pi-3").unwrap(), id, Some(receipt.clone()));
+    let out = i.on_done(
+        DeviceId::new("pi-3").unwrap(),
+        key(3, 1000),
+        Some(receipt.clone()),
+    );
     assert_eq!(acks(&out), [1]);
     let out = i.on_message(&topic(3), &m[0], 3, 0);
     assert_eq!(acks(&out), [3]);
@@ -141,7 +149,6 @@ fn a_resent_event_while_in_flight_is_acknowledged_at_once_and_after_done_gets_it
 fn a_resent_chunk_of_an_event_in_flight_is_acknowledged_at_once() {
     let mut i = intake(false);
     let m = messages(10, 300_000);
-    let id = meta(10, 300_000).event_id;
     for (k, msg) in m.iter().enumerate() {
         i.on_message(&topic(10), msg, k as u32, 0);
     }
@@ -151,7 +158,7 @@ fn a_resent_chunk_of_an_event_in_flight_is_acknowledged_at_once() {
     assert!(processed(&out).is_empty());
     assert_eq!(i.pending_sets(), 0, "no new set for an event in flight");
     assert_eq!(
-        acks(&i.on_done(DeviceId::new("pi-10").unwrap(), id, None)),
+        acks(&i.on_done(DeviceId::new("pi-10").unwrap(), key(10, 300_000), None)),
         [m.len() as u32 - 1]
     );
 }
@@ -258,8 +265,9 @@ fn in_shared_mode_chunks_are_staged_and_acknowledged_once_staged_unless_they_com
         panic!("stage")
     };
     let id = chunk.header.event_id;
+    let set = EventKey::of(&chunk.header.meta);
     assert_eq!(
-        acks(&i.on_staged(device.clone(), id, ack, Staged::Incomplete)),
+        acks(&i.on_staged(device.clone(), set.clone(), ack, Staged::Incomplete)),
         [1]
     );
     let img = image(9, 300_000);
@@ -267,15 +275,15 @@ fn in_shared_mode_chunks_are_staged_and_acknowledged_once_staged_unless_they_com
         meta: meta_for(9, &img),
         image: img,
     };
-    let out = i.on_staged(device.clone(), id, 2, Staged::Complete(event));
+    let out = i.on_staged(device.clone(), set.clone(), 2, Staged::Complete(event));
     assert_eq!(processed(&out), [id]);
     assert!(acks(&out).is_empty());
     // Another relay's chunk completed it too, or a late copy was staged: no hold.
     assert_eq!(
-        acks(&i.on_staged(device.clone(), id, 3, Staged::Incomplete)),
+        acks(&i.on_staged(device.clone(), set.clone(), 3, Staged::Incomplete)),
         [3]
     );
-    assert_eq!(acks(&i.on_done(device, id, None)), [2]);
+    assert_eq!(acks(&i.on_done(device, set, None)), [2]);
 }
 
 #[test]
@@ -293,7 +301,11 @@ fn another_image_under_a_recently_receipted_id_is_processed_not_answered_from_me
     let id = m1.event_id;
     i.on_message(&topic(9), &encode(&m1, &first), 1, 0);
     let receipt = Receipt::stored(id, "s3://b/k.jpg");
-    i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(receipt));
+    i.on_done(
+        DeviceId::new("pi-9").unwrap(),
+        EventKey::of(&m1),
+        Some(receipt),
+    );
     let out = i.on_message(&topic(9), &encode(&m2, &other), 2, 0);
     assert_eq!(
         processed(&out),
@@ -302,12 +314,106 @@ fn another_image_under_a_recently_receipted_id_is_processed_not_answered_from_me
     );
     assert!(!out.iter().any(|a| matches!(a, Action::Receipt { .. })));
     let conflict = Receipt::rejected(id, RejectCode::Conflict, "taken");
-    i.on_done(DeviceId::new("pi-9").unwrap(), id, Some(conflict.clone()));
+    i.on_done(
+        DeviceId::new("pi-9").unwrap(),
+        EventKey::of(&m2),
+        Some(conflict.clone()),
+    );
     let out = i.on_message(&topic(9), &encode(&m2, &other), 3, 0);
     assert!(processed(&out).is_empty(), "a resend of the rejected one");
     assert!(matches!(&out[0], Action::Receipt { receipt: r, .. } if *r == conflict));
     let out = i.on_message(&topic(9), &encode(&m1, &first), 4, 0);
     assert_eq!(processed(&out), [id], "the first one again: S3 says stored");
+}
+
+/// Two events under one id with other images, `first` and `other`, as whole messages.
+fn two_images_under_one_id(size: usize) -> (Vec<u8>, Vec<u8>, EventMeta, EventMeta) {
+    let (first, other) = (image(11, size), image(110, size));
+    let m1 = meta_for(11, &first);
+    let mut m2 = meta_for(11, &other);
+    m2.event_id = m1.event_id;
+    (first, other, m1, m2)
+}
+
+#[test]
+fn another_image_under_an_id_in_flight_is_processed_not_dropped_as_a_resend() {
+    // The first event is still being stored when the other one arrives: acknowledged
+    // as a "resend", the other one got no receipt until its agent resent it.
+    let mut i = intake(false);
+    let (first, other, m1, m2) = two_images_under_one_id(1000);
+    let encode = |m: &EventMeta, img: &[u8]| {
+        encode_event(m, img, topic(11).len(), &Limits::default())
+            .unwrap()
+            .remove(0)
+    };
+    let out = i.on_message(&topic(11), &encode(&m1, &first), 1, 0);
+    assert_eq!(processed(&out), [m1.event_id]);
+    let out = i.on_message(&topic(11), &encode(&m2, &other), 2, 0);
+    assert_eq!(
+        processed(&out),
+        [m1.event_id],
+        "the event handler judges it"
+    );
+    assert!(acks(&out).is_empty(), "it waits for its own receipt");
+    assert_eq!(i.held(), 2);
+    // A true copy of the first is still answered by the one in flight.
+    assert_eq!(
+        acks(&i.on_message(&topic(11), &encode(&m1, &first), 3, 0)),
+        [3]
+    );
+    let device = DeviceId::new("pi-11").unwrap();
+    let conflict = Receipt::rejected(m2.event_id, RejectCode::Conflict, "taken");
+    assert_eq!(
+        acks(&i.on_done(device.clone(), EventKey::of(&m2), Some(conflict))),
+        [2]
+    );
+    let stored = Receipt::stored(m1.event_id, "s3://b/k.jpg");
+    assert_eq!(
+        acks(&i.on_done(device, EventKey::of(&m1), Some(stored))),
+        [1]
+    );
+    assert_eq!(i.held(), 0);
+}
+
+#[test]
+fn in_shared_mode_a_chunk_of_another_image_under_an_id_in_flight_is_staged_not_dropped() {
+    let mut i = intake(true);
+    let (first, other, m1, m2) = two_images_under_one_id(300_000);
+    let device = DeviceId::new("pi-11").unwrap();
+    let event = CompleteEvent {
+        meta: m1.clone(),
+        image: first,
+    };
+    let out = i.on_staged(
+        device.clone(),
+        EventKey::of(&m1),
+        1,
+        Staged::Complete(event),
+    );
+    assert_eq!(processed(&out), [m1.event_id]);
+    let m = encode_event(&m2, &other, topic(11).len(), &Limits::default()).unwrap();
+    let out = i.on_message(&topic(11), &m[0], 2, 0);
+    let Some(Action::Stage { chunk, ack, .. }) = out.into_iter().next() else {
+        panic!("a chunk of the other image is staged")
+    };
+    assert_eq!(ack, 2);
+    // Its set completes on this relay while the first is still in flight.
+    let event = CompleteEvent {
+        meta: m2.clone(),
+        image: other,
+    };
+    let out = i.on_staged(
+        device,
+        EventKey::of(&chunk.header.meta),
+        3,
+        Staged::Complete(event),
+    );
+    assert_eq!(
+        processed(&out),
+        [m2.event_id],
+        "the event handler judges it"
+    );
+    assert_eq!(i.held(), 2);
 }
 
 /// The broker's side of the receive window (MQTT 5 section 4.9): it sends a message
@@ -350,7 +456,7 @@ fn deliver_through_window(
                     processed.push(id);
                     if !stuck.contains(&id) {
                         let receipt = Receipt::stored(id, "s3://b/k.jpg");
-                        todo.extend(i.on_done(device, id, Some(receipt)));
+                        todo.extend(i.on_done(device, EventKey::of(&event.meta), Some(receipt)));
                     }
                 }
                 _ => {}

@@ -28,13 +28,13 @@ use tokio::sync::{mpsc, Semaphore};
 
 use super::ack_order::{AckOrder, Ticket};
 use super::event_handler::EventHandler;
-use super::intake::{Action, Intake, Staged};
+use super::intake::{Action, EventKey, Intake, Staged};
 use super::metrics::{inc, Metrics};
 use super::RelayError;
 use crate::config::Config;
 use protocol::backoff::{Backoff, Retries};
 use protocol::timestamp::now_ms;
-use protocol::{AssemblerLimits, DeviceId, EventId, Receipt};
+use protocol::{AssemblerLimits, DeviceId, Receipt};
 
 /// Largest packet the relay accepts: above IoT Core's 128 KiB, so an oversized event
 /// is received, counted and rejected rather than silently dropped by the broker.
@@ -200,12 +200,12 @@ fn spawn_eventloop(
 enum Done {
     Event {
         device: DeviceId,
-        event_id: EventId,
+        key: EventKey,
         receipt: Option<Receipt>,
     },
     Staged {
         device: DeviceId,
-        event_id: EventId,
+        key: EventKey,
         /// Chunks in the set.
         count: u32,
         ack: Ticket,
@@ -263,7 +263,7 @@ struct Driver {
     done_tx: mpsc::Sender<Done>,
     /// The set whose staged chunks the step being carried out completed: its
     /// `Process` cleans them up afterwards. Other events have nothing staged.
-    staged_set: Option<(EventId, u32)>,
+    staged_set: Option<(EventKey, u32)>,
     /// Acks are sent in the order the messages arrived (MQTT requires it).
     acks: AckOrder<Publish>,
     /// `acks.released_early()` already counted in the metrics.
@@ -274,13 +274,13 @@ impl Driver {
     /// Feeds a finished job to the intake and carries out what follows.
     fn on_done(&mut self, intake: &mut Intake<Ticket>, done: Done) {
         if let Done::Staged {
-            event_id,
+            key,
             count,
             staged: Staged::Complete(_),
             ..
         } = &done
         {
-            self.staged_set = Some((*event_id, *count));
+            self.staged_set = Some((key.clone(), *count));
         }
         let actions = on_done(intake, done);
         self.execute(actions);
@@ -340,10 +340,12 @@ impl Driver {
             self.config.topics(),
             self.metrics.clone(),
         );
+        let key = EventKey::of(&event.meta);
         let staged = self
             .staged_set
-            .filter(|(id, _)| *id == event.meta.event_id)
-            .map(|(_, count)| count);
+            .as_ref()
+            .filter(|(set, _)| *set == key)
+            .map(|(_, count)| *count);
         tokio::spawn(async move {
             let Ok(_permit) = workers.acquire().await else {
                 return;
@@ -373,14 +375,16 @@ impl Driver {
             let _ = done
                 .send(Done::Event {
                     device,
-                    event_id,
+                    key: key.clone(),
                     receipt,
                 })
                 .await;
             // After the acknowledgements, still holding the worker: the staged chunks
             // of a stored set are of no more use.
             if let (true, Some(count)) = (stored, staged) {
-                handler.clean_staging(&event_id, count).await;
+                handler
+                    .clean_staging(&key.event_id, &key.image_sha256, count)
+                    .await;
             }
         });
     }
@@ -396,7 +400,8 @@ impl Driver {
             let Ok(_permit) = workers.acquire().await else {
                 return;
             };
-            let (event_id, count) = (chunk.header.event_id, chunk.header.count);
+            let (key, count) = (EventKey::of(&chunk.header.meta), chunk.header.count);
+            let event_id = key.event_id;
             let payload = protocol::Message::Chunk(chunk.clone())
                 .encode()
                 .unwrap_or_default();
@@ -411,7 +416,7 @@ impl Driver {
             let _ = done
                 .send(Done::Staged {
                     device,
-                    event_id,
+                    key,
                     count,
                     ack,
                     staged,
@@ -522,15 +527,15 @@ fn on_done(intake: &mut Intake<Ticket>, done: Done) -> Vec<Action<Ticket>> {
     match done {
         Done::Event {
             device,
-            event_id,
+            key,
             receipt,
-        } => intake.on_done(device, event_id, receipt),
+        } => intake.on_done(device, key, receipt),
         Done::Staged {
             device,
-            event_id,
+            key,
             ack,
             staged,
             ..
-        } => intake.on_staged(device, event_id, ack, staged),
+        } => intake.on_staged(device, key, ack, staged),
     }
 }
