@@ -14,7 +14,8 @@
 #   scripts/test-devices.sh aarch64-unknown-linux-gnu    # one
 #
 # Installs what is missing (saying so, scripts/cross-env.sh): the cross compilers,
-# qemu-user, the rustup targets. Builds use cargo's dev profile, like the tests, in
+# qemu-user, the rustup targets. Builds use cargo's dev profile and the test
+# command's settings (scripts/test-env.sh), like the tests, in
 # $CARGO_TARGET_DIR/<triple>/debug: the first run compiles TF Lite and the agent's
 # dependencies for each target (19 minutes for both on 2 cores), later runs
 # only the agent. Results land in $CARGO_TARGET_DIR/devices/.
@@ -26,6 +27,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
+# shellcheck source=test-env.sh
+source scripts/test-env.sh   # the test command's build settings (TF Lite at -O2)
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
@@ -156,22 +159,26 @@ unit_tests() { # TARGET EXECUTABLE: the unit tests' executable directly under qe
   cd edge-agent && env -u EDGE_AGENT_LITERT_LIB "${qemu_of[$1]}" -L "/usr/${gnu_of[$1]}" "$2" -q
 }
 
-# The builds, one after another (cargo locks the target directory).
-unit_exe=""
+# The builds: both targets in one cargo run (cargo locks the target directory, and
+# within one run the two targets' TF Lite builds and crates share both cores).
+target_args=()
 for target in "${targets[@]}"; do
   QEMU=1
   # shellcheck source=cross-env.sh
   source scripts/cross-env.sh "$target"   # exports settings named after the target only
   gnu_of[$target]="$gnu" qemu_of[$target]="$qemu"
-  echo "test-devices: $target: cargo build -p edge-agent"
-  cargo build --locked -q --target "$target" -p edge-agent --bin edge-agent
   bin_of[$target]="$target_dir/$target/debug/edge-agent"
-  if [ "$target" = aarch64-unknown-linux-gnu ]; then
-    echo "test-devices: $target: cargo test -p edge-agent --lib --no-run"
-    unit_exe="$(cargo test --locked -q --target "$target" -p edge-agent --lib --no-run --message-format json \
-      | python3 -c 'import json, sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m.get("profile", {}).get("test")))')"
-  fi
+  target_args+=(--target "$target")
 done
+echo "test-devices: cargo build ${target_args[*]} -p edge-agent"
+cargo build --locked -q "${target_args[@]}" -p edge-agent --bin edge-agent
+unit_exe=""
+if [ -n "${gnu_of[aarch64-unknown-linux-gnu]:-}" ]; then
+  target=aarch64-unknown-linux-gnu
+  echo "test-devices: $target: cargo test -p edge-agent --lib --no-run"
+  unit_exe="$(cargo test --locked -q --target "$target" -p edge-agent --lib --no-run --message-format json \
+    | python3 -c 'import json, sys; print(next(m["executable"] for m in map(json.loads, sys.stdin) if m.get("executable") and m.get("profile", {}).get("test")))')"
+fi
 
 # Then every check at once, each into its own log, printed as each one ends.
 names=() pids=()

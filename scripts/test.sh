@@ -8,6 +8,8 @@ if [ "${CI:-}" = true ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
   export CARGO_TARGET_DIR=/var/tmp/edge-a2i-target
 fi
 export CARGO_TERM_COLOR=never
+# shellcheck source=test-env.sh
+source scripts/test-env.sh   # TF Lite at -O2 for the tests
 # Formatting and lints first: they fail in seconds, not after the build.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
