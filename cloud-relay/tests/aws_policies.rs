@@ -196,19 +196,19 @@ fn resources_of(action: &str) -> Vec<&'static str> {
         "s3:PutObject" => vec![
             "arn:aws:s3:::BUCKET/events/dev-1/2024/05/01/e1.jpg",
             "arn:aws:s3:::BUCKET/manifest/rows/e1.json",
-            "arn:aws:s3:::BUCKET/staging/e1/0",
+            "arn:aws:s3:::BUCKET/staging/e1/a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2/000000",
             "arn:aws:s3:::BUCKET/models/dogs-1.1.0.tar",
         ],
         // The relay deletes a set's staged chunks and corrects an event index entry
         // (relay/event_handler.rs clean_staging, event_store.rs undo_claim): nothing else.
         "s3:DeleteObject" => vec![
-            "arn:aws:s3:::BUCKET/staging/e1/000000",
+            "arn:aws:s3:::BUCKET/staging/e1/a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2/000000",
             "arn:aws:s3:::BUCKET/manifest/events/e1.json",
         ],
         "s3:GetObject" => vec![
             "arn:aws:s3:::BUCKET/events/dev-1/2024/05/01/e1.json",
             "arn:aws:s3:::BUCKET/manifest/rows/e1.json",
-            "arn:aws:s3:::BUCKET/staging/e1/0",
+            "arn:aws:s3:::BUCKET/staging/e1/a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2a1b2/000000",
             "arn:aws:s3:::BUCKET/models/dogs-1.1.0.tar",
             "arn:aws:s3:::BUCKET/a2i-output/edge-a2i-dogs/2024/05/01/12/00/00/l1/output.json",
         ],

@@ -28,8 +28,8 @@ fn other_content(e: &TestEvent, seed: u64) -> TestEvent {
 
 /// Publishes `e` and waits for the next receipt about its id and content: a
 /// `conflict` rejection naming another image's sha256 answers an earlier publish of a
-/// conflicting event under this id ([`send_expecting_rejection`] may have sent it
-/// twice, and its second answer can arrive late), not this one.
+/// conflicting event under this id (a relay on a shared subscription can complete a
+/// set twice, so a second answer can arrive late), not this one.
 async fn send(agent: &Agent, e: &TestEvent) -> Receipt {
     let id = e.meta.event_id;
     let sha = e.meta.image.sha256.clone();

@@ -18,7 +18,7 @@ use protocol::{decode, AssemblerLimits, ChunkAssembler, CompleteEvent, Message, 
 
 use super::a2i::{A2iClient, LoopStart};
 use super::event_store::{store_event, Stored};
-use super::intake::Staged;
+use super::intake::{EventKey, Staged};
 use super::keys::KeyLayout;
 use super::metrics::{inc, Metrics};
 use super::retry::{retry_logged, Gate, OutageLog, PermanentFailure};
@@ -165,8 +165,8 @@ impl EventHandler {
     /// last chunks and costs one GET that finds nothing (no LIST, whose cost grows with
     /// the bucket on some servers, and never a GET of this relay's own chunk).
     pub async fn stage(&self, chunk: &Chunk, payload: Vec<u8>) -> Result<Staged, HandleError> {
-        let (id, sha) = (chunk.header.event_id, &chunk.header.image_sha256);
-        let key = self.layout.staging_chunk_key(&id, sha, chunk.header.index);
+        let set = EventKey::of(&chunk.header.meta);
+        let key = self.layout.staging_chunk_key(&set, chunk.header.index);
         self.retry_store("s3_put_chunk", || {
             self.store
                 .put(&key, payload.clone(), "application/octet-stream", false)
@@ -179,7 +179,7 @@ impl EventHandler {
             if index == chunk.header.index {
                 continue;
             }
-            let key = self.layout.staging_chunk_key(&id, sha, index);
+            let key = self.layout.staging_chunk_key(&set, index);
             let got = self
                 .retry_store("s3_get_chunk", || self.store.get(&key))
                 .await
@@ -212,14 +212,9 @@ impl EventHandler {
     /// Removes a finished set's `count` staged chunks, all at once (best effort: a
     /// lifecycle rule on the staging prefix collects whatever a killed relay leaves
     /// behind). Only that set's: another set under the id has other keys.
-    pub async fn clean_staging(
-        &self,
-        event_id: &protocol::EventId,
-        image_sha256: &str,
-        count: u32,
-    ) {
+    pub async fn clean_staging(&self, set: &EventKey, count: u32) {
         let deletes = (0..count).map(|index| {
-            let key = self.layout.staging_chunk_key(event_id, image_sha256, index);
+            let key = self.layout.staging_chunk_key(set, index);
             async move {
                 if let Err(e) = self.store.delete(&key).await {
                     tracing::debug!(%key, error = %e, "could not delete a staged chunk");

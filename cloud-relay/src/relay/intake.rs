@@ -19,11 +19,12 @@
 //! chunk takes. (The driver's [`super::ack_order::AckOrder`] bounds how long one held
 //! message may delay the acks of later ones.)
 //!
-//! Events in flight are known by [`EventKey`], the id *and* the image's sha256: a copy
-//! of an event in flight is acknowledged and answered by that event's receipt, but
-//! other content under the same id is another event, processed in its own right (the
-//! event handler then answers it `conflict` from S3). Dropping it as a "resend" left
-//! it without a receipt until its agent's next resend.
+//! Events in flight are known by [`EventKey`], the id *and* a digest of the whole
+//! meta: a copy of an event in flight is acknowledged and answered by that event's
+//! receipt, but other content under the same id (another image, or the same image
+//! under another device, date or type) is another event, processed in its own right
+//! (the event handler then answers it `conflict` from S3). Dropping it as a "resend"
+//! left it without a receipt until its agent's next resend.
 
 use std::collections::{HashMap, VecDeque};
 
@@ -41,15 +42,17 @@ pub const RECENT_RECEIPTS: usize = 4096;
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct EventKey {
     pub event_id: EventId,
-    /// The whole image's SHA-256, 64 hex digits (validated when the message decoded).
-    pub image_sha256: String,
+    /// SHA-256 of the meta's JSON, 64 hex digits: the meta names the image (its
+    /// sha256, size, type) and everything the event's keys derive from (device,
+    /// capture date), so equal digests mean one event, sent again.
+    pub meta_sha256: String,
 }
 
 impl EventKey {
     pub fn of(meta: &EventMeta) -> Self {
         EventKey {
             event_id: meta.event_id,
-            image_sha256: meta.image.sha256.clone(),
+            meta_sha256: protocol::json::sha256_hex(&meta.to_json()),
         }
     }
 }

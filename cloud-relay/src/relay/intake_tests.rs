@@ -396,24 +396,49 @@ fn in_shared_mode_a_chunk_of_another_image_under_an_id_in_flight_is_staged_not_d
     let Some(Action::Stage { chunk, ack, .. }) = out.into_iter().next() else {
         panic!("a chunk of the other image is staged")
     };
-    assert_eq!(ack, 2);
     // Its set completes on this relay while the first is still in flight.
     let event = CompleteEvent {
         meta: m2.clone(),
         image: other,
     };
-    let out = i.on_staged(
-        device,
-        EventKey::of(&chunk.header.meta),
-        3,
-        Staged::Complete(event),
-    );
+    let set = EventKey::of(&chunk.header.meta);
+    let out = i.on_staged(device.clone(), set.clone(), ack, Staged::Complete(event));
     assert_eq!(
         processed(&out),
         [m2.event_id],
         "the event handler judges it"
     );
     assert_eq!(i.held(), 2);
+    let conflict = Receipt::rejected(m2.event_id, RejectCode::Conflict, "taken");
+    assert_eq!(acks(&i.on_done(device.clone(), set, Some(conflict))), [2]);
+    let stored = Receipt::stored(m1.event_id, "s3://b/k.jpg");
+    assert_eq!(
+        acks(&i.on_done(device, EventKey::of(&m1), Some(stored))),
+        [1]
+    );
+    assert_eq!(i.held(), 0);
+}
+
+#[test]
+fn the_same_image_under_another_capture_date_while_in_flight_is_another_event() {
+    // Its image would have another key: the event handler answers it `conflict`.
+    let mut i = intake(false);
+    let img = image(12, 1000);
+    let m1 = meta_for(12, &img);
+    let mut m2 = m1.clone();
+    m2.captured_at = "2026-12-24T09:00:00.000Z".into();
+    let encode = |m: &EventMeta| {
+        encode_event(m, &img, topic(12).len(), &Limits::default())
+            .unwrap()
+            .remove(0)
+    };
+    assert_eq!(
+        processed(&i.on_message(&topic(12), &encode(&m1), 1, 0)),
+        [m1.event_id]
+    );
+    let out = i.on_message(&topic(12), &encode(&m2), 2, 0);
+    assert_eq!(processed(&out), [m1.event_id], "not dropped as a resend");
+    assert!(acks(&out).is_empty());
 }
 
 /// The broker's side of the receive window (MQTT 5 section 4.9): it sends a message

@@ -7,7 +7,7 @@
 //! | manifest row | `{manifest}/rows/{event_id}.json` (one JSON line) |
 //! | event index | `{manifest}/events/{event_id}.json` (the meta of the first event stored under the id) |
 //! | not-reviewed record | `{manifest}/not-reviewed/{human_loop_name}.json` (one JSON line) |
-//! | staged chunk | `{staging}/{event_id}/{image_sha256}/{index:06}` (per set: two sets of one id with other images never meet) |
+//! | staged chunk | `{staging}/{event_id}/{meta_sha256}/{index:06}` (per set: two sets under one id with other content never meet) |
 //! | sweep checkpoint | `{manifest}/sweep/checkpoint.json` (where the reconciliation sweep resumes) |
 //! | sweep claim | `{manifest}/sweep/claims/{checkpoint time}-{attempt}.json` (which relay sweeps from that checkpoint) |
 //!
@@ -19,6 +19,8 @@
 //! stored under an id wins, whatever key its image would have.
 
 use protocol::{EventId, EventMeta};
+
+use super::intake::EventKey;
 
 use crate::config::S3Config;
 
@@ -100,19 +102,18 @@ impl KeyLayout {
         format!("{}{human_loop_name}.json", self.not_reviewed_prefix())
     }
 
-    /// Where one chunk set stages its chunks: keyed by the image's sha256 as well as
-    /// the event id, so a set with other content under the same id (a `conflict`
-    /// to be) neither mixes its chunks into this one nor has its cleanup delete this
-    /// one's chunks. `image_sha256` is a decoded chunk header's (64 hex, validated).
-    pub fn staging_set_prefix(&self, event_id: &EventId, image_sha256: &str) -> String {
-        format!("{}/{event_id}/{image_sha256}/", self.staging)
+    /// Where one chunk set stages its chunks: under the event id and the digest of
+    /// the set's meta ([`EventKey`], 64 hex), so a set with other content under the
+    /// same id (a `conflict` to be) neither mixes its chunks into this one nor has
+    /// its cleanup delete this one's chunks. (A resend of the same set does share its
+    /// keys: a cleanup running late can delete its chunks, and the agent's next
+    /// resend completes it.)
+    pub fn staging_set_prefix(&self, set: &EventKey) -> String {
+        format!("{}/{}/{}/", self.staging, set.event_id, set.meta_sha256)
     }
 
-    pub fn staging_chunk_key(&self, event_id: &EventId, image_sha256: &str, index: u32) -> String {
-        format!(
-            "{}{index:06}",
-            self.staging_set_prefix(event_id, image_sha256)
-        )
+    pub fn staging_chunk_key(&self, set: &EventKey, index: u32) -> String {
+        format!("{}{index:06}", self.staging_set_prefix(set))
     }
 }
 
@@ -148,37 +149,47 @@ mod tests {
             l.not_reviewed_key(&format!("ea2i-{id}-r1")),
             format!("manifest/not-reviewed/ea2i-{id}-r1.json")
         );
-        let sha = "ab".repeat(32);
+        let set = EventKey::of(&meta);
         assert_eq!(
-            l.staging_chunk_key(&id, &sha, 3),
-            format!("staging/{id}/{sha}/000003")
+            l.staging_chunk_key(&set, 3),
+            format!("staging/{id}/{}/000003", set.meta_sha256)
         );
     }
 
-    /// Two chunk sets under one event id with other images (the second a `conflict`
-    /// to be) on relays of a shared subscription: when they shared keys, the second
-    /// set's chunks mixed into the first (an inconsistent set, no receipt) and the
-    /// cleanup after one deleted the other's freshly staged chunks (an incomplete set
-    /// that only a resend could finish).
+    /// Two chunk sets under one event id with other content (the second a `conflict`
+    /// to be: another image, or the same image under another capture date) on relays
+    /// of a shared subscription: when they shared keys, the second set's chunks mixed
+    /// into the first (an inconsistent set, no receipt) and the cleanup after one
+    /// deleted the other's freshly staged chunks (an incomplete set that only a
+    /// resend could finish).
     #[test]
-    fn two_sets_under_one_event_id_with_other_images_never_share_a_staged_key() {
+    fn two_sets_under_one_event_id_with_other_content_never_share_a_staged_key() {
         let l = layout();
-        let id = super::super::testing::meta(7, 10).event_id;
-        let (a, b) = ("ab".repeat(32), "cd".repeat(32));
-        for i in 0..4 {
-            for j in 0..4 {
-                assert_ne!(
-                    l.staging_chunk_key(&id, &a, i),
-                    l.staging_chunk_key(&id, &b, j)
-                );
+        let first = super::super::testing::meta(7, 10);
+        let mut other_image = first.clone();
+        other_image.image.sha256 = "cd".repeat(32);
+        let mut other_date = first.clone();
+        other_date.captured_at = "2026-12-24T09:00:00.000Z".into();
+        let sets = [&first, &other_image, &other_date].map(EventKey::of);
+        for (x, a) in sets.iter().enumerate() {
+            for b in &sets[x + 1..] {
+                for (i, j) in [(0, 0), (0, 1), (3, 3)] {
+                    assert_ne!(l.staging_chunk_key(a, i), l.staging_chunk_key(b, j));
+                }
+                assert!(!l
+                    .staging_set_prefix(a)
+                    .starts_with(&l.staging_set_prefix(b)));
             }
+            let id = first.event_id;
+            assert!(l
+                .staging_set_prefix(a)
+                .starts_with(&format!("staging/{id}/")));
         }
-        assert!(!l
-            .staging_set_prefix(&id, &a)
-            .starts_with(&l.staging_set_prefix(&id, &b)));
-        assert!(l
-            .staging_set_prefix(&id, &a)
-            .starts_with(&format!("staging/{id}/")));
+        assert_eq!(
+            EventKey::of(&first),
+            EventKey::of(&first.clone()),
+            "a resend"
+        );
     }
 
     #[test]

@@ -382,9 +382,7 @@ impl Driver {
             // After the acknowledgements, still holding the worker: the staged chunks
             // of a stored set are of no more use.
             if let (true, Some(count)) = (stored, staged) {
-                handler
-                    .clean_staging(&key.event_id, &key.image_sha256, count)
-                    .await;
+                handler.clean_staging(&key, count).await;
             }
         });
     }
