@@ -17,7 +17,7 @@
 # qemu-user, the rustup targets. Builds use cargo's dev profile and the test
 # command's settings (scripts/test-env.sh), like the tests, in
 # $CARGO_TARGET_DIR/<triple>/debug: the first run compiles TF Lite and the agent's
-# dependencies for each target (19 minutes for both on 2 cores), later runs
+# dependencies for both targets (16 minutes on 2 cores), later runs
 # only the agent. Results land in $CARGO_TARGET_DIR/devices/.
 #
 # LiteRT under qemu: qemu-user 7.2 shows the host's x86 /proc/cpuinfo, and LiteRT's CPU
