@@ -11,9 +11,8 @@
 #
 # TF Lite's library is built once per target directory and profile, so a dev build
 # made before with other flags keeps its library; the crate's C++ glue is rebuilt.
-while IFS='=' read -r test_env_name test_env_value; do
-  [ -n "${!test_env_name:-}" ] || export "$test_env_name=$test_env_value"
-done < <(python3 - "$(dirname "${BASH_SOURCE[0]}")/../.cargo/config.toml" <<'PYEOF'
+# (python3 3.11 for tomllib: Debian 12's. Without it the builds keep -O3, saying so.)
+if test_env_flags="$(python3 - "$(dirname "${BASH_SOURCE[0]}")/../.cargo/config.toml" <<'PYEOF'
 import sys, tomllib
 env = tomllib.load(open(sys.argv[1], "rb"))["env"]
 for name, value in env.items():
@@ -21,4 +20,12 @@ for name, value in env.items():
         flags = ["-O2" if f == "-O3" else f for f in value.split()]
         print(f"{name}={' '.join(flags)}")
 PYEOF
-)
+)"; then
+  while IFS='=' read -r test_env_name test_env_value; do
+    if [ -n "$test_env_name" ] && [ -z "${!test_env_name:-}" ]; then
+      export "$test_env_name=$test_env_value"
+    fi
+  done <<< "$test_env_flags"
+else
+  echo "test-env: could not read .cargo/config.toml's CXXFLAGS (python3 >= 3.11 needed); TF Lite builds with -O3" >&2
+fi
