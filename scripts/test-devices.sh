@@ -28,12 +28,11 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 root="$PWD"
 # shellcheck source=test-env.sh
-source scripts/test-env.sh   # the test command's build settings (TF Lite at -O2)
+source scripts/test-env.sh   # the test command's build settings (TF Lite at -O2), target_dir
 
 targets=("$@")
 [ ${#targets[@]} -gt 0 ] || targets=(aarch64-unknown-linux-gnu armv7-unknown-linux-gnueabihf)
 
-target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 out="$target_dir/devices"
 mkdir -p "$out"
 samples="$root/models/samples"

@@ -1,5 +1,9 @@
 # Sourced, not run, by the test command's scripts (scripts/test.sh, test-devices.sh):
-# how the test builds differ from a release build, in one place.
+# how the test builds differ from a release build, in one place, and where they land.
+#
+# `target_dir`: cargo's target directory as cargo resolves it (CARGO_TARGET_DIR, a
+# `build.target-dir` in a cargo config, or ./target).
+target_dir="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')"
 #
 # TF Lite at -O2. The tflite crate compiles TensorFlow Lite's C++ with the
 # CXXFLAGS_<target> of .cargo/config.toml (-O3, the release's flags). The test command

@@ -9,7 +9,7 @@ if [ "${CI:-}" = true ] && [ -z "${CARGO_TARGET_DIR:-}" ]; then
 fi
 export CARGO_TERM_COLOR=never
 # shellcheck source=test-env.sh
-source scripts/test-env.sh   # TF Lite at -O2 for the tests
+source scripts/test-env.sh   # TF Lite at -O2 for the tests; sets target_dir
 # Formatting and lints first: they fail in seconds, not after the build.
 cargo fmt --all --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
@@ -25,7 +25,6 @@ npm ci --prefix local-aws/tests/web --no-audit --no-fund
 EDGE_A2I_REQUIRE_BROWSER=1 EDGE_A2I_REQUIRE_TOOLS=1 cargo nextest run --workspace --locked --no-fail-fast
 cargo test --workspace --locked --doc
 # The local A2I-compatible API, driven by boto3 against the real binary.
-target_dir="${CARGO_TARGET_DIR:-$PWD/target}"
 LOCAL_AWS_BIN="$target_dir/debug/local-aws" python3 -m pytest -q tests/a2i_boto3
 # edge-agent cross-built for aarch64 and armv7 and run under qemu-user: classify gives
 # the x86_64 build's labels and scores, the unit tests pass on aarch64.
