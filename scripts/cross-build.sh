@@ -16,8 +16,9 @@
 set -euo pipefail
 
 usage() { echo "usage: $0 [--dev] aarch64-unknown-linux-gnu|armv7-unknown-linux-gnueabihf [cargo args...]" >&2; exit 2; }
-# --dev: cargo's dev profile (what the tests build: minutes faster than release, the
-# same TF Lite flags) into target/<triple>/debug instead of target/<triple>/release.
+# --dev: cargo's dev profile (what the tests build: minutes faster than release; the
+# test command also lowers TF Lite to -O2, scripts/test-env.sh) into
+# target/<triple>/debug instead of target/<triple>/release.
 profile=release
 if [ "${1:-}" = --dev ]; then profile=dev; shift; fi
 [ $# -ge 1 ] || usage

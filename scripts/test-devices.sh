@@ -16,9 +16,9 @@
 # Installs what is missing (saying so, scripts/cross-env.sh): the cross compilers,
 # qemu-user, the rustup targets. Builds use cargo's dev profile and the test
 # command's settings (scripts/test-env.sh), like the tests, in
-# $CARGO_TARGET_DIR/<triple>/debug: the first run compiles TF Lite and the agent's
+# <target dir>/<triple>/debug: the first run compiles TF Lite and the agent's
 # dependencies for both targets (16 minutes on 2 cores), later runs
-# only the agent. Results land in $CARGO_TARGET_DIR/devices/.
+# only the agent. Results land in <target dir>/devices/ (cargo's target directory).
 #
 # LiteRT under qemu: qemu-user 7.2 shows the host's x86 /proc/cpuinfo, and LiteRT's CPU
 # detection crashes on it. qemu's -L prefix applies to every absolute path the program

@@ -15,7 +15,9 @@ if [ "$(id -u)" != 0 ] || { [ "${CI:-}" != true ] && [ "${EDGE_A2I_PACKAGE_TEST:
 fi
 fail() { echo "test-packages: FAILED: $*" >&2; exit 1; }
 step() { echo "test-packages: $*"; }
-bin_dir="${CARGO_TARGET_DIR:-$PWD/target}/debug"
+# shellcheck source=test-env.sh
+source scripts/test-env.sh   # target_dir, as the test command resolves it
+bin_dir="$target_dir/debug"
 out=$(mktemp -d)
 agent_pid=""
 cleanup() {
